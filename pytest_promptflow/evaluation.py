@@ -1,0 +1,211 @@
+"""Evaluators -> per-row scores and aggregate metrics.
+
+An evaluator is an evaluation flow (DAG/flex; its aggregation node's ``log_metric`` calls become
+metrics), an azure-ai-evaluation (or promptflow-evals) evaluator, or any callable returning a
+dict of scores per row. Mappings: ``${data.x}`` and ``${run.outputs.x}`` (``${target.x}`` too).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from .config import DatasetSpec, parse_mapping
+from .engine import Engine, Run
+from .errors import SpecError, Where
+from .flows import FlowTarget
+
+
+class MetricValue(float):
+    """A metric that remembers its name, cell, row count and worst rows, for failure messages."""
+
+    name: str
+    cell_id: str
+    rows: int
+    worst: tuple[Mapping[str, Any], ...]
+
+    def __new__(cls, value: float, name: str, cell_id: str, rows: int,
+                worst: Sequence[Mapping[str, Any]] = ()) -> "MetricValue":
+        self = super().__new__(cls, value)
+        self.name, self.cell_id, self.rows, self.worst = name, cell_id, rows, tuple(worst)
+        return self
+
+
+class Metrics(dict):
+    """Metric name -> MetricValue; a missing name says which metrics there are."""
+
+    def __missing__(self, key: str) -> Any:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(self), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"no metric {key!r}{hint} (metrics: {', '.join(sorted(self))})")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluator over one run: per-row scores (None where not scored) and metrics."""
+
+    evaluator: str
+    dataset: str
+    scores: tuple[Mapping[str, Any] | None, ...]
+    errors: tuple[str | None, ...]
+    metrics: Mapping[str, float]
+
+
+def resolve_row(mapping: Mapping[str, str], data: Mapping[str, Any], outputs: Mapping[str, Any] | None,
+                where: Where | None) -> dict[str, Any]:
+    values = {}
+    for name, expression in mapping.items():
+        source = parse_mapping(expression)
+        if source is None:
+            values[name] = expression
+        elif source[0] == "data":
+            values[name] = data[source[1]]
+        else:
+            if outputs is None or source[1] not in outputs:
+                raise SpecError(where, f"mapping {name}: {expression} names a flow output the run does not have",
+                                f"outputs are: {', '.join(outputs or {}) or 'none'}")
+            values[name] = outputs[source[1]]
+    return values
+
+
+def evaluate(engine: Engine, run: Run, evaluator: Any, mapping: Mapping[str, str], *,
+             name: str | None = None, data: Sequence[Mapping[str, Any]] | None = None,
+             dataset: DatasetSpec | None = None, connections: Mapping[str, Any] | None = None) -> Evaluation:
+    """Score ``run`` with ``evaluator``; ``data`` (aligned with the run's rows) defaults to the run's own."""
+    where = dataset.where if dataset else None
+    rows = [row.data for row in run.rows] if data is None else list(data)
+    if len(rows) != len(run.rows):
+        raise SpecError(where, f"evaluation data has {len(rows)} rows but the run has {len(run.rows)}",
+                        "give the evaluator dataset the same rows, in order, as the dataset it references")
+    _check_data_columns(mapping, rows, dataset, where)
+    if isinstance(evaluator, FlowTarget):
+        return _evaluate_flow(engine, run, evaluator, mapping, rows, name or evaluator.name,
+                              connections or {}, where)
+    return _evaluate_callable(engine, run, evaluator, mapping, rows, name or _callable_name(evaluator), where)
+
+
+def _check_data_columns(mapping: Mapping[str, str], rows: Sequence[Mapping[str, Any]],
+                        dataset: DatasetSpec | None, where: Where | None) -> None:
+    from .datasets import check_columns
+
+    needed = [s[1] for s in map(parse_mapping, mapping.values()) if s and s[0] == "data"]
+    spec = dataset or DatasetSpec(name="run data", source=where.path if where else "run")  # type: ignore[arg-type]
+    check_columns(spec, rows, needed, where)
+
+
+def _evaluate_callable(engine: Engine, run: Run, evaluator: Callable[..., Any], mapping: Mapping[str, str],
+                       rows: Sequence[Mapping[str, Any]], name: str, where: Where | None) -> Evaluation:
+    def score(i: int) -> tuple[Mapping[str, Any] | None, str | None]:
+        if run.rows[i].failed:
+            return None, "flow row failed"
+        kwargs = resolve_row(mapping, rows[i], run.rows[i].outputs, where)
+        try:
+            value = evaluator(**kwargs)
+        except Exception as exc:  # one bad row does not lose the others
+            return None, f"{type(exc).__name__}: {exc}"
+        return (dict(value) if isinstance(value, Mapping) else {name: value}), None
+
+    results = engine.map(score, range(len(rows)))
+    scores = tuple(s for s, _ in results)
+    return Evaluation(name, run.cell.dataset.name, scores, tuple(e for _, e in results), aggregate(scores))
+
+
+def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mapping[str, str],
+                   rows: Sequence[Mapping[str, Any]], name: str, connections: Mapping[str, Any],
+                   where: Where | None) -> Evaluation:
+    executor = target.aggregation_runner(connections)
+    flow_inputs = list((target.definition.get("inputs") or {}).keys())
+    unknown = [k for k in mapping if flow_inputs and k not in flow_inputs]
+    if unknown:
+        raise SpecError(where, f"evaluator {name} has no input {', '.join(unknown)}",
+                        f"its inputs are: {', '.join(flow_inputs)}")
+
+    def line(i: int) -> tuple[Any, dict[str, Any] | None]:
+        if run.rows[i].failed:
+            return None, None
+        inputs = resolve_row(mapping, rows[i], run.rows[i].outputs, where)
+        return executor.exec_line(inputs, index=i), inputs
+
+    lines = engine.map(line, range(len(rows)))
+    scores: list[Mapping[str, Any] | None] = []
+    errors: list[str | None] = []
+    done_inputs: list[dict[str, Any]] = []
+    done_lines = []
+    for result, inputs in lines:
+        if result is None:
+            scores.append(None)
+            errors.append("flow row failed")
+            continue
+        status = str(getattr(result.run_info.status, "value", result.run_info.status))
+        if status != "Completed":
+            scores.append(None)
+            errors.append((result.run_info.error or {}).get("message", status))
+            continue
+        scores.append({k: v for k, v in (result.output or {}).items() if k != "line_number"})
+        errors.append(None)
+        done_inputs.append(inputs or {})
+        done_lines.append(result)
+    metrics = aggregate(scores)
+    if executor.has_aggregation_node and done_lines:
+        aggregated = executor.exec_aggregation(
+            inputs={k: [inp.get(k) for inp in done_inputs] for k in flow_inputs},
+            aggregation_inputs={k: [ln.aggregation_inputs.get(k) for ln in done_lines]
+                                for k in done_lines[0].aggregation_inputs},
+        )
+        metrics.update({k: float(v) for k, v in (aggregated.metrics or {}).items() if _is_number(v)})
+    return Evaluation(name, run.cell.dataset.name, tuple(scores), tuple(errors), metrics)
+
+
+def aggregate(scores: Sequence[Mapping[str, Any] | None]) -> dict[str, float]:
+    """Mean of every numeric score; ``<x>_result`` pass/fail columns give ``<x>_pass_rate``."""
+    columns: dict[str, list[float]] = {}
+    for row in scores:
+        for key, value in (row or {}).items():
+            if key.endswith("_threshold"):
+                continue
+            if key.endswith("_result") and str(value).lower() in ("pass", "fail"):
+                columns.setdefault(key[: -len("_result")] + "_pass_rate", []).append(
+                    1.0 if str(value).lower() == "pass" else 0.0)
+            elif _is_number(value):
+                columns.setdefault(key, []).append(float(value))
+    return {key: statistics.fmean(values) for key, values in columns.items() if values}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
+
+
+def _callable_name(evaluator: Any) -> str:
+    return getattr(evaluator, "__name__", None) or type(evaluator).__name__
+
+
+def worst_rows(run: Run, evaluations: Sequence[Evaluation], metric: str, limit: int = 3) -> list[dict[str, Any]]:
+    """The rows that pull ``metric`` down most: error rows first, then the lowest per-row scores."""
+    def per_row(i: int) -> float | None:
+        for ev in evaluations:
+            row = ev.scores[i] or {}
+            numeric = {k: v for k, v in row.items() if _is_number(v) and not k.endswith("_threshold")}
+            if metric in numeric:
+                return float(numeric[metric])
+            if len(numeric) == 1:
+                return float(next(iter(numeric.values())))
+        return None
+
+    ranked = []
+    for i, row in enumerate(run.rows):
+        value = per_row(i)
+        if row.failed:
+            ranked.append((-math.inf, i, f"{row.error_type}: {row.error_message}"))
+        elif value is not None:
+            ranked.append((value, i, None))
+    ranked.sort(key=lambda item: (item[0], item[1]))
+    worst = []
+    for value, i, error in ranked[:limit]:
+        row = run.rows[i]
+        worst.append({"row": i, "inputs": dict(row.inputs), "outputs": dict(row.outputs or {}),
+                      "score": None if value == -math.inf else value, "error": error})
+    return worst

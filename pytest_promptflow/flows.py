@@ -1,0 +1,249 @@
+"""Flow targets: DAG (flow.dag.yaml with node_variants), flex (flow.flex.yaml), .prompty, callables.
+
+A target knows its variants and connections without importing promptflow (collection stays
+cheap); ``executor`` builds the thing that runs one row, importing promptflow only then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .errors import SpecError, Where
+
+DAG_FILE = "flow.dag.yaml"
+FLEX_FILE = "flow.flex.yaml"
+PROVIDER_CONNECTION = {"AzureOpenAI": "AzureOpenAIConnection", "OpenAI": "OpenAIConnection"}
+
+
+@dataclass(frozen=True)
+class RowOutcome:
+    """What one row of a flow gave: outputs, or an error (type and message)."""
+
+    outputs: Mapping[str, Any] | None
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class FlowTarget:
+    """A flow to run: a promptflow flow file or a Python callable."""
+
+    name: str
+    kind: str  # dag | flex | prompty | callable
+    path: Path | None = None
+    func: Callable[..., Any] | None = None
+    definition: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> Path | None:
+        return None if self.path is None else self.path.parent
+
+    def node_variants(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """node -> (default variant id, all variant ids), from ``node_variants``."""
+        found = {}
+        for node, cfg in (self.definition.get("node_variants") or {}).items():
+            ids = tuple((cfg.get("variants") or {}).keys())
+            found[node] = (cfg.get("default_variant_id") or (ids[0] if ids else ""), ids)
+        return found
+
+    def node_names(self) -> list[str]:
+        return [n.get("name") for n in self.definition.get("nodes") or []]
+
+    def input_names(self) -> list[str]:
+        if self.kind == "callable" and self.func is not None:
+            target = self.func.__call__ if inspect.isclass(self.func) else self.func
+            params = inspect.signature(target).parameters
+            return [p for p in params if p != "self"]
+        return list((self.definition.get("inputs") or {}).keys())
+
+    def connections(self) -> dict[str, str]:
+        """Connection name -> connection type, for every node (and variant) that names one."""
+        found: dict[str, str] = {}
+        nodes = list(self.definition.get("nodes") or [])
+        for cfg in (self.definition.get("node_variants") or {}).values():
+            nodes += [v.get("node") or {} for v in (cfg.get("variants") or {}).values()]
+        for node in nodes:
+            name = node.get("connection")
+            if isinstance(name, str):
+                found[name] = PROVIDER_CONNECTION.get(node.get("provider", ""), "AzureOpenAIConnection")
+        if self.kind == "prompty":
+            config = (self.definition.get("model") or {}).get("configuration") or {}
+            kind = "OpenAIConnection" if config.get("type") == "openai" else "AzureOpenAIConnection"
+            found[config.get("connection") or "aoai"] = kind
+        return found
+
+    def check_overrides(self, overrides: Mapping[str, Any], where: Where | None) -> None:
+        nodes = {n.get("name"): n for n in self.definition.get("nodes") or []}
+        for key in overrides:
+            parts = key.split(".")
+            if len(parts) < 3 or parts[0] != "nodes":
+                raise SpecError(where, f"override {key!r} is not nodes.<node>.<field>...",
+                                "write e.g. nodes.classify.inputs.temperature")
+            if self.kind == "dag" and parts[1] not in nodes:
+                raise SpecError(where, f"override {key!r} names unknown node {parts[1]!r}",
+                                f"nodes in {self.path}: {', '.join(n for n in nodes if n)}")
+
+    def executor(
+        self,
+        variants: Mapping[str, str],
+        overrides: Mapping[str, Any],
+        connections: Mapping[str, Any],
+        init: Mapping[str, Any] | None = None,
+    ) -> Callable[[Mapping[str, Any]], RowOutcome]:
+        """A function that runs one row with the chosen variants, overrides and connections."""
+        if self.kind == "callable":
+            return _callable_runner(self.func, init)
+        from promptflow.executor import FlowExecutor
+
+        conns = {name: conn._to_execution_connection_dict() for name, conn in connections.items()}
+        if self.kind == "dag":
+            dag = resolve_dag(self.definition, variants, overrides)
+            with tempfile.TemporaryDirectory(prefix="pytest-promptflow-") as folder:
+                flow_file = Path(folder) / DAG_FILE
+                _dump_yaml(dag, flow_file)
+                executor = FlowExecutor.create(flow_file, conns, working_dir=self.folder, raise_ex=False)
+        elif self.kind == "flex":
+            executor = FlowExecutor.create(self.path, conns, working_dir=self.folder, raise_ex=False,
+                                           init_kwargs=dict(init or {}))
+        else:
+            executor = FlowExecutor.create(_load_prompty(self.path, connections), conns,
+                                           working_dir=self.folder, raise_ex=False)
+        return lambda inputs: _outcome(executor.exec_line(dict(inputs)))
+
+    def aggregation_runner(self, connections: Mapping[str, Any]) -> "Any":
+        """The promptflow executor of an evaluation flow (it runs lines and the aggregation)."""
+        from promptflow.executor import FlowExecutor
+
+        conns = {name: conn._to_execution_connection_dict() for name, conn in connections.items()}
+        if self.kind == "dag":
+            with tempfile.TemporaryDirectory(prefix="pytest-promptflow-") as folder:
+                flow_file = Path(folder) / DAG_FILE
+                _dump_yaml(resolve_dag(self.definition, {}, {}), flow_file)
+                return FlowExecutor.create(flow_file, conns, working_dir=self.folder, raise_ex=False)
+        return FlowExecutor.create(self.path, conns, working_dir=self.folder, raise_ex=False)
+
+
+def load_target(flow: str | Path | Callable[..., Any], base_dir: Path, where: Where | None = None) -> FlowTarget:
+    """A FlowTarget from a path (folder, flow file, .prompty) or a callable."""
+    if callable(flow) and not isinstance(flow, (str, Path)):
+        name = getattr(flow, "__name__", type(flow).__name__)
+        return FlowTarget(name=name, kind="callable", func=flow)
+    path = Path(flow)
+    path = path if path.is_absolute() else base_dir / path
+    if path.is_dir():
+        for file_name, kind in ((DAG_FILE, "dag"), (FLEX_FILE, "flex")):
+            if (path / file_name).is_file():
+                return FlowTarget(path.name, kind, path / file_name, definition=_read_yaml(path / file_name))
+        raise SpecError(where, f"{path} has no {DAG_FILE} or {FLEX_FILE}",
+                        "point flow at a promptflow flow folder or a .prompty file")
+    if path.is_file() and path.suffix == ".prompty":
+        return FlowTarget(path.stem, "prompty", path, definition=_read_prompty_front_matter(path))
+    if path.is_file() and path.name in (DAG_FILE, FLEX_FILE):
+        return load_target(path.parent, base_dir, where)
+    raise SpecError(where, f"flow {str(flow)!r} not found (looked for {path})",
+                    "give a flow folder (flow.dag.yaml / flow.flex.yaml), a .prompty file, or a callable")
+
+
+def resolve_dag(definition: Mapping[str, Any], variants: Mapping[str, str], overrides: Mapping[str, Any]) -> dict:
+    """The DAG with the chosen variant of every node that has variants, and overrides applied."""
+    dag = copy.deepcopy(dict(definition))
+    node_variants = dag.pop("node_variants", None) or {}
+    nodes = []
+    for node in dag.get("nodes") or []:
+        if node.get("use_variants"):
+            cfg = node_variants[node["name"]]
+            variant = variants.get(node["name"]) or cfg.get("default_variant_id")
+            node = {"name": node["name"], **copy.deepcopy(cfg["variants"][variant]["node"])}
+        nodes.append(node)
+    dag["nodes"] = nodes
+    by_name = {n["name"]: n for n in nodes}
+    for key, value in overrides.items():
+        _, node_name, *path = key.split(".")
+        target = by_name[node_name]
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+    return dag
+
+
+def _outcome(line: Any) -> RowOutcome:
+    status = str(getattr(line.run_info.status, "value", line.run_info.status))
+    if status == "Completed":
+        outputs = {k: v for k, v in (line.output or {}).items() if k != "line_number"}
+        return RowOutcome(outputs)
+    error = line.run_info.error or {}
+    debug = error.get("debugInfo") or {}
+    inner = debug.get("innerException") or {}
+    error_type = inner.get("type") or debug.get("type") or error.get("code") or "Error"
+    message = inner.get("message") or error.get("message") or status
+    return RowOutcome(None, error_type, message)
+
+
+def _callable_runner(func: Any, init: Mapping[str, Any] | None) -> Callable[[Mapping[str, Any]], RowOutcome]:
+    target = func(**dict(init or {})) if inspect.isclass(func) else func
+    is_async = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))
+
+    def run(inputs: Mapping[str, Any]) -> RowOutcome:
+        try:
+            value = asyncio.run(target(**inputs)) if is_async else target(**inputs)
+        except Exception as exc:  # a row that raises is an error row; the run goes on
+            return RowOutcome(None, type(exc).__name__, str(exc))
+        return RowOutcome(value if isinstance(value, Mapping) else {"output": value})
+
+    return run
+
+
+def _read_yaml(path: Path) -> dict:
+    from ruamel.yaml import YAML, YAMLError
+
+    try:
+        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise SpecError(Where(path, line), f"YAML syntax error: {getattr(exc, 'problem', exc)}",
+                        "fix the YAML") from None
+    if not isinstance(data, dict):
+        raise SpecError(Where(path), "flow file is not a YAML mapping", "see promptflow's flow schema")
+    return data
+
+
+def _dump_yaml(data: Mapping[str, Any], path: Path) -> None:
+    from ruamel.yaml import YAML
+
+    with path.open("w", encoding="utf-8") as stream:
+        YAML(typ="safe", pure=True).dump(dict(data), stream)
+
+
+def _read_prompty_front_matter(path: Path) -> dict:
+    text = path.read_text(encoding="utf-8")
+    parts = text.split("---", 2)
+    if len(parts) < 3:
+        raise SpecError(Where(path, 1), "prompty file has no front matter between --- lines",
+                        "see promptflow's prompty format")
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load(parts[1]) or {}
+
+
+def _load_prompty(path: Path | None, connections: Mapping[str, Any]) -> Any:
+    """Load a .prompty with its model configuration taken from our resolved connection."""
+    from promptflow.core import Prompty
+
+    assert path is not None
+    definition = _read_prompty_front_matter(path)
+    config = dict(((definition.get("model") or {}).get("configuration") or {}))
+    conn = connections[config.get("connection") or "aoai"]
+    config.pop("connection", None)
+    if config.get("type") == "openai":
+        config.update(api_key=conn.api_key, base_url=conn.base_url)
+    else:
+        config.update(type="azure_openai", api_key=conn.api_key, azure_endpoint=conn.api_base,
+                      api_version=conn.api_version)
+    return Prompty.load(source=path, model={"configuration": config})

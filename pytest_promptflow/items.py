@@ -1,0 +1,73 @@
+"""experiment.yaml files collected as test items: one item per cell, thresholds as its assertions."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Iterator
+
+import pytest
+
+from .errors import SpecError
+from .thresholds import check
+
+
+class ThresholdFailure(Exception):
+    """Raised by an item whose metrics miss a threshold; its text is the failure table."""
+
+
+class ExperimentFile(pytest.File):
+    """An experiment.yaml (with the overlay chosen by --promptflow-env) as a collector."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        from .config import load_experiment
+        from .plugin import session_of
+
+        session = session_of(self.config)
+        try:
+            spec = load_experiment(self.path, self.config.getoption("promptflow_env"))
+            planned = session.plan(spec, self.path.parent)
+        except SpecError as error:
+            raise self.CollectError(str(error)) from None
+        for cell in planned:
+            yield ExperimentItem.from_parent(self, name=f"{spec.name}[{cell.id}]", planned=cell)
+
+
+class ExperimentItem(pytest.Item):
+    """One cell of an experiment: run it, score it with the evaluators, check the thresholds."""
+
+    def __init__(self, *, planned: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.planned = planned
+        self.add_marker(pytest.mark.promptflow)
+
+    def runtest(self) -> None:
+        from .plugin import session_of
+        from .reporting.failure import failure_text
+        from .results import metrics_of
+
+        session = session_of(self.config)
+        run = session.run(self.planned)
+        evaluations = session.evaluate_experiment(self.planned, run)
+        metrics = metrics_of(run, evaluations)
+        self.user_properties.extend(("promptflow." + k, round(float(v), 6)) for k, v in metrics.items())
+        thresholds = self.planned.spec.thresholds
+        for threshold in thresholds:
+            if threshold.metric not in metrics:
+                close = difflib.get_close_matches(threshold.metric, list(metrics), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise SpecError(threshold.where, f"threshold on unknown metric {threshold.metric!r}",
+                                f"{hint}metrics of this cell: {', '.join(sorted(metrics))}")
+        verdicts = check(thresholds, metrics)
+        failed = [v for v in verdicts if not v.passed]
+        if failed:
+            worst = metrics[failed[0].threshold.metric].worst
+            raise ThresholdFailure(failure_text(self.planned.id, len(run.rows), verdicts, worst))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, (ThresholdFailure, SpecError)):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        where = self.planned.spec.where
+        return self.path, (where.line - 1 if where and where.line else None), self.name

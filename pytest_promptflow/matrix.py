@@ -1,0 +1,137 @@
+"""Specs to cells: the points of the flow x variants x overrides x dataset matrix, with readable ids."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from .config import DatasetSpec, VariantsSpec
+from .errors import SpecError, Where
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the matrix: which flow, which variant per node, which overrides, which data."""
+
+    flow: str
+    variants: tuple[tuple[str, str], ...]
+    overrides: tuple[tuple[str, Any], ...]
+    dataset: DatasetSpec
+
+    @property
+    def id(self) -> str:
+        short = _short_override_names([key for key, _ in self.overrides])
+        parts = [self.flow]
+        parts += [f"{node}={variant}" for node, variant in self.variants]
+        parts += [f"{short[key]}={value}" for key, value in self.overrides]
+        parts.append(self.dataset.name)
+        return "-".join(parts)
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """What makes two cells the same run (the dataset by file and mappings, not by name)."""
+        mappings = tuple(sorted(self.dataset.mappings.items()))
+        overrides = tuple((k, repr(v)) for k, v in self.overrides)
+        return (self.flow, self.variants, overrides, str(self.dataset.source), mappings)
+
+
+def _short_override_names(keys: Sequence[str]) -> dict[str, str]:
+    """``nodes.classify.inputs.temperature`` -> ``temperature``, longer only where two would clash."""
+    short: dict[str, str] = {}
+    for key in keys:
+        parts = [p for p in key.split(".") if p not in ("nodes", "inputs")]
+        for n in range(1, len(parts) + 1):
+            name = ".".join(parts[-n:])
+            clashes = [k for k in keys if k != key and ".".join(
+                [p for p in k.split(".") if p not in ("nodes", "inputs")][-n:]) == name]
+            if not clashes:
+                break
+        short[key] = name
+    return short
+
+
+def expand(
+    flow: str,
+    variants: VariantsSpec,
+    node_variants: Mapping[str, tuple[str, tuple[str, ...]]],
+    datasets: Sequence[DatasetSpec],
+) -> list[Cell]:
+    """Cells for one flow; ``node_variants`` maps node -> (default variant, all variant ids)."""
+    nodes = _chosen_variants(variants, node_variants)
+    overrides = {key: tuple(values) for key, values in variants.overrides.items()}
+    combos: list[tuple[tuple[tuple[str, str], ...], tuple[tuple[str, Any], ...]]] = []
+    defaults = tuple((node, node_variants[node][0]) for node in nodes)
+    if variants.strategy == "defaults":
+        combos.append((defaults, ()))
+    elif variants.strategy == "one_at_a_time":
+        combos.append((defaults, ()))
+        for i, (node, ids) in enumerate(nodes.items()):
+            for variant in ids:
+                if variant != node_variants[node][0]:
+                    swapped = defaults[:i] + ((node, variant),) + defaults[i + 1:]
+                    combos.append((swapped, ()))
+        for key, values in overrides.items():
+            combos.extend((defaults, ((key, value),)) for value in values)
+    else:
+        variant_axes = [[(node, v) for v in ids] for node, ids in nodes.items()]
+        override_axes = [[(key, v) for v in values] for key, values in overrides.items()]
+        for choice in itertools.product(*variant_axes):
+            for values in itertools.product(*override_axes):
+                combos.append((tuple(choice), tuple(values)))
+    return [Cell(flow, v, o, ds) for ds in datasets for v, o in combos]
+
+
+def _chosen_variants(
+    variants: VariantsSpec, node_variants: Mapping[str, tuple[str, tuple[str, ...]]]
+) -> dict[str, tuple[str, ...]]:
+    chosen: dict[str, tuple[str, ...]] = {}
+    for node, wanted in variants.nodes.items():
+        if node not in node_variants:
+            known = ", ".join(sorted(node_variants)) or "none"
+            raise SpecError(
+                variants.where,
+                f"node {node!r} has no variants in the flow (nodes with variants: {known})",
+                "name a node listed under node_variants in flow.dag.yaml",
+            )
+        all_ids = node_variants[node][1]
+        ids = all_ids if wanted == "*" else tuple(wanted if isinstance(wanted, (list, tuple)) else [wanted])
+        for variant in ids:
+            if variant not in all_ids:
+                raise SpecError(
+                    variants.where,
+                    f"node {node!r} has no variant {variant!r} (it has {', '.join(all_ids)})",
+                    "use one of those ids or '*'",
+                )
+        chosen[node] = tuple(ids)
+    return chosen
+
+
+def narrow(cells: list[Cell], selection: str | None) -> list[Cell]:
+    """Keep the cells that match ``node=variant[,node=variant...]`` from --promptflow-variants."""
+    if not selection:
+        return cells
+    wanted = dict(part.split("=", 1) for part in selection.split(",") if part.strip())
+    return [
+        cell
+        for cell in cells
+        if all(dict(cell.variants).get(node, variant) == variant for node, variant in wanted.items())
+    ]
+
+
+def parse_selection(text: str) -> str:
+    """argparse ``type=`` for --promptflow-variants: ``node=variant[,node=variant]``."""
+    import argparse
+
+    for part in text.split(","):
+        node, sep, variant = part.partition("=")
+        if not sep or not node.strip() or not variant.strip():
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not node=variant (e.g. --promptflow-variants classify=variant_1)"
+            )
+    return text
+
+
+def default_variants(node_variants: Mapping[str, tuple[str, tuple[str, ...]]], where: Where | None) -> VariantsSpec:
+    """The GenAIOps template's matrix for a file without our keys: every node, one at a time."""
+    return VariantsSpec(strategy="one_at_a_time", nodes={n: "*" for n in node_variants}, where=where)

@@ -1,0 +1,148 @@
+"""pytest hooks, options, the ``promptflow`` marker and the ``flow_run`` fixture; all delegate.
+
+Inert unless used: importing this module imports no promptflow, pandas or Azure SDK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from .errors import SpecError, Where
+from .matrix import parse_selection
+from .session import PromptflowSession
+
+SESSION = pytest.StashKey[PromptflowSession]()
+MARKER_HELP = (
+    "promptflow(flow, data, variants=None, overrides=None, strategy='matrix', mappings=None, init=None): "
+    "run the test once per cell of flow x node variants x overrides x dataset; it gets the run as flow_run"
+)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("promptflow", "prompt-flow evaluation")
+    group.addoption("--promptflow-env", metavar="ENV", default=None,
+                    help="apply the overlay experiment.<ENV>.yaml to every experiment.yaml")
+    group.addoption("--promptflow-variants", metavar="NODE=VARIANT[,...]", type=parse_selection, default=None,
+                    help="run only the cells with these node variants, e.g. classify=variant_1")
+    group.addoption("--promptflow-concurrency", metavar="N", type=_positive_int, default=None,
+                    help="rows run at once per cell (default: ini promptflow_concurrency, 4)")
+    parser.addini("promptflow_concurrency", "rows run at once per cell", default="4")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    workerinput = getattr(config, "workerinput", None) or {}
+    shared_dir = workerinput.get("promptflow_shared_dir")
+    concurrency = config.getoption("promptflow_concurrency") or int(config.getini("promptflow_concurrency"))
+    config.stash[SESSION] = PromptflowSession(
+        config.rootpath, concurrency, config.getoption("promptflow_variants"),
+        shared_dir=Path(shared_dir) if shared_dir else None,
+        owner_pid=workerinput.get("promptflow_owner_pid"),
+    )
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistHooks(config), "promptflow-xdist")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if SESSION in config.stash:
+        config.stash[SESSION].close()
+
+
+def session_of(config: pytest.Config) -> PromptflowSession:
+    return config.stash[SESSION]
+
+
+class XdistHooks:
+    """Hands the controller's model-server directory and pid to every worker."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        session = session_of(self.config)
+        node.workerinput["promptflow_shared_dir"] = str(session.shared_dir)
+        node.workerinput["promptflow_owner_pid"] = session.owner_pid
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    from .config import is_experiment_file
+
+    if file_path.suffix in (".yaml", ".yml") and is_experiment_file(file_path):
+        from .items import ExperimentFile
+
+        return ExperimentFile.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("promptflow")
+    if marker is None:
+        return
+    where = Where(metafunc.definition.path, _line_of(metafunc.function))
+    if "flow_run" not in metafunc.fixturenames:
+        pytest.fail(f"{where}: @pytest.mark.promptflow needs the test to take a flow_run argument", pytrace=False)
+    from .marker import spec_from_marker
+
+    session = session_of(metafunc.config)
+    try:
+        spec, init = spec_from_marker(marker, where, session.rootdir)
+        planned = session.plan(spec, session.rootdir, init)
+    except SpecError as error:
+        pytest.fail(str(error), pytrace=False)
+    metafunc.parametrize("flow_run", planned, ids=[p.id for p in planned], indirect=True)
+
+
+def _line_of(function: Any) -> int | None:
+    try:
+        return inspect.getsourcelines(function)[1]
+    except (OSError, TypeError):
+        return None
+
+
+@pytest.fixture
+def flow_run(request: pytest.FixtureRequest) -> Any:
+    """The run of this item's cell (run once per session, shared by every test of the cell)."""
+    from .results import FlowRun
+
+    session = session_of(request.config)
+    planned = getattr(request, "param", None)
+    if planned is None:
+        pytest.fail("flow_run is given by @pytest.mark.promptflow(flow=..., data=...)", pytrace=False)
+    return FlowRun(session, planned, session.run(planned))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is not None and isinstance(call.excinfo.value, SpecError):
+        report.longrepr = str(call.excinfo.value)
+
+
+def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> list[str] | None:
+    from .evaluation import MetricValue
+
+    if isinstance(left, MetricValue) or isinstance(right, MetricValue):
+        from .reporting.failure import metric_assertion_lines
+
+        return metric_assertion_lines(op, left, right)
+    return None
+
+
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    from .reporting.header import collection_lines
+
+    return collection_lines(session_of(config), items)

@@ -1,0 +1,59 @@
+"""The text a failing item prints: a metric-versus-threshold table and the worst rows."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping, Sequence
+
+from ..thresholds import Verdict
+
+MAX_VALUE_CHARS = 80
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 3] + "..."
+
+
+def _fmt(value: float | None) -> str:
+    return "missing" if value is None else f"{value:.4g}"
+
+
+def verdict_table(verdicts: Sequence[Verdict]) -> list[str]:
+    rows = [("metric", "value", "threshold", "verdict")]
+    rows += [(v.threshold.metric, _fmt(v.actual), f"{v.threshold.op} {v.threshold.value:g}",
+              "ok" if v.passed else "FAIL") for v in verdicts]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def worst_rows_lines(worst: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per row: its index, score or error, inputs and outputs (shortened)."""
+    lines = ["worst rows:"] if worst else []
+    for row in worst:
+        result = f"error {row['error']}" if row.get("error") else f"score {_fmt(row.get('score'))}"
+        outputs = "" if row.get("error") else f" -> {_short(row.get('outputs'))}"
+        lines.append(f"  row {row['row']}: {result}: {_short(row.get('inputs'))}{outputs}")
+    return lines
+
+
+def failure_text(cell_id: str, rows: int, verdicts: Sequence[Verdict], worst: Sequence[Mapping[str, Any]]) -> str:
+    failed = [v for v in verdicts if not v.passed]
+    head = f"{len(failed)} of {len(verdicts)} thresholds failed for cell {cell_id} ({rows} rows)"
+    return "\n".join([head, *verdict_table(verdicts), *worst_rows_lines(worst)])
+
+
+def metric_assertion_lines(op: str, left: Any, right: Any) -> list[str]:
+    """What ``assert result.metrics["accuracy"] >= 0.6`` prints when it fails."""
+    from ..evaluation import MetricValue
+    from ..thresholds import OPERATORS, Threshold
+
+    metric = left if isinstance(left, MetricValue) else right
+    other = right if metric is left else left
+    if op not in OPERATORS or not isinstance(other, (int, float)):
+        return [f"{metric.name} = {float(metric):.4g} for cell {metric.cell_id} ({metric.rows} rows)"]
+    if metric is right:  # 0.6 <= m  reads as  m >= 0.6
+        op = {">=": "<=", "<=": ">=", ">": "<", "<": ">"}.get(op, op)
+    verdict = Verdict(Threshold(metric.name, op, float(other)), float(metric))
+    return [f"{metric.name} {float(metric):.4g} {op} {float(other):g} failed for cell {metric.cell_id} "
+            f"({metric.rows} rows)", *verdict_table([verdict]), *worst_rows_lines(metric.worst)]

@@ -1,0 +1,103 @@
+"""What a test function gets: ``flow_run`` (a cell's run) and ``flow_run.evaluate(...)`` results."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .engine import Row, Run
+from .evaluation import Evaluation, MetricValue, Metrics, evaluate, worst_rows
+from .flows import FlowTarget
+
+
+def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
+    """Built-in metrics plus every evaluator's, each as a MetricValue that knows its cell and rows.
+
+    An evaluator's metric is also reachable as ``<evaluator>.<metric>``; the short name is
+    kept for the first evaluator that reports it.
+    """
+    values: dict[str, float] = dict(run.metrics)
+    for ev in evaluations:
+        for name, value in ev.metrics.items():
+            values.setdefault(name, value)
+            values[f"{ev.evaluator}.{name}"] = value
+    rows = len(run.rows)
+    return Metrics({name: MetricValue(value, name, run.cell.id, rows, worst_rows(run, evaluations, name))
+                    for name, value in values.items()})
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """An evaluator's verdict on a run: ``metrics`` (with the built-ins) and per-row ``scores``."""
+
+    run: Run
+    evaluation: Evaluation
+    metrics: Metrics
+
+    @property
+    def scores(self) -> tuple[Mapping[str, Any] | None, ...]:
+        return self.evaluation.scores
+
+
+class FlowRun:
+    """One cell of the matrix, already run: rows, outputs, built-in metrics, and ``evaluate``."""
+
+    def __init__(self, session: Any, planned: Any, run: Run) -> None:
+        self._session = session
+        self.planned = planned
+        self.run = run
+
+    @property
+    def cell(self) -> Any:
+        return self.run.cell
+
+    @property
+    def rows(self) -> tuple[Row, ...]:
+        return self.run.rows
+
+    @property
+    def outputs(self) -> list[Mapping[str, Any] | None]:
+        return [row.outputs for row in self.run.rows]
+
+    @property
+    def metrics(self) -> Metrics:
+        return metrics_of(self.run, [])
+
+    def evaluate(self, evaluator: Any, mapping: Mapping[str, str] | None = None,
+                 data: str | Path | None = None, name: str | None = None) -> EvalResult:
+        """Score this run with an evaluation flow (path), an azure-ai-evaluation evaluator or a callable."""
+        session = self._session
+        if isinstance(evaluator, (str, Path)):
+            evaluator = session.target(evaluator, session.rootdir, self.planned.spec.where)
+        rows = None
+        dataset = self.cell.dataset
+        if data is not None:
+            from .config import DatasetSpec
+
+            dataset = DatasetSpec(name=Path(data).stem, source=session.rootdir / data)
+            rows = session.rows(dataset)
+        connections = (session.connections(evaluator, self.planned.spec.connections)
+                       if isinstance(evaluator, FlowTarget) else {})
+        mapping = dict(mapping) if mapping is not None else self._default_mapping(evaluator, rows)
+        evaluation = evaluate(session.engine, self.run, evaluator, mapping, name=name,
+                              data=rows, dataset=dataset, connections=connections)
+        return EvalResult(self.run, evaluation, metrics_of(self.run, [evaluation]))
+
+    def _default_mapping(self, evaluator: Any, rows: Sequence[Mapping[str, Any]] | None) -> dict[str, str]:
+        """Evaluator inputs matched by name: flow outputs first, then data columns."""
+        if isinstance(evaluator, FlowTarget):
+            names = evaluator.input_names()
+        else:
+            params = inspect.signature(evaluator).parameters.values()
+            names = [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        outputs = next((r.outputs for r in self.run.rows if r.outputs), {}) or {}
+        columns = (rows or [r.data for r in self.run.rows])[0]
+        mapping = {}
+        for name in names:
+            if name in outputs:
+                mapping[name] = f"${{run.outputs.{name}}}"
+            elif name in columns:
+                mapping[name] = f"${{data.{name}}}"
+        return mapping

@@ -1,0 +1,124 @@
+"""The promptflow state of one pytest session: targets, datasets, connections, the engine.
+
+Created cheaply in pytest_configure; nothing heavy is imported or started until an item asks.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .config import ConnectionSpec, DatasetSpec, EvaluatorSpec, ExperimentSpec
+from .engine import Engine, Run
+from .errors import Where
+from .flows import FlowTarget, load_target
+from .matrix import Cell, default_variants, expand, narrow
+
+
+@dataclass(frozen=True, eq=False)
+class PlannedCell:
+    """A cell with what it takes to run it: the experiment and its flow target."""
+
+    spec: ExperimentSpec
+    target: FlowTarget
+    cell: Cell
+    init: Mapping[str, Any] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.cell.id
+
+
+class PromptflowSession:
+    """Targets, datasets and connections resolved once; runs cached by the engine."""
+
+    def __init__(self, rootdir: Path, concurrency: int, selection: str | None,
+                 shared_dir: Path | None = None, owner_pid: int | None = None) -> None:
+        self.rootdir = rootdir
+        self.selection = selection
+        self.owner = owner_pid is None
+        self.owner_pid = owner_pid or os.getpid()
+        self.shared_dir = shared_dir or Path(tempfile.gettempdir()) / f"pytest-promptflow-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.engine = Engine(concurrency)
+        self._embedded: Any = None
+        self._targets: dict[Any, FlowTarget] = {}
+        self._connections: dict[Any, Any] = {}
+        self.connection_sources: dict[str, str] = {}
+
+    # -- planning (collection time: no promptflow import) --
+    def target(self, flow: str | Path | Callable[..., Any], base_dir: Path, where: Where | None) -> FlowTarget:
+        key = (id(flow), None) if callable(flow) else (None, str((base_dir / flow).resolve()))
+        if key not in self._targets:
+            self._targets[key] = load_target(flow, base_dir, where)
+        return self._targets[key]
+
+    def plan(self, spec: ExperimentSpec, base_dir: Path, init: Mapping[str, Any] | None = None) -> list[PlannedCell]:
+        target = self.target(spec.flow, base_dir, spec.where)
+        node_variants = target.node_variants()
+        variants = spec.variants or default_variants(node_variants, spec.where)
+        target.check_overrides(variants.overrides, variants.where)
+        cells = expand(target.name, variants, node_variants, spec.datasets)
+        return [PlannedCell(spec, target, cell, init) for cell in narrow(cells, self.selection)]
+
+    # -- running --
+    @property
+    def embedded(self) -> Any:
+        if self._embedded is None:
+            from .llm.embedded import EmbeddedModel
+
+            self._embedded = EmbeddedModel(self.shared_dir, self.owner_pid)
+        return self._embedded
+
+    def connections(self, target: FlowTarget, declared: Sequence[ConnectionSpec]) -> dict[str, Any]:
+        from .llm.connections import resolve_connection
+
+        by_name = {c.name: c for c in declared}
+        found = {}
+        for name, kind in target.connections().items():
+            key = (name, kind, repr(by_name.get(name)))
+            if key not in self._connections:
+                resolved = resolve_connection(name, kind, declared=by_name, project_dir=self.rootdir,
+                                              environ=os.environ, embedded=self.embedded.address)
+                self._connections[key] = resolved.connection
+                self.connection_sources[name] = resolved.source
+            found[name] = self._connections[key]
+        return found
+
+    def rows(self, dataset: DatasetSpec) -> list[dict[str, Any]]:
+        from .datasets import load_rows
+
+        return load_rows(dataset)
+
+    def run(self, planned: PlannedCell) -> Run:
+        connections = self.connections(planned.target, planned.spec.connections)
+        return self.engine.run(planned.target, planned.cell, self.rows(planned.cell.dataset), connections,
+                               planned.init)
+
+    def evaluate_experiment(self, planned: PlannedCell, run: Run) -> list[Any]:
+        """Every evaluator dataset that references (or is) the cell's dataset scores the run."""
+        from .evaluation import evaluate
+
+        results = []
+        for evaluator in planned.spec.evaluators:
+            target = self.evaluator_target(evaluator, planned.spec.where)
+            for dataset in evaluator.datasets:
+                if (dataset.reference or dataset.name) != planned.cell.dataset.name:
+                    continue
+                data = self.rows(dataset) if dataset.reference and dataset.source else None
+                connections = self.connections(target, planned.spec.connections) if isinstance(target, FlowTarget) else {}
+                results.append(evaluate(self.engine, run, target, dataset.mappings, name=evaluator.name,
+                                        data=data, dataset=dataset, connections=connections))
+        return results
+
+    def evaluator_target(self, evaluator: EvaluatorSpec, where: Where | None) -> Any:
+        if callable(evaluator.flow) and not isinstance(evaluator.flow, (str, Path)):
+            return evaluator.flow
+        return self.target(evaluator.flow, Path(), evaluator.where or where)
+
+    def close(self) -> None:
+        if self._embedded is not None and self.owner:
+            self._embedded.stop()

@@ -1,0 +1,84 @@
+"""Matrix strategies, ids and narrowing (pure)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from pytest_promptflow.config import DatasetSpec, VariantsSpec
+from pytest_promptflow.errors import SpecError
+from pytest_promptflow.matrix import expand, narrow, parse_selection
+
+NODE_VARIANTS = {
+    "classify": ("variant_0", ("variant_0", "variant_1")),
+    "summarize": ("v0", ("v0", "v1", "v2")),
+}
+DATA = [DatasetSpec("easy", Path("easy.jsonl")), DatasetSpec("hard", Path("hard.jsonl"))]
+
+
+def ids(cells):
+    return [c.id for c in cells]
+
+
+def test_matrix_is_the_cartesian_product_of_variants_overrides_and_datasets():
+    spec = VariantsSpec(nodes={"classify": "*"}, overrides={"nodes.classify.inputs.temperature": (0.0, 0.7)})
+    cells = expand("sentiment", spec, NODE_VARIANTS, DATA)
+    assert ids(cells) == [
+        "sentiment-classify=variant_0-temperature=0.0-easy",
+        "sentiment-classify=variant_0-temperature=0.7-easy",
+        "sentiment-classify=variant_1-temperature=0.0-easy",
+        "sentiment-classify=variant_1-temperature=0.7-easy",
+        "sentiment-classify=variant_0-temperature=0.0-hard",
+        "sentiment-classify=variant_0-temperature=0.7-hard",
+        "sentiment-classify=variant_1-temperature=0.0-hard",
+        "sentiment-classify=variant_1-temperature=0.7-hard",
+    ]
+    assert len({c.key for c in cells}) == 8
+
+
+def test_one_at_a_time_swaps_one_node_from_the_defaults():
+    spec = VariantsSpec(strategy="one_at_a_time", nodes={"classify": "*", "summarize": "*"})
+    cells = expand("f", spec, NODE_VARIANTS, DATA[:1])
+    assert ids(cells) == [
+        "f-classify=variant_0-summarize=v0-easy",
+        "f-classify=variant_1-summarize=v0-easy",
+        "f-classify=variant_0-summarize=v1-easy",
+        "f-classify=variant_0-summarize=v2-easy",
+    ]
+
+
+def test_defaults_strategy_is_one_cell_per_dataset():
+    spec = VariantsSpec(strategy="defaults", nodes={"classify": "*"}, overrides={"nodes.x.inputs.t": (1, 2)})
+    assert ids(expand("f", spec, NODE_VARIANTS, DATA)) == ["f-classify=variant_0-easy", "f-classify=variant_0-hard"]
+
+
+def test_listed_variants_limit_the_node():
+    spec = VariantsSpec(nodes={"summarize": ["v2"]})
+    assert ids(expand("f", spec, NODE_VARIANTS, DATA[:1])) == ["f-summarize=v2-easy"]
+
+
+def test_clashing_override_names_get_longer_ids():
+    spec = VariantsSpec(overrides={"nodes.a.inputs.temperature": (0,), "nodes.b.inputs.temperature": (1,)})
+    assert ids(expand("f", spec, NODE_VARIANTS, DATA[:1])) == ["f-a.temperature=0-b.temperature=1-easy"]
+
+
+def test_unknown_node_and_variant_are_spec_errors():
+    with pytest.raises(SpecError, match="node 'clasify' has no variants"):
+        expand("f", VariantsSpec(nodes={"clasify": "*"}), NODE_VARIANTS, DATA)
+    with pytest.raises(SpecError, match="has no variant 'variant_9'"):
+        expand("f", VariantsSpec(nodes={"classify": ["variant_9"]}), NODE_VARIANTS, DATA)
+
+
+def test_narrow_keeps_matching_cells():
+    spec = VariantsSpec(nodes={"classify": "*"})
+    cells = expand("f", spec, NODE_VARIANTS, DATA)
+    assert ids(narrow(cells, "classify=variant_1")) == ["f-classify=variant_1-easy", "f-classify=variant_1-hard"]
+    assert narrow(cells, None) == cells
+
+
+def test_selection_option_rejects_malformed_text():
+    assert parse_selection("classify=variant_1") == "classify=variant_1"
+    with pytest.raises(argparse.ArgumentTypeError, match="node=variant"):
+        parse_selection("classify")
