@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
+import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -99,7 +101,7 @@ class FlowTarget:
         """A function that runs one row with the chosen variants, overrides and connections."""
         if self.kind == "callable":
             return _callable_runner(self.func, init)
-        from promptflow.executor import FlowExecutor
+        FlowExecutor = load_promptflow()
 
         conns = {name: conn._to_execution_connection_dict() for name, conn in connections.items()}
         if self.kind == "dag":
@@ -118,7 +120,7 @@ class FlowTarget:
 
     def aggregation_runner(self, connections: Mapping[str, Any]) -> "Any":
         """The promptflow executor of an evaluation flow (it runs lines and the aggregation)."""
-        from promptflow.executor import FlowExecutor
+        FlowExecutor = load_promptflow()
 
         conns = {name: conn._to_execution_connection_dict() for name, conn in connections.items()}
         if self.kind == "dag":
@@ -127,6 +129,22 @@ class FlowTarget:
                 _dump_yaml(resolve_dag(self.definition, {}, {}), flow_file)
                 return FlowExecutor.create(flow_file, conns, working_dir=self.folder, raise_ex=False)
         return FlowExecutor.create(self.path, conns, working_dir=self.folder, raise_ex=False)
+
+
+def load_promptflow() -> Any:
+    """Import promptflow's executor once, quietly and without touching ``~/.promptflow``.
+
+    Its import warns about marshmallow internals, writes an installation id into its home folder
+    (here a temp folder unless PF_HOME_DIRECTORY is set), and its INFO logs of every node would
+    drown pytest's output (PF_LOGGING_LEVEL wins if set).
+    """
+    os.environ.setdefault("PF_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PF_HOME_DIRECTORY", os.path.join(tempfile.gettempdir(), "pytest-promptflow-home"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import promptflow.connections  # noqa: F401
+        from promptflow.executor import FlowExecutor
+    return FlowExecutor
 
 
 def load_target(flow: str | Path | Callable[..., Any], base_dir: Path, where: Where | None = None) -> FlowTarget:

@@ -74,8 +74,10 @@ class PromptflowSession:
         return self._embedded
 
     def connections(self, target: FlowTarget, declared: Sequence[ConnectionSpec]) -> dict[str, Any]:
+        from .flows import load_promptflow
         from .llm.connections import resolve_connection
 
+        load_promptflow()
         by_name = {c.name: c for c in declared}
         found = {}
         for name, kind in target.connections().items():

@@ -5,26 +5,27 @@ from __future__ import annotations
 import os
 from typing import Any
 
+EMBEDDED = "embedded model SmolLM2-135M-Instruct (llama.cpp on 127.0.0.1, started on first use; no credentials found)"
+
 
 def collection_lines(session: Any, items: list[Any]) -> list[str]:
     planned = [p for p in (_planned(item) for item in items) if p is not None]
     if not planned:
         return []
-    lines = [f"promptflow: {len(planned)} cells, {session.engine.concurrency} rows at a time per cell"]
+    from ..flows import load_promptflow
     from ..llm.connections import resolve_connection
 
+    load_promptflow()
+    lines = [f"promptflow: {len(planned)} cells, {session.engine.concurrency} rows at a time per cell"]
     seen: dict[str, str] = {}
     for cell in planned:
         declared = {c.name: c for c in cell.spec.connections}
         for name, kind in cell.target.connections().items():
-            if name in seen:
-                continue
-            resolved = resolve_connection(name, kind, declared=declared, project_dir=session.rootdir,
-                                          environ=os.environ, embedded=lambda: "(started on first use)")
-            seen[name] = (f"embedded model SmolLM2-135M-Instruct (llama.cpp on 127.0.0.1, {resolved.source})"
-                          if resolved.embedded else f"credentials from {resolved.source}")
-    lines += [f"promptflow: connection {name} -> {text}" for name, text in sorted(seen.items())]
-    return lines
+            if name not in seen:
+                resolved = resolve_connection(name, kind, declared=declared, project_dir=session.rootdir,
+                                              environ=os.environ, embedded=lambda: "http://127.0.0.1")
+                seen[name] = EMBEDDED if resolved.embedded else f"credentials from {resolved.source}"
+    return lines + [f"promptflow: connection {name} -> {text}" for name, text in sorted(seen.items())]
 
 
 def _planned(item: Any) -> Any:
