@@ -98,19 +98,19 @@ class Engine:
 
     def run(self, target: FlowTarget, cell: Cell, rows: Sequence[Mapping[str, Any]],
             connections: Mapping[str, Any], init: Mapping[str, Any] | None = None) -> Run:
+        key = (target.identity, cell.key, repr(sorted((init or {}).items())))
         with self._lock:
-            if cell.key not in self._runs:
-                self._runs[cell.key] = self._execute(target, cell, rows, connections, init)
-            return self._runs[cell.key]
+            if key not in self._runs:
+                self._runs[key] = self._execute(target, cell, rows, connections, init)
+            return self._runs[key]
 
     def _execute(self, target: FlowTarget, cell: Cell, rows: Sequence[Mapping[str, Any]],
                  connections: Mapping[str, Any], init: Mapping[str, Any] | None) -> Run:
-        input_names = target.input_names()
-        check_mappings(cell.dataset, rows, input_names)
-        run_row = target.executor(dict(cell.variants), dict(cell.overrides), connections, init)
+        runner = target.executor(dict(cell.variants), dict(cell.overrides), connections, init)
+        check_mappings(cell.dataset, rows, runner.input_names)
         start = time.perf_counter()
-        results = self.map(lambda item: _timed(run_row, *item),
-                           [(i, row, flow_inputs(cell.dataset, row, input_names)) for i, row in enumerate(rows)])
+        results = self.map(lambda item: _timed(runner, *item),
+                           [(i, row, flow_inputs(cell.dataset, row, runner.input_names)) for i, row in enumerate(rows)])
         return Run(cell, tuple(results), time.perf_counter() - start)
 
     def map(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:

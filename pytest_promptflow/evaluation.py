@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .config import DatasetSpec, parse_mapping
 from .engine import Engine, Run
 from .errors import SpecError, Where
-from .flows import FlowTarget
+from .flows import FlowTarget, executor_inputs
 
 
 class MetricValue(float):
@@ -117,8 +117,8 @@ def _evaluate_callable(engine: Engine, run: Run, evaluator: Callable[..., Any], 
 def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mapping[str, str],
                    rows: Sequence[Mapping[str, Any]], name: str, connections: Mapping[str, Any],
                    where: Where | None) -> Evaluation:
-    executor = target.aggregation_runner(connections)
-    flow_inputs = list((target.definition.get("inputs") or {}).keys())
+    executor = target.promptflow_executor({}, {}, connections)
+    flow_inputs = list(executor_inputs(executor))
     unknown = [k for k in mapping if flow_inputs and k not in flow_inputs]
     if unknown:
         raise SpecError(where, f"evaluator {name} has no input {', '.join(unknown)}",

@@ -10,7 +10,9 @@ import asyncio
 import copy
 import inspect
 import os
+import sys
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,12 +59,12 @@ class FlowTarget:
     def node_names(self) -> list[str]:
         return [n.get("name") for n in self.definition.get("nodes") or []]
 
-    def input_names(self) -> list[str]:
-        if self.kind == "callable" and self.func is not None:
-            target = self.func.__call__ if inspect.isclass(self.func) else self.func
-            params = inspect.signature(target).parameters
-            return [p for p in params if p != "self"]
-        return list((self.definition.get("inputs") or {}).keys())
+    @property
+    def identity(self) -> str:
+        """What tells two targets apart: the flow file, or the callable object."""
+        if self.func is not None:
+            return f"{getattr(self.func, '__module__', '')}.{getattr(self.func, '__qualname__', self.name)}@{id(self.func)}"
+        return str(self.path)
 
     def connections(self) -> dict[str, str]:
         """Connection name -> connection type, for every node (and variant) that names one."""
@@ -97,38 +99,69 @@ class FlowTarget:
         overrides: Mapping[str, Any],
         connections: Mapping[str, Any],
         init: Mapping[str, Any] | None = None,
-    ) -> Callable[[Mapping[str, Any]], RowOutcome]:
-        """A function that runs one row with the chosen variants, overrides and connections."""
+    ) -> Runner:
+        """What runs one row with the chosen variants, overrides and connections."""
         if self.kind == "callable":
             return _callable_runner(self.func, init)
+        executor = self.promptflow_executor(variants, overrides, connections, init)
+        return Runner(lambda inputs: _outcome(executor.exec_line(dict(inputs))), executor_inputs(executor))
+
+    def promptflow_executor(
+        self,
+        variants: Mapping[str, str],
+        overrides: Mapping[str, Any],
+        connections: Mapping[str, Any],
+        init: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """promptflow's own executor for this flow: it runs lines and, for evaluation flows, the aggregation."""
         FlowExecutor = load_promptflow()
-
-        conns = {name: conn._to_execution_connection_dict() for name, conn in connections.items()}
-        if self.kind == "dag":
-            dag = resolve_dag(self.definition, variants, overrides)
-            with tempfile.TemporaryDirectory(prefix="pytest-promptflow-") as folder:
-                flow_file = Path(folder) / DAG_FILE
-                _dump_yaml(dag, flow_file)
-                executor = FlowExecutor.create(flow_file, conns, working_dir=self.folder, raise_ex=False)
-        elif self.kind == "flex":
-            executor = FlowExecutor.create(self.path, conns, working_dir=self.folder, raise_ex=False,
-                                           init_kwargs=dict(init or {}))
-        else:
-            executor = FlowExecutor.create(_load_prompty(self.path, connections), conns,
-                                           working_dir=self.folder, raise_ex=False)
-        return lambda inputs: _outcome(executor.exec_line(dict(inputs)))
-
-    def aggregation_runner(self, connections: Mapping[str, Any]) -> "Any":
-        """The promptflow executor of an evaluation flow (it runs lines and the aggregation)."""
-        FlowExecutor = load_promptflow()
-
         conns = {name: conn._to_execution_connection_dict() for name, conn in connections.items()}
         if self.kind == "dag":
             with tempfile.TemporaryDirectory(prefix="pytest-promptflow-") as folder:
                 flow_file = Path(folder) / DAG_FILE
-                _dump_yaml(resolve_dag(self.definition, {}, {}), flow_file)
+                _dump_yaml(resolve_dag(self.definition, variants, overrides), flow_file)
                 return FlowExecutor.create(flow_file, conns, working_dir=self.folder, raise_ex=False)
-        return FlowExecutor.create(self.path, conns, working_dir=self.folder, raise_ex=False)
+        if self.kind == "flex":
+            with _ENTRY_IMPORT_LOCK:
+                _forget_foreign_entry_module(str(self.definition.get("entry", "")), self.folder)
+                return FlowExecutor.create(self.path, conns, working_dir=self.folder, raise_ex=False,
+                                           init_kwargs=dict(init or {}))
+        return FlowExecutor.create(_load_prompty(self.path, connections), conns,
+                                   working_dir=self.folder, raise_ex=False)
+
+
+def executor_inputs(executor: Any) -> tuple[str, ...]:
+    """A promptflow executor's flow inputs: declared ones, else a flex entry's signature."""
+    declared = tuple(executor._flow.inputs)
+    func = getattr(executor, "_func", None)
+    if declared or func is None:
+        return declared
+    params = inspect.signature(func).parameters.values()
+    return tuple(p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+
+@dataclass(frozen=True)
+class Runner:
+    """Runs one row; knows the flow's input names (declared, or read from the entry's signature)."""
+
+    run: Callable[[Mapping[str, Any]], RowOutcome]
+    input_names: tuple[str, ...]
+
+    def __call__(self, inputs: Mapping[str, Any]) -> RowOutcome:
+        return self.run(inputs)
+
+
+_ENTRY_IMPORT_LOCK = threading.Lock()
+
+
+def _forget_foreign_entry_module(entry: str, folder: Path | None) -> None:
+    """promptflow imports a flex entry ``module:func`` by module name, so a second flow whose module
+    is also called ``flow`` would get the first one's; drop a cached module from another folder."""
+    module_name = entry.split(":", 1)[0]
+    module = sys.modules.get(module_name)
+    file = getattr(module, "__file__", None)
+    if module is not None and (file is None or folder is None or Path(file).parent.resolve() != folder.resolve()):
+        del sys.modules[module_name]
 
 
 def load_promptflow() -> Any:
@@ -203,9 +236,12 @@ def _outcome(line: Any) -> RowOutcome:
     return RowOutcome(None, error_type, message)
 
 
-def _callable_runner(func: Any, init: Mapping[str, Any] | None) -> Callable[[Mapping[str, Any]], RowOutcome]:
+def _callable_runner(func: Any, init: Mapping[str, Any] | None) -> Runner:
     target = func(**dict(init or {})) if inspect.isclass(func) else func
-    is_async = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))
+    call = target if inspect.isfunction(target) or inspect.ismethod(target) else getattr(target, "__call__")
+    is_async = inspect.iscoroutinefunction(call)
+    names = tuple(p.name for p in inspect.signature(call).parameters.values()
+                  if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
 
     def run(inputs: Mapping[str, Any]) -> RowOutcome:
         try:
@@ -214,7 +250,7 @@ def _callable_runner(func: Any, init: Mapping[str, Any] | None) -> Callable[[Map
             return RowOutcome(None, type(exc).__name__, str(exc))
         return RowOutcome(value if isinstance(value, Mapping) else {"output": value})
 
-    return run
+    return Runner(run, names)
 
 
 def _read_yaml(path: Path) -> dict:

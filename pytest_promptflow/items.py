@@ -26,10 +26,28 @@ class ExperimentFile(pytest.File):
         try:
             spec = load_experiment(self.path, self.config.getoption("promptflow_env"))
             planned = session.plan(spec, self.path.parent)
-        except SpecError as error:
-            raise self.CollectError(str(error)) from None
+        except SpecError as error:  # one failing item; the rest of the session still runs
+            yield BadSpecItem.from_parent(self, name=self.path.stem, error=error)
+            return
         for cell in planned:
             yield ExperimentItem.from_parent(self, name=f"{spec.name}[{cell.id}]", planned=cell)
+
+
+class BadSpecItem(pytest.Item):
+    """Stands for an experiment file that cannot be collected, and fails with its one-line error."""
+
+    def __init__(self, *, error: SpecError, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.error = error
+
+    def runtest(self) -> None:
+        raise self.error
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        return str(excinfo.value)
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, self.name
 
 
 class ExperimentItem(pytest.Item):

@@ -93,16 +93,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     where = Where(metafunc.definition.path, _line_of(metafunc.function))
     if "flow_run" not in metafunc.fixturenames:
-        pytest.fail(f"{where}: @pytest.mark.promptflow needs the test to take a flow_run argument", pytrace=False)
+        raise pytest.UsageError(f"{where}: @pytest.mark.promptflow needs the test to take a flow_run argument")
     from .marker import spec_from_marker
 
     session = session_of(metafunc.config)
     try:
         spec, init = spec_from_marker(marker, where, session.rootdir)
-        planned = session.plan(spec, session.rootdir, init)
-    except SpecError as error:
-        pytest.fail(str(error), pytrace=False)
-    metafunc.parametrize("flow_run", planned, ids=[p.id for p in planned], indirect=True)
+        planned: list[Any] = session.plan(spec, session.rootdir, init)
+    except SpecError as error:  # one erroring item (flow_run raises it); other tests still run
+        planned = [error]
+    metafunc.parametrize("flow_run", planned, ids=[getattr(p, "id", "bad-spec") for p in planned], indirect=True)
 
 
 def _line_of(function: Any) -> int | None:
@@ -121,6 +121,8 @@ def flow_run(request: pytest.FixtureRequest) -> Any:
     planned = getattr(request, "param", None)
     if planned is None:
         pytest.fail("flow_run is given by @pytest.mark.promptflow(flow=..., data=...)", pytrace=False)
+    if isinstance(planned, SpecError):
+        raise planned
     return FlowRun(session, planned, session.run(planned))
 
 

@@ -88,7 +88,7 @@ class FlowRun:
     def _default_mapping(self, evaluator: Any, rows: Sequence[Mapping[str, Any]] | None) -> dict[str, str]:
         """Evaluator inputs matched by name: flow outputs first, then data columns."""
         if isinstance(evaluator, FlowTarget):
-            names = evaluator.input_names()
+            names = list(evaluator.definition.get("inputs") or {})
         else:
             params = inspect.signature(evaluator).parameters.values()
             names = [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]

@@ -6,6 +6,7 @@ Created cheaply in pytest_configure; nothing heavy is imported or started until 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -122,5 +123,8 @@ class PromptflowSession:
         return self.target(evaluator.flow, Path(), evaluator.where or where)
 
     def close(self) -> None:
-        if self._embedded is not None and self.owner:
-            self._embedded.stop()
+        """The owner (controller or single process) stops the model server, whoever started it."""
+        if not self.owner or not self.shared_dir.exists():
+            return
+        self.embedded.stop()
+        shutil.rmtree(self.shared_dir, ignore_errors=True)

@@ -29,8 +29,10 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
 
 
 def _planned(item: Any) -> Any:
+    """The item's planned cell, if it is a promptflow item that could be planned."""
+    from ..session import PlannedCell
+
     planned = getattr(item, "planned", None)
-    if planned is not None:
-        return planned
-    callspec = getattr(item, "callspec", None)
-    return callspec.params.get("flow_run") if callspec is not None else None
+    if planned is None and getattr(item, "callspec", None) is not None:
+        planned = item.callspec.params.get("flow_run")
+    return planned if isinstance(planned, PlannedCell) else None

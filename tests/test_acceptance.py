@@ -1,0 +1,520 @@
+"""What a user sees: items per cell, strategies, experiment.yaml verdicts, evaluators, metrics, xdist.
+
+Every flow here is pure Python (see conftest.py), so no model server is started.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import HARD, SMALL, WITH_BOOM, Project, junit_properties, jsonl, outcomes, run
+
+
+def _ids(items: list[pytest.Item], function: str) -> list[str]:
+    return [item.name.partition("[")[2].rstrip("]") for item in items if item.originalname == function]
+
+
+# --- ids, -k, strategies, narrowing ----------------------------------------------------------
+
+
+def test_ids_are_readable_and_k_selects_cells(project: Project, pytester: pytest.Pytester) -> None:
+    project.dag_flow()
+    project.data("small")
+    project.data("hard", HARD)
+    pytester.makepyfile(test_matrix="""
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/clf", data=["data/small.jsonl", "data/hard.jsonl"],
+                                variants={"classify": "*"},
+                                overrides={"nodes.classify.inputs.temperature": [0.0, 0.7]})
+        def test_rows(flow_run):
+            assert len(flow_run.rows) in (2, 4)
+            assert all(row.outputs for row in flow_run.rows)
+    """)
+    result = run(pytester, "--collect-only", "-q")
+    result.stdout.fnmatch_lines([
+        "test_matrix.py::test_rows[clf-classify=variant_0-temperature=0.0-small]",
+        "test_matrix.py::test_rows[clf-classify=variant_1-temperature=0.7-hard]",
+        "8 tests collected*",
+    ])
+    result = run(pytester, "-v", "-k", "variant_1 and hard")
+    result.assert_outcomes(passed=2, deselected=6)
+    result.stdout.fnmatch_lines([
+        "*test_rows?clf-classify=variant_1-temperature=0.0-hard? PASSED*",
+        "*test_rows?clf-classify=variant_1-temperature=0.7-hard? PASSED*",
+    ])
+
+
+def test_strategies_give_the_expected_cells(project: Project, pytester: pytest.Pytester) -> None:
+    project.dag_flow()
+    project.data("small")
+    pytester.makepyfile(test_strategies="""
+        import pytest
+
+        ARGS = dict(flow="flows/clf", data="data/small.jsonl", variants={"classify": "*", "decorate": "*"},
+                    overrides={"nodes.classify.inputs.temperature": [0.0, 0.7]})
+
+        @pytest.mark.promptflow(**ARGS)
+        def test_matrix(flow_run):
+            pass
+
+        @pytest.mark.promptflow(strategy="one_at_a_time", **ARGS)
+        def test_one(flow_run):
+            pass
+
+        @pytest.mark.promptflow(strategy="defaults", **ARGS)
+        def test_defaults(flow_run):
+            pass
+    """)
+    items, _ = pytester.inline_genitems("-p", "no:cacheprovider")
+    assert len(_ids(items, "test_matrix")) == 2 * 2 * 2
+    assert _ids(items, "test_one") == [
+        "clf-classify=variant_0-decorate=plain-small",
+        "clf-classify=variant_1-decorate=plain-small",
+        "clf-classify=variant_0-decorate=lower-small",
+        "clf-classify=variant_0-decorate=plain-temperature=0.0-small",
+        "clf-classify=variant_0-decorate=plain-temperature=0.7-small",
+    ]
+    assert _ids(items, "test_defaults") == ["clf-classify=variant_0-decorate=plain-small"]
+
+
+def test_promptflow_variants_option_narrows_the_cells(project: Project, pytester: pytest.Pytester) -> None:
+    project.dag_flow()
+    project.data("small")
+    pytester.makepyfile(test_narrow="""
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/clf", data="data/small.jsonl", variants={"classify": "*", "decorate": "*"})
+        def test_cells(flow_run):
+            pass
+    """)
+    items, _ = pytester.inline_genitems("-p", "no:cacheprovider", "--promptflow-variants", "classify=variant_1")
+    assert _ids(items, "test_cells") == ["clf-classify=variant_1-decorate=plain-small",
+                                         "clf-classify=variant_1-decorate=lower-small"]
+    items, _ = pytester.inline_genitems("-p", "no:cacheprovider",
+                                        "--promptflow-variants", "classify=variant_1,decorate=lower")
+    assert _ids(items, "test_cells") == ["clf-classify=variant_1-decorate=lower-small"]
+
+
+# --- experiment.yaml ---------------------------------------------------------------------------
+
+EXPERIMENT = """\
+name: clf
+flow: ../flows/clf
+datasets:
+- name: small
+  source: ../data/small.jsonl
+  mappings:
+    text: "${data.text}"
+evaluators:
+- name: acc
+  flow: ../flows/ev
+  datasets:
+  - name: small
+    mappings:
+      groundtruth: "${data.label}"
+      prediction: "${run.outputs.category}"
+variants:
+  nodes:
+    classify: "*"
+thresholds:
+  accuracy: ">= 0.75"
+  error_rate: "<= 0.0"
+"""
+
+
+def test_experiment_with_variants_and_thresholds_passes_and_fails_cells(
+        project: Project, pytester: pytest.Pytester) -> None:
+    project.dag_flow()
+    project.eval_flow()
+    project.data("small")
+    project.experiment(EXPERIMENT)
+    result = run(pytester, "-v")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*experiment.yaml::clf?clf-classify=variant_0-small? PASSED*",
+        "*experiment.yaml::clf?clf-classify=variant_1-small? FAILED*",
+    ])
+    result.stdout.fnmatch_lines([
+        "*1 of 2 thresholds failed for cell clf-classify=variant_1-small (4 rows)*",
+        "*metric*value*threshold*verdict*",
+        "*accuracy*0.5*>= *FAIL*",
+        "*error_rate*0*<= 0*ok*",
+        "*worst rows:*",
+        "*row 1: score 0*bad day*positive*",
+    ])
+    result.stdout.no_fnmatch_line("*Traceback*")
+    result.stdout.no_fnmatch_line("*.py:[0-9]*: *Failure*")
+
+
+TEMPLATE_EXPERIMENT = """\
+name: clf_template
+flow: ../flows/clf
+connections: []
+runtime: my-runtime
+datasets:
+- name: small
+  source: small.jsonl
+  description: rows the flow runs on
+  mappings:
+    text: "${data.text}"
+evaluators:
+- name: acc
+  flow: ../flows/ev
+  datasets:
+  - name: small_truth
+    reference: small
+    source: small_truth.jsonl
+    description: ground truth for small, row by row
+    mappings:
+      groundtruth: "${data.truth}"
+      prediction: "${target.category}"
+"""
+
+
+def test_template_experiment_without_our_keys_runs_and_passes(project: Project, pytester: pytest.Pytester) -> None:
+    project.dag_flow()
+    project.eval_flow()
+    project.write("exp/small.jsonl", jsonl({"text": r["text"]} for r in SMALL))
+    project.write("exp/small_truth.jsonl", jsonl({"truth": r["label"]} for r in SMALL))
+    project.experiment(TEMPLATE_EXPERIMENT)
+    result = run(pytester, "-v", "--junitxml=report.xml")
+    # no variants key: the template's matrix, every node with variants swapped one at a time
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines([
+        "*clf_template?clf-classify=variant_0-decorate=plain-small? PASSED*",
+        "*clf_template?clf-classify=variant_1-decorate=plain-small? PASSED*",
+        "*clf_template?clf-classify=variant_0-decorate=lower-small? PASSED*",
+    ])
+    properties = junit_properties(pytester.path / "report.xml")
+    assert float(properties["clf_template[clf-classify=variant_0-decorate=plain-small]"]["promptflow.accuracy"]) == 1.0
+    assert float(properties["clf_template[clf-classify=variant_1-decorate=plain-small]"]["promptflow.accuracy"]) == 0.5
+
+
+def test_overlay_replaces_datasets_and_empty_evaluators_clear(project: Project, pytester: pytest.Pytester) -> None:
+    project.dag_flow()
+    project.eval_flow()
+    project.data("small")
+    project.data("tiny", HARD)
+    project.experiment(EXPERIMENT)
+    project.experiment("""\
+        datasets:
+        - name: tiny
+          source: ../data/tiny.jsonl
+        evaluators:
+        thresholds:
+          error_rate: "<= 0"
+    """, name="experiment.pr.yaml")
+    result = run(pytester, "-v", "--promptflow-env", "pr", "--junitxml=report.xml")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        "*experiment.yaml::clf?clf-classify=variant_0-tiny? PASSED*",
+        "*experiment.yaml::clf?clf-classify=variant_1-tiny? PASSED*",
+    ])
+    result.stdout.no_fnmatch_line("*-small*")
+    properties = junit_properties(pytester.path / "report.xml")["clf[clf-classify=variant_0-tiny]"]
+    assert float(properties["promptflow.rows"]) == 2
+    assert not [name for name in properties if "accuracy" in name or "score" in name]
+    # without the overlay the base file is used
+    result = run(pytester, "-v")
+    result.assert_outcomes(passed=1, failed=1)
+
+
+# --- rows, metrics, evaluators -------------------------------------------------------------------
+
+
+def test_a_row_that_raises_is_an_error_row_and_the_rest_still_pass(
+        project: Project, pytester: pytest.Pytester) -> None:
+    project.dag_flow()
+    project.data("boom", WITH_BOOM)
+    pytester.makepyfile(test_errors="""
+        import pytest
+
+        def classify(text):
+            if "boom" in text:
+                raise ValueError("boom row")
+            return {"category": "positive" if "good" in text else "negative"}
+
+        def same(prediction, label):
+            return {"match": float(prediction == label)}
+
+        @pytest.mark.promptflow(flow=classify, data="data/boom.jsonl")
+        def test_callable(flow_run):
+            assert flow_run.metrics["error_rate"] == pytest.approx(0.2)
+            failed = [row for row in flow_run.rows if row.failed]
+            assert [(row.index, row.error_type, row.error_message) for row in failed] == [(4, "ValueError", "boom row")]
+            result = flow_run.evaluate(same, mapping={"prediction": "${run.outputs.category}", "label": "${data.label}"})
+            assert result.metrics["match"] == 1.0
+            assert result.metrics["error_rate"] > 0
+            assert result.scores[4] is None
+
+        @pytest.mark.promptflow(flow="flows/clf", data="data/boom.jsonl", variants={"classify": ["variant_0"]})
+        def test_dag(flow_run):
+            assert flow_run.metrics["error_rate"] == pytest.approx(0.2)
+            assert [row.failed for row in flow_run.rows] == [False, False, False, False, True]
+            assert "boom row" in flow_run.rows[4].error_message
+            assert flow_run.outputs[0] == {"category": "positive"}
+    """)
+    result = run(pytester, "-v")
+    result.assert_outcomes(passed=2)
+
+
+def test_python_api_assertion_failure_names_metric_value_threshold_cell_and_rows(
+        project: Project, pytester: pytest.Pytester) -> None:
+    project.dag_flow()
+    project.eval_flow()
+    project.data("small")
+    pytester.makepyfile(test_api="""
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/clf", data="data/small.jsonl", variants={"classify": "*"})
+        def test_accuracy(flow_run):
+            result = flow_run.evaluate("flows/ev", mapping={"groundtruth": "${data.label}",
+                                                            "prediction": "${run.outputs.category}"})
+            assert result.metrics["accuracy"] >= 0.75
+    """)
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "E * accuracy 0.5 >= 0.75 failed for cell clf-classify=variant_1-small (4 rows)*",
+        "E * metric * value * threshold * verdict*",
+        "E * accuracy * 0.5 * >= 0.75 * FAIL*",
+        "E * worst rows:*",
+    ])
+
+
+def test_evaluators_callable_azure_f1_and_dag_with_log_metric(project: Project, pytester: pytest.Pytester) -> None:
+    project.dag_flow()
+    project.eval_flow()
+    project.data("small")
+    pytester.makepyfile(test_evaluators="""
+        import pytest
+        from azure.ai.evaluation import F1ScoreEvaluator
+
+        MAPPING = {"prediction": "${run.outputs.category}", "groundtruth": "${data.label}"}
+
+        def exact(prediction, groundtruth):
+            return {"exact": float(prediction == groundtruth), "length": len(prediction)}
+
+        @pytest.mark.promptflow(flow="flows/clf", data="data/small.jsonl", variants={"classify": ["variant_1"]})
+        def test_callable(flow_run):
+            result = flow_run.evaluate(exact, mapping=MAPPING)
+            assert result.metrics["exact"] == 0.5
+            assert result.metrics["length"] == 8.0  # len("positive"), every row
+            assert result.scores[1] == {"exact": 0.0, "length": 8}
+
+        @pytest.mark.promptflow(flow="flows/clf", data="data/small.jsonl", variants={"classify": ["variant_1"]})
+        def test_f1(flow_run):
+            result = flow_run.evaluate(F1ScoreEvaluator(), mapping={"response": "${run.outputs.category}",
+                                                                   "ground_truth": "${data.label}"})
+            assert result.metrics["f1_score"] == 0.5
+            assert "f1_score_pass_rate" in result.metrics
+
+        @pytest.mark.promptflow(flow="flows/clf", data="data/small.jsonl", variants={"classify": ["variant_1"]})
+        def test_dag(flow_run):
+            result = flow_run.evaluate("flows/ev", mapping=MAPPING)
+            assert result.metrics["accuracy"] == 0.5
+            assert result.metrics["score"] == 0.5
+            assert [s["score"] for s in result.scores] == [1, 0, 1, 0]
+    """)
+    result = run(pytester, "-v")
+    result.assert_outcomes(passed=3)
+
+
+def test_builtin_metrics_exist(project: Project, pytester: pytest.Pytester) -> None:
+    project.data("small")
+    pytester.makepyfile(test_builtin="""
+        import pytest
+
+        def echo(text):
+            return {"text": text}
+
+        @pytest.mark.promptflow(flow=echo, data="data/small.jsonl")
+        def test_metrics(flow_run):
+            metrics = flow_run.metrics
+            assert metrics["error_rate"] == 0.0
+            assert 0 <= metrics["latency.mean"] <= metrics["latency.p95"]
+            assert metrics["latency.p95"] == max(row.latency for row in flow_run.rows)
+            result = flow_run.evaluate(lambda text: {"len": len(text)}, mapping={"text": "${data.text}"})
+            assert {"error_rate", "latency.mean", "latency.p95", "len"} <= set(result.metrics)
+    """)
+    run(pytester).assert_outcomes(passed=1)
+
+
+CALLS = """\
+import pytest
+
+def classify(text):
+    with open("calls.txt", "a") as calls:
+        calls.write(text + "\\n")
+    return {"category": "positive" if "good" in text else "negative"}
+"""
+
+
+def test_a_cell_used_by_two_tests_runs_once(project: Project, pytester: pytest.Pytester) -> None:
+    project.data("small")
+    project.data("hard", HARD)
+    pytester.makepyfile(test_twice=CALLS + """
+ARGS = dict(flow=classify, data=["data/small.jsonl", "data/hard.jsonl"])
+
+@pytest.mark.promptflow(**ARGS)
+def test_first(flow_run):
+    assert len(flow_run.rows) in (2, 4)
+
+@pytest.mark.promptflow(**ARGS)
+def test_second(flow_run):
+    assert len(flow_run.rows) in (2, 4)
+""")
+    run(pytester).assert_outcomes(passed=4)
+    calls = (pytester.path / "calls.txt").read_text().splitlines()
+    assert sorted(calls) == sorted(r["text"] for r in SMALL + HARD)
+
+
+def test_different_flows_with_the_same_name_are_different_cells(
+        project: Project, pytester: pytest.Pytester) -> None:
+    """An old and a new implementation compared on the same data must not share a run."""
+    project.data("small")
+    pytester.makepyfile(
+        test_old="""
+            import pytest
+
+            def classify(text):
+                return {"category": "old"}
+
+            @pytest.mark.promptflow(flow=classify, data="data/small.jsonl")
+            def test_old(flow_run):
+                assert flow_run.outputs[0] == {"category": "old"}
+        """,
+        test_new="""
+            import pytest
+
+            def classify(text):
+                return {"category": "new"}
+
+            @pytest.mark.promptflow(flow=classify, data="data/small.jsonl")
+            def test_new(flow_run):
+                assert flow_run.outputs[0] == {"category": "new"}
+        """,
+    )
+    run(pytester).assert_outcomes(passed=2)
+
+
+def test_flow_folders_with_the_same_name_are_different_cells(project: Project, pytester: pytest.Pytester) -> None:
+    project.flex_function("v1/classify", module="v1entry", word="good", inputs=True)
+    project.flex_function("v2/classify", module="v2entry", word="bad", inputs=True)
+    project.data("small")
+    pytester.makepyfile(test_versions="""
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/v1/classify", data="data/small.jsonl")
+        def test_v1(flow_run):
+            assert flow_run.outputs[0] == {"category": "positive"}
+
+        @pytest.mark.promptflow(flow="flows/v2/classify", data="data/small.jsonl")
+        def test_v2(flow_run):
+            assert flow_run.outputs[0] == {"category": "negative"}
+    """)
+    run(pytester).assert_outcomes(passed=2)
+
+
+# --- flex flows --------------------------------------------------------------------------------
+
+
+def test_flex_function_flow_with_entry_only(project: Project, pytester: pytest.Pytester) -> None:
+    """flow.flex.yaml with just ``entry: mod:func`` (inputs come from the function's signature)."""
+    project.flex_function()
+    project.data("small")
+    pytester.makepyfile(test_flex="""
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/flexfn", data="data/small.jsonl")
+        def test_flex(flow_run):
+            assert [row.error_message for row in flow_run.rows] == [None] * 4
+            assert flow_run.outputs[0] == {"category": "positive"}
+    """)
+    run(pytester).assert_outcomes(passed=1)
+
+
+def test_flex_flows_function_and_class_with_init(project: Project, pytester: pytest.Pytester) -> None:
+    project.flex_function(inputs=True)
+    project.flex_class(inputs=True)
+    project.data("small")
+    pytester.makepyfile(test_flex="""
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/flexfn", data="data/small.jsonl")
+        def test_function(flow_run):
+            assert [o["category"] for o in flow_run.outputs] == ["positive", "negative", "positive", "negative"]
+
+        @pytest.mark.promptflow(flow="flows/flexcls", data="data/small.jsonl", init={"word": "bad"})
+        def test_class(flow_run):
+            assert [o["category"] for o in flow_run.outputs] == ["negative", "positive", "negative", "negative"]
+    """)
+    run(pytester, "-v").assert_outcomes(passed=2)
+
+
+def test_class_flow_cells_differ_by_init(project: Project, pytester: pytest.Pytester) -> None:
+    project.flex_class(inputs=True)
+    project.data("small")
+    pytester.makepyfile(test_init="""
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/flexcls", data="data/small.jsonl", init={"word": "good"})
+        def test_good(flow_run):
+            assert flow_run.outputs[0] == {"category": "positive"}
+
+        @pytest.mark.promptflow(flow="flows/flexcls", data="data/small.jsonl", init={"word": "bad"})
+        def test_bad(flow_run):
+            assert flow_run.outputs[0] == {"category": "negative"}
+    """)
+    run(pytester).assert_outcomes(passed=2)
+
+
+def test_two_flex_flows_with_the_same_module_name(project: Project, pytester: pytest.Pytester) -> None:
+    """promptflow samples name their entry module flow.py; each folder's own module must run."""
+    project.flex_function("first", module="flow", word="good", inputs=True)
+    project.flex_function("second", module="flow", word="bad", inputs=True)
+    project.data("small")
+    pytester.makepyfile(test_modules="""
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/first", data="data/small.jsonl")
+        def test_first(flow_run):
+            assert flow_run.outputs[0] == {"category": "positive"}
+
+        @pytest.mark.promptflow(flow="flows/second", data="data/small.jsonl")
+        def test_second(flow_run):
+            assert flow_run.outputs[0] == {"category": "negative"}
+    """)
+    run(pytester).assert_outcomes(passed=2)
+
+
+# --- xdist -------------------------------------------------------------------------------------
+
+
+def test_xdist_gives_the_same_outcomes_as_serial(project: Project, pytester: pytest.Pytester) -> None:
+    project.dag_flow()
+    project.eval_flow()
+    project.data("small")
+    project.data("hard", HARD)
+    project.experiment(EXPERIMENT)
+    pytester.makepyfile(test_suite="""
+        import pytest
+
+        def classify(text):
+            return {"category": "positive" if "good" in text else "negative"}
+
+        def same(category, label):
+            return {"match": float(category == label)}
+
+        @pytest.mark.promptflow(flow=classify, data=["data/small.jsonl", "data/hard.jsonl"])
+        def test_match(flow_run):
+            result = flow_run.evaluate(same, mapping={"category": "${run.outputs.category}", "label": "${data.label}"})
+            assert result.metrics["match"] >= 0.75
+    """)
+    serial = outcomes(run(pytester))
+    assert serial == {"passed": 2, "failed": 2}
+    parallel = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
+    assert outcomes(parallel) == serial
+    parallel.stdout.fnmatch_lines(["*accuracy*0.5*>= *FAIL*"])
+    parallel.stdout.fnmatch_lines(["*match 0.5 >= 0.75 failed for cell classify-hard (2 rows)*"])
