@@ -66,9 +66,17 @@ class FlowTarget:
             return f"{getattr(self.func, '__module__', '')}.{getattr(self.func, '__qualname__', self.name)}@{id(self.func)}"
         return str(self.path)
 
-    def connections(self) -> dict[str, str]:
-        """Connection name -> connection type, for every node (and variant) that names one."""
-        found: dict[str, str] = {}
+    def connections(self, init: Mapping[str, Any] | None = None) -> dict[str, str]:
+        """Connection name -> connection type, for every node (and variant) that names one.
+
+        A flex or class flow names its connections through init arguments called ``connection``
+        or ``*_connection`` (promptflow passes it the connection object in their place).
+        """
+        found: dict[str, str] = {
+            value: "AzureOpenAIConnection"
+            for key, value in (init or {}).items()
+            if isinstance(value, str) and (key == "connection" or key.endswith("_connection"))
+        }
         nodes = list(self.definition.get("nodes") or [])
         for cfg in (self.definition.get("node_variants") or {}).values():
             nodes += [v.get("node") or {} for v in (cfg.get("variants") or {}).values()]
@@ -102,7 +110,7 @@ class FlowTarget:
     ) -> Runner:
         """What runs one row with the chosen variants, overrides and connections."""
         if self.kind == "callable":
-            return _callable_runner(self.func, init)
+            return _callable_runner(self.func, _with_connection_objects(init, connections))
         executor = self.promptflow_executor(variants, overrides, connections, init)
         return Runner(lambda inputs: _outcome(executor.exec_line(dict(inputs))), executor_inputs(executor))
 
@@ -234,6 +242,12 @@ def _outcome(line: Any) -> RowOutcome:
     error_type = inner.get("type") or debug.get("type") or error.get("code") or "Error"
     message = inner.get("message") or error.get("message") or status
     return RowOutcome(None, error_type, message)
+
+
+def _with_connection_objects(init: Mapping[str, Any] | None, connections: Mapping[str, Any]) -> dict[str, Any]:
+    """A class flow's init with connection names replaced by the resolved connection objects."""
+    return {key: connections.get(value, value) if isinstance(value, str) else value
+            for key, value in (init or {}).items()}
 
 
 def _callable_runner(func: Any, init: Mapping[str, Any] | None) -> Runner:

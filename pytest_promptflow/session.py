@@ -74,14 +74,15 @@ class PromptflowSession:
             self._embedded = EmbeddedModel(self.shared_dir, self.owner_pid)
         return self._embedded
 
-    def connections(self, target: FlowTarget, declared: Sequence[ConnectionSpec]) -> dict[str, Any]:
+    def connections(self, target: FlowTarget, declared: Sequence[ConnectionSpec],
+                    init: Mapping[str, Any] | None = None) -> dict[str, Any]:
         from .flows import load_promptflow
         from .llm.connections import resolve_connection
 
         load_promptflow()
         by_name = {c.name: c for c in declared}
         found = {}
-        for name, kind in target.connections().items():
+        for name, kind in target.connections(init).items():
             key = (name, kind, repr(by_name.get(name)))
             if key not in self._connections:
                 resolved = resolve_connection(name, kind, declared=by_name, project_dir=self.rootdir,
@@ -97,7 +98,7 @@ class PromptflowSession:
         return load_rows(dataset)
 
     def run(self, planned: PlannedCell) -> Run:
-        connections = self.connections(planned.target, planned.spec.connections)
+        connections = self.connections(planned.target, planned.spec.connections, planned.init)
         return self.engine.run(planned.target, planned.cell, self.rows(planned.cell.dataset), connections,
                                planned.init)
 

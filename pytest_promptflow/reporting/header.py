@@ -20,7 +20,7 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
     seen: dict[str, str] = {}
     for cell in planned:
         declared = {c.name: c for c in cell.spec.connections}
-        for name, kind in cell.target.connections().items():
+        for name, kind in cell.target.connections(cell.init).items():
             if name not in seen:
                 resolved = resolve_connection(name, kind, declared=declared, project_dir=session.rootdir,
                                               environ=os.environ, embedded=lambda: "http://127.0.0.1")

@@ -1,0 +1,47 @@
+"""Sentiment: two prompt variants x two temperatures x two datasets, scored by an evaluation flow.
+
+A keyword baseline written in plain Python runs on the same data, the way a team checks a new
+implementation (or a migration off promptflow) against the flow it replaces.
+"""
+
+import pytest
+
+SENTIMENT = dict(
+    data=["evals/data/sentiment.jsonl", "evals/data/sentiment_hard.jsonl"],
+    mappings={"text": "${data.text}"},
+)
+EVAL_MAPPING = {"groundtruth": "${data.label}", "prediction": "${run.outputs.category}"}
+
+# SmolLM2-135M's measured accuracy (README): thresholds sit below the weakest cell with a margin.
+MIN_ACCURACY = {"sentiment": 0.45, "sentiment_hard": 0.25}
+
+
+@pytest.mark.promptflow(
+    flow="flows/sentiment",
+    variants={"classify": "*"},
+    overrides={"nodes.classify.inputs.temperature": [0.0, 0.7]},
+    **SENTIMENT,
+)
+def test_accuracy(flow_run):
+    result = flow_run.evaluate("flows/sentiment_eval", mapping=EVAL_MAPPING)
+    assert result.metrics["accuracy"] >= MIN_ACCURACY[flow_run.cell.dataset.name]
+
+
+@pytest.mark.promptflow(flow="flows/sentiment", variants={"classify": "*"}, **SENTIMENT)
+def test_no_errors(flow_run):
+    assert flow_run.metrics["error_rate"] <= 0.05
+
+
+def keyword_sentiment(text: str) -> dict:
+    """A plain Python flow: the baseline any LLM variant should beat on the easy set."""
+    lowered = text.lower()
+    positive = sum(w in lowered for w in ("love", "great", "excellent", "happy", "best", "wonderful"))
+    negative = sum(w in lowered for w in ("bad", "rude", "dirty", "terrible", "worst", "broke", "delayed"))
+    category = "positive" if positive > negative else "negative" if negative > positive else "neutral"
+    return {"category": category}
+
+
+@pytest.mark.promptflow(flow=keyword_sentiment, **SENTIMENT)
+def test_keyword_baseline(flow_run):
+    result = flow_run.evaluate("flows/sentiment_eval", mapping=EVAL_MAPPING)
+    assert result.metrics["accuracy"] >= MIN_ACCURACY[flow_run.cell.dataset.name]
