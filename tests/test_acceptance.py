@@ -21,7 +21,7 @@ def test_ids_are_readable_and_k_selects_cells(project: Project, pytester: pytest
     project.dag_flow()
     project.data("small")
     project.data("hard", HARD)
-    pytester.makepyfile(test_matrix="""
+    pytester.makepyfile(test_cells="""
         import pytest
 
         @pytest.mark.promptflow(flow="flows/clf", data=["data/small.jsonl", "data/hard.jsonl"],
@@ -33,8 +33,8 @@ def test_ids_are_readable_and_k_selects_cells(project: Project, pytester: pytest
     """)
     result = run(pytester, "--collect-only", "-q")
     result.stdout.fnmatch_lines([
-        "test_matrix.py::test_rows[clf-classify=variant_0-temperature=0.0-small]",
-        "test_matrix.py::test_rows[clf-classify=variant_1-temperature=0.7-hard]",
+        "test_cells.py::test_rows[clf-classify=variant_0-temperature=0.0-small]",
+        "test_cells.py::test_rows[clf-classify=variant_1-temperature=0.7-hard]",
         "8 tests collected*",
     ])
     result = run(pytester, "-v", "-k", "variant_1 and hard")

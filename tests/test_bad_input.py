@@ -77,7 +77,8 @@ def _setup(project: Project, pytester: pytest.Pytester) -> None:
 def _check(result: pytest.RunResult, line: str, passed: int) -> None:
     """``line`` is printed once; no traceback; the other items passed; the bad one failed or errored."""
     result.stdout.fnmatch_lines([line])
-    assert len([text for text in result.outlines if fnmatch.fnmatch(text, line)]) == 1, "printed more than once"
+    report = result.outlines[: next((i for i, t in enumerate(result.outlines) if "short test summary" in t), None)]
+    assert len([text for text in report if fnmatch.fnmatch(text, line)]) == 1, "printed more than once"
     result.stdout.no_fnmatch_line("*Traceback*")
     result.stdout.no_fnmatch_line("*site-packages*")
     result.stdout.no_fnmatch_line("*pytest_promptflow/*.py*")
