@@ -38,7 +38,7 @@ def model_path() -> Path:
     return Path(spec.origin).parent / MODEL_FILE
 
 
-def start_model(parallel: int) -> Any:
+def start_model(parallel: int, threads: int) -> Any:
     import xllamacpp
 
     params = xllamacpp.CommonParams()
@@ -46,9 +46,12 @@ def start_model(parallel: int) -> Any:
     params.n_parallel = parallel
     params.n_ctx = 2048 * parallel
     params.verbosity = -1
-    threads = max(1, os.cpu_count() or 1)
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
+    # llama.cpp's worker threads busy-wait for work by default (poll 50): an idle server would
+    # hold the cores that the flows and a second server (another pytest run) need
+    params.cpuparams.poll = 0
+    params.cpuparams_batch.poll = 0
     return xllamacpp.Server(params)
 
 
@@ -135,9 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--owner-pid", type=int, required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--parallel", type=int, default=4)
+    # one core is left to the flows that call the model: with every core given to llama.cpp,
+    # its threads wait on each other whenever the pytest process runs (2x slower with one core
+    # busy, measured on 28 sentiment requests)
+    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 1) - 1))
     args = parser.parse_args(argv)
 
-    Front.model = start_model(args.parallel)
+    Front.model = start_model(args.parallel, args.threads)
     httpd = ThreadingHTTPServer(("127.0.0.1", args.port), Front)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
