@@ -34,14 +34,19 @@ class MetricValue(float):
 
 
 class Metrics(dict):
-    """Metric name -> MetricValue; a missing name says which metrics there are."""
+    """Metric name -> MetricValue; a missing name says which metrics there are, and why."""
+
+    def __init__(self, values: Mapping[str, Any], note: str = "") -> None:
+        super().__init__(values)
+        self.note = note
 
     def __missing__(self, key: str) -> Any:
         import difflib
 
         close = difflib.get_close_matches(key, list(self), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"no metric {key!r}{hint} (metrics: {', '.join(sorted(self))})")
+        note = f"; {self.note}" if self.note else ""
+        raise KeyError(f"no metric {key!r}{hint} (metrics: {', '.join(sorted(self))}){note}")
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ def _evaluate_callable(engine: Engine, run: Run, evaluator: Callable[..., Any], 
             value = evaluator(**kwargs)
         except Exception as exc:  # one bad row does not lose the others
             return None, f"{type(exc).__name__}: {exc}"
-        return (dict(value) if isinstance(value, Mapping) else {name: value}), None
+        return (flatten(value) if isinstance(value, Mapping) else {name: value}), None
 
     results = engine.map(score, range(len(rows)))
     scores = tuple(s for s, _ in results)
@@ -160,8 +165,22 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
     return Evaluation(name, run.cell.dataset.name, tuple(scores), tuple(errors), metrics)
 
 
+def flatten(score: Mapping[str, Any]) -> dict[str, Any]:
+    """One level of scores: azure-ai-evaluation nests some (``rouge_properties.rouge_recall``)."""
+    flat: dict[str, Any] = {}
+    for key, value in score.items():
+        if isinstance(value, Mapping):
+            flat.update({k: v for k, v in value.items() if not isinstance(v, Mapping)})
+        else:
+            flat[key] = value
+    return flat
+
+
 def aggregate(scores: Sequence[Mapping[str, Any] | None]) -> dict[str, float]:
-    """Mean of every numeric score; ``<x>_result`` pass/fail columns give ``<x>_pass_rate``."""
+    """Mean of every numeric score; ``<x>_result`` pass/fail columns give ``<x>_pass_rate``.
+
+    Booleans (``<x>_passed``) repeat what ``<x>_result`` says and are left out.
+    """
     columns: dict[str, list[float]] = {}
     for row in scores:
         for key, value in (row or {}).items():
@@ -176,7 +195,9 @@ def aggregate(scores: Sequence[Mapping[str, Any] | None]) -> dict[str, float]:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not (isinstance(value, float) and math.isnan(value))
 
 
 def _callable_name(evaluator: Any) -> str:

@@ -112,7 +112,8 @@ class FlowTarget:
         if self.kind == "callable":
             return _callable_runner(self.func, _with_connection_objects(init, connections))
         executor = self.promptflow_executor(variants, overrides, connections, init)
-        return Runner(lambda inputs: _outcome(executor.exec_line(dict(inputs))), executor_inputs(executor))
+        names = tuple(self.definition.get("inputs") or {}) if self.kind == "prompty" else executor_inputs(executor)
+        return Runner(lambda inputs: _outcome(executor.exec_line(dict(inputs))), names)
 
     def promptflow_executor(
         self,
@@ -176,11 +177,18 @@ def load_promptflow() -> Any:
     """Import promptflow's executor once, quietly and without touching ``~/.promptflow``.
 
     Its import warns about marshmallow internals, writes an installation id into its home folder
-    (here a temp folder unless PF_HOME_DIRECTORY is set), and its INFO logs of every node would
-    drown pytest's output (PF_LOGGING_LEVEL wins if set).
+    (here a temp folder with telemetry off, unless PF_HOME_DIRECTORY is set), and its INFO logs
+    of every node would drown pytest's output (PF_LOGGING_LEVEL wins if set).
     """
     os.environ.setdefault("PF_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PF_HOME_DIRECTORY", os.path.join(tempfile.gettempdir(), "pytest-promptflow-home"))
+    if "PF_HOME_DIRECTORY" not in os.environ:
+        home = Path(tempfile.gettempdir()) / "pytest-promptflow-home"
+        home.mkdir(exist_ok=True)
+        settings = home / "pf.yaml"
+        text = settings.read_text(encoding="utf-8") if settings.exists() else ""
+        if "telemetry:" not in text:  # telemetry off: offline it only retries and warns
+            settings.write_text(text + "telemetry:\n  enabled: false\n", encoding="utf-8")
+        os.environ["PF_HOME_DIRECTORY"] = str(home)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import promptflow.connections  # noqa: F401
@@ -234,8 +242,9 @@ def resolve_dag(definition: Mapping[str, Any], variants: Mapping[str, str], over
 def _outcome(line: Any) -> RowOutcome:
     status = str(getattr(line.run_info.status, "value", line.run_info.status))
     if status == "Completed":
-        outputs = {k: v for k, v in (line.output or {}).items() if k != "line_number"}
-        return RowOutcome(outputs)
+        if not isinstance(line.output, Mapping):  # a prompty answers with its text
+            return RowOutcome({"output": line.output})
+        return RowOutcome({k: v for k, v in line.output.items() if k != "line_number"})
     error = line.run_info.error or {}
     debug = error.get("debugInfo") or {}
     inner = debug.get("innerException") or {}
@@ -308,7 +317,7 @@ def _load_prompty(path: Path | None, connections: Mapping[str, Any]) -> Any:
     definition = _read_prompty_front_matter(path)
     config = dict(((definition.get("model") or {}).get("configuration") or {}))
     conn = connections[config.get("connection") or "aoai"]
-    config.pop("connection", None)
+    config["connection"] = None  # Prompty.load merges into the file's configuration: clear it there
     if config.get("type") == "openai":
         config.update(api_key=conn.api_key, base_url=conn.base_url)
     else:

@@ -123,7 +123,7 @@ def flow_run(request: pytest.FixtureRequest) -> Any:
         pytest.fail("flow_run is given by @pytest.mark.promptflow(flow=..., data=...)", pytrace=False)
     if isinstance(planned, SpecError):
         raise planned
-    return FlowRun(session, planned, session.run(planned))
+    return FlowRun(session, planned, session.run(planned), request.node)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -24,8 +24,11 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
             values.setdefault(name, value)
             values[f"{ev.evaluator}.{name}"] = value
     rows = len(run.rows)
+    failed = [row for row in run.rows if row.failed]
+    note = (f"{len(failed)} of {rows} rows failed, first: {failed[0].error_type}: {failed[0].error_message}"
+            if failed else "")
     return Metrics({name: MetricValue(value, name, run.cell.id, rows, worst_rows(run, evaluations, name))
-                    for name, value in values.items()})
+                    for name, value in values.items()}, note)
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,17 @@ class EvalResult:
 class FlowRun:
     """One cell of the matrix, already run: rows, outputs, built-in metrics, and ``evaluate``."""
 
-    def __init__(self, session: Any, planned: Any, run: Run) -> None:
+    def __init__(self, session: Any, planned: Any, run: Run, item: Any = None) -> None:
         self._session = session
+        self._item = item
         self.planned = planned
         self.run = run
+        self._record(self.metrics)
+
+    def _record(self, metrics: Metrics) -> None:
+        """Metrics become the item's user properties (JUnit shows them)."""
+        if self._item is not None:
+            self._item.user_properties.extend((f"promptflow.{k}", round(float(v), 6)) for k, v in metrics.items())
 
     @property
     def cell(self) -> Any:
@@ -83,7 +93,9 @@ class FlowRun:
         mapping = dict(mapping) if mapping is not None else self._default_mapping(evaluator, rows)
         evaluation = evaluate(session.engine, self.run, evaluator, mapping, name=name,
                               data=rows, dataset=dataset, connections=connections)
-        return EvalResult(self.run, evaluation, metrics_of(self.run, [evaluation]))
+        result = EvalResult(self.run, evaluation, metrics_of(self.run, [evaluation]))
+        self._record(Metrics({f"{evaluation.evaluator}.{k}": v for k, v in evaluation.metrics.items()}))
+        return result
 
     def _default_mapping(self, evaluator: Any, rows: Sequence[Mapping[str, Any]] | None) -> dict[str, str]:
         """Evaluator inputs matched by name: flow outputs first, then data columns."""

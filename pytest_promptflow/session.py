@@ -47,8 +47,6 @@ class PromptflowSession:
         self.engine = Engine(concurrency)
         self._embedded: Any = None
         self._targets: dict[Any, FlowTarget] = {}
-        self._connections: dict[Any, Any] = {}
-        self.connection_sources: dict[str, str] = {}
 
     # -- planning (collection time: no promptflow import) --
     def target(self, flow: str | Path | Callable[..., Any], base_dir: Path, where: Where | None) -> FlowTarget:
@@ -76,21 +74,18 @@ class PromptflowSession:
 
     def connections(self, target: FlowTarget, declared: Sequence[ConnectionSpec],
                     init: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The target's connections, resolved afresh for every run: if the embedded model died,
+        ``embedded.address`` starts a new one and the next cell talks to it."""
         from .flows import load_promptflow
         from .llm.connections import resolve_connection
 
         load_promptflow()
         by_name = {c.name: c for c in declared}
-        found = {}
-        for name, kind in target.connections(init).items():
-            key = (name, kind, repr(by_name.get(name)))
-            if key not in self._connections:
-                resolved = resolve_connection(name, kind, declared=by_name, project_dir=self.rootdir,
-                                              environ=os.environ, embedded=self.embedded.address)
-                self._connections[key] = resolved.connection
-                self.connection_sources[name] = resolved.source
-            found[name] = self._connections[key]
-        return found
+        return {
+            name: resolve_connection(name, kind, declared=by_name, project_dir=self.rootdir,
+                                     environ=os.environ, embedded=self.embedded.address).connection
+            for name, kind in target.connections(init).items()
+        }
 
     def rows(self, dataset: DatasetSpec) -> list[dict[str, Any]]:
         from .datasets import load_rows
