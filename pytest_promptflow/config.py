@@ -203,7 +203,7 @@ def _read_yaml(path: Path) -> Any:
 
 def _at(path: Path, node: Any, key: Any = None) -> Where:
     """The 1-based line of ``key`` in a round-trip mapping, of item ``key`` in a sequence, or of ``node``."""
-    lc = getattr(node, "lc", None)
+    lc: Any = getattr(node, "lc", None)
     try:
         if key is not None and isinstance(node, dict) and key in node:
             return Where(path, lc.key(key)[0] + 1)

@@ -10,7 +10,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from .errors import SpecError, Where
 
@@ -60,7 +60,7 @@ def content_hash(path: Path | str) -> str:
     return digest.hexdigest()
 
 
-def check_columns(spec: DatasetSpec, rows: Sequence[dict[str, Any]], needed: Iterable[str],
+def check_columns(spec: DatasetSpec, rows: Sequence[Mapping[str, Any]], needed: Iterable[str],
                   where: Where | None = None) -> None:
     """Raise a SpecError at ``where`` (else the dataset's YAML line, else its file) for needed columns it lacks."""
     available = list(dict.fromkeys(key for row in rows for key in row))

@@ -216,7 +216,7 @@ def worst_rows(run: Run, evaluations: Sequence[Evaluation], metric: str, limit: 
                 return float(next(iter(numeric.values())))
         return None
 
-    ranked = []
+    ranked: list[tuple[float, int, str | None]] = []
     for i, row in enumerate(run.rows):
         value = per_row(i)
         if row.failed:

@@ -56,14 +56,12 @@ class FlowTarget:
             found[node] = (cfg.get("default_variant_id") or (ids[0] if ids else ""), ids)
         return found
 
-    def node_names(self) -> list[str]:
-        return [n.get("name") for n in self.definition.get("nodes") or []]
-
     @property
     def identity(self) -> str:
         """What tells two targets apart: the flow file, or the callable object."""
         if self.func is not None:
-            return f"{getattr(self.func, '__module__', '')}.{getattr(self.func, '__qualname__', self.name)}@{id(self.func)}"
+            qualname = getattr(self.func, "__qualname__", self.name)
+            return f"{getattr(self.func, '__module__', '')}.{qualname}@{id(self.func)}"
         return str(self.path)
 
     def connections(self, init: Mapping[str, Any] | None = None) -> dict[str, str]:
@@ -260,8 +258,8 @@ def _with_connection_objects(init: Mapping[str, Any] | None, connections: Mappin
 
 
 def _callable_runner(func: Any, init: Mapping[str, Any] | None) -> Runner:
-    target = func(**dict(init or {})) if inspect.isclass(func) else func
-    call = target if inspect.isfunction(target) or inspect.ismethod(target) else getattr(target, "__call__")
+    target: Any = func(**dict(init or {})) if inspect.isclass(func) else func
+    call: Any = target if inspect.isfunction(target) or inspect.ismethod(target) else target.__call__
     is_async = inspect.iscoroutinefunction(call)
     names = tuple(p.name for p in inspect.signature(call).parameters.values()
                   if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))

@@ -14,7 +14,9 @@ from .errors import SpecError, Where
 ARGUMENTS = ("flow", "data", "variants", "overrides", "strategy", "mappings", "init", "name")
 
 
-def spec_from_marker(marker: pytest.Mark, where: Where, rootdir: Path) -> tuple[ExperimentSpec, Mapping[str, Any] | None]:
+def spec_from_marker(
+    marker: pytest.Mark, where: Where, rootdir: Path
+) -> tuple[ExperimentSpec, Mapping[str, Any] | None]:
     """The experiment a marker declares, and the init arguments of a class or flex flow."""
     kwargs = dict(marker.kwargs)
     if marker.args:
@@ -38,7 +40,8 @@ def spec_from_marker(marker: pytest.Mark, where: Where, rootdir: Path) -> tuple[
     variants = VariantsSpec(strategy=strategy, nodes=dict(kwargs.get("variants") or {}),
                             overrides=overrides, where=where)
     flow = kwargs["flow"]
-    name = kwargs.get("name") or (Path(flow).name if isinstance(flow, (str, Path)) else getattr(flow, "__name__", "flow"))
+    name = str(kwargs.get("name") or (Path(flow).name if isinstance(flow, (str, Path)) else
+                                      getattr(flow, "__name__", "flow")))
     return ExperimentSpec(name=name, flow=flow, datasets=datasets, variants=variants, where=where), kwargs.get("init")
 
 

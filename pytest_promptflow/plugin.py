@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import inspect
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Generator
 
 import pytest
 
@@ -126,12 +126,15 @@ def flow_run(request: pytest.FixtureRequest) -> Any:
     return FlowRun(session, planned, session.run(planned), request.node)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[Any]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A SpecError raised while an item runs is shown as its one line, not a traceback."""
+    report = yield
     if call.excinfo is not None and isinstance(call.excinfo.value, SpecError):
         report.longrepr = str(call.excinfo.value)
+    return report
 
 
 def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> list[str] | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .engine import Row, Run
-from .evaluation import Evaluation, MetricValue, Metrics, evaluate, worst_rows
+from .evaluation import Evaluation, Metrics, MetricValue, evaluate, worst_rows
 from .flows import FlowTarget
 
 

@@ -43,7 +43,8 @@ class PromptflowSession:
         self.selection = selection
         self.owner = owner_pid is None
         self.owner_pid = owner_pid or os.getpid()
-        self.shared_dir = shared_dir or Path(tempfile.gettempdir()) / f"pytest-promptflow-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        unique = f"pytest-promptflow-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.shared_dir = shared_dir or Path(tempfile.gettempdir()) / unique
         self.engine = Engine(concurrency)
         self._embedded: Any = None
         self._targets: dict[Any, FlowTarget] = {}
@@ -108,7 +109,8 @@ class PromptflowSession:
                 if (dataset.reference or dataset.name) != planned.cell.dataset.name:
                     continue
                 data = self.rows(dataset) if dataset.reference and dataset.source else None
-                connections = self.connections(target, planned.spec.connections) if isinstance(target, FlowTarget) else {}
+                connections = (self.connections(target, planned.spec.connections)
+                               if isinstance(target, FlowTarget) else {})
                 results.append(evaluate(self.engine, run, target, dataset.mappings, name=evaluator.name,
                                         data=data, dataset=dataset, connections=connections))
         return results

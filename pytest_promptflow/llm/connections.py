@@ -118,7 +118,7 @@ def _from_dotenv(name: str, path: Path) -> tuple[dict[str, str], str] | None:
             continue  # a plain variable, not a connection line
         try:
             values = json.loads(value)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise SpecError(where, f"the value of {key} is not valid JSON ({exc.msg})", "fix the JSON object") from None
         if not isinstance(values, dict):
             raise SpecError(where, f"the value of {key} is not a JSON object", 'write {"api_key": ...}')

@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     httpd = ThreadingHTTPServer(("127.0.0.1", args.port), Front)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    host, port = httpd.server_address[:2]
-    print(json.dumps({"address": f"http://{host}:{port}", "pid": os.getpid()}), flush=True)
+    port = httpd.server_address[1]
+    print(json.dumps({"address": f"http://127.0.0.1:{port}", "pid": os.getpid()}), flush=True)
     while _owner_alive(args.owner_pid):
         time.sleep(0.5)
     httpd.shutdown()

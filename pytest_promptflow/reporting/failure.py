@@ -24,7 +24,7 @@ def verdict_table(verdicts: Sequence[Verdict]) -> list[str]:
     rows += [(v.threshold.metric, _fmt(v.actual), f"{v.threshold.op} {v.threshold.value:g}",
               "ok" if v.passed else "FAIL") for v in verdicts]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
 def worst_rows_lines(worst: Sequence[Mapping[str, Any]]) -> list[str]:
