@@ -19,7 +19,7 @@ class ExperimentFile(pytest.File):
     """An experiment.yaml (with the overlay chosen by --promptflow-env) as a collector."""
 
     def collect(self) -> Iterator[pytest.Item]:
-        from .config import load_experiment
+        from .experiment import load_experiment
         from .plugin import session_of
 
         session = session_of(self.config)

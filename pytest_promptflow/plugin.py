@@ -78,7 +78,7 @@ class XdistHooks:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    from .config import is_experiment_file
+    from .experiment import is_experiment_file
 
     if file_path.suffix in (".yaml", ".yml") and is_experiment_file(file_path):
         from .items import ExperimentFile

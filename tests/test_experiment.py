@@ -7,12 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_promptflow.config import (
-    ExperimentSpec,
-    is_experiment_file,
-    load_experiment,
-    parse_mapping,
-)
+from pytest_promptflow.config import ExperimentSpec, parse_mapping
+from pytest_promptflow.experiment import is_experiment_file, load_experiment
 from pytest_promptflow.errors import SpecError
 
 TEMPLATE = """\

@@ -1,0 +1,472 @@
+"""experiment.yaml (+ overlays) -> ExperimentSpec, every error naming file:line.
+
+The format is the GenAIOps prompt-flow template's (name, flow, connections, datasets,
+evaluators) plus our keys ``variants`` and ``thresholds``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .config import (
+    _MAPPING_FIX,
+    STRATEGIES,
+    ConnectionSpec,
+    DatasetSpec,
+    EvaluatorSpec,
+    ExperimentSpec,
+    VariantsSpec,
+    parse_mapping,
+)
+from .errors import SpecError, Where
+from .thresholds import Threshold
+from .thresholds import parse as parse_threshold
+
+# runtime (the template's Azure ML runtime name) is accepted and ignored: runs are local
+TOP_KEYS = ("name", "flow", "connections", "datasets", "evaluators", "runtime", "variants", "thresholds")
+DATASET_KEYS = ("name", "source", "description", "mappings")
+EVALUATOR_KEYS = ("name", "flow", "datasets")
+EVALUATOR_DATASET_KEYS = ("name", "reference", "source", "description", "mappings")
+VARIANTS_KEYS = ("strategy", "nodes", "overrides")
+FLOW_FILES = ("flow.dag.yaml", "flow.dag.yml", "flow.flex.yaml", "flow.flex.yml")
+CONNECTION_ALIASES = {"api_endpoint": "api_base"}
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_OVERRIDE_KEY = re.compile(r"^nodes\.[^.\s]+\.\S+$")
+
+
+def is_experiment_file(path: Path) -> bool:
+    """Whether ``path`` is an experiment to collect, judged by its name and its siblings.
+
+    True for names that start with ``experiment`` and end ``.yaml``/``.yml`` (``experiment.yaml``,
+    ``experiment_large.yml``), except environment overlays: ``experiment.pr.yaml`` is the ``pr``
+    overlay of ``experiment.yaml`` when that file exists beside it (``foo.<env>.yaml`` overlays
+    ``foo.yaml``, same suffix), so it is read through ``load_experiment(..., env="pr")`` instead.
+    """
+    path = Path(path)
+    if not path.name.startswith("experiment") or path.suffix not in (".yaml", ".yml"):
+        return False
+    base, dot, _env = path.stem.rpartition(".")
+    return not (dot and path.with_name(base + path.suffix).is_file())
+
+
+def load_experiment(path: Path, env: str | None = None) -> ExperimentSpec:
+    """Read an experiment.yaml (GenAIOps template format + our keys), with the ``env`` overlay applied.
+
+    Paths are relative to the file's folder. An overlay ``<stem>.<env><suffix>`` beside the file
+    replaces each top-level key it has, whole (``evaluators:`` left empty clears them).
+    Every problem is a SpecError naming file:line and the fix.
+    """
+    path = Path(path)
+    sections = _sections(path, _read_yaml(path), overlay=False)
+    if env:
+        overlay = path.with_name(f"{path.stem}.{env}{path.suffix}")
+        if not overlay.is_file():
+            raise SpecError(Where(overlay), f"no overlay for environment {env!r} beside {path.name}",
+                            f"create {overlay.name}, or choose an environment that has an overlay")
+        sections.update(_sections(overlay, _read_yaml(overlay), overlay=True))
+    for key, example in (("flow", "flows/<flow folder>"), ("datasets", "a list of '- name: ..., source: ...'")):
+        if key not in sections:
+            raise SpecError(Where(path), f"experiment is missing required key {key!r}", f"add '{key}: {example}'")
+    base_dir = path.parent
+    name = sections["name"].text("experiment") if "name" in sections else path.absolute().parent.name
+    flow_src = sections["flow"]
+    flow = _flow_path(flow_src.text("experiment"), base_dir, flow_src.where, "flow")
+    connections = _connections(sections["connections"]) if "connections" in sections else ()
+    datasets = _datasets(sections["datasets"], base_dir)
+    standard = {spec.name: spec for spec in datasets}
+    evaluators = _evaluators(sections["evaluators"], base_dir, standard) if "evaluators" in sections else ()
+    variants = _variants(sections["variants"]) if "variants" in sections else None
+    thresholds = _thresholds(sections["thresholds"]) if "thresholds" in sections else ()
+    return ExperimentSpec(name, flow, datasets, evaluators, connections, variants, thresholds, Where(path))
+
+
+# --- reading and locating -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Src:
+    """One key of a round-trip YAML mapping, with the file it came from (base or overlay)."""
+
+    path: Path
+    node: Any
+    key: Any
+
+    @property
+    def value(self) -> Any:
+        return self.node[self.key]
+
+    @property
+    def where(self) -> Where:
+        return _at(self.path, self.node, self.key)
+
+    def text(self, what: str) -> str:
+        return _text(self.path, self.node, self.key, what)  # type: ignore[return-value]
+
+
+def _read_yaml(path: Path) -> Any:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise SpecError(Where(path), "file not found", "check the path") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(Where(path), f"not UTF-8 text ({exc.reason})", "save the file as UTF-8") from None
+    except OSError as exc:
+        raise SpecError(Where(path), f"cannot read the file ({exc.strerror})", "check its permissions") from None
+    try:
+        return YAML(typ="rt").load(text)
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[-1]
+        raise SpecError(Where(path, mark.line + 1 if mark else None), f"YAML syntax error: {problem}",
+                        "fix the YAML at that line (indentation, quotes, a missing ':' or ']')") from None
+
+
+def _at(path: Path, node: Any, key: Any = None) -> Where:
+    """The 1-based line of ``key`` in a round-trip mapping, of item ``key`` in a sequence, or of ``node``."""
+    lc: Any = getattr(node, "lc", None)
+    try:
+        if key is not None and isinstance(node, dict) and key in node:
+            return Where(path, lc.key(key)[0] + 1)
+        if isinstance(key, int) and isinstance(node, list):
+            return Where(path, lc.item(key)[0] + 1)
+        return Where(path, lc.line + 1)
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return Where(path)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _did_you_mean(word: Any, choices: Any) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _plain(value: Any) -> Any:
+    """Round-trip YAML values as plain Python (dict, list, bool, int, float, str)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return value
+
+
+def _check_keys(path: Path, node: Any, allowed: tuple[str, ...], required: tuple[str, ...], what: str) -> None:
+    for key in node:
+        if key not in allowed:
+            raise SpecError(_at(path, node, key), f"unknown key {key!r} in {what}",
+                            f"{_did_you_mean(key, allowed)}allowed keys: {', '.join(allowed)}")
+    _require(path, node, required, what)
+
+
+def _require(path: Path, node: Any, required: tuple[str, ...], what: str) -> None:
+    for key in required:
+        if key not in node:
+            raise SpecError(_at(path, node), f"{what} is missing required key {key!r}", f"add '{key}: ...'")
+
+
+def _text(path: Path, node: Any, key: Any, what: str) -> str | None:
+    """A non-empty scalar as text; None when the key is absent."""
+    if key not in node:
+        return None
+    value = node[key]
+    if value is None or isinstance(value, (dict, list)) or not str(value).strip():
+        raise SpecError(_at(path, node, key), f"{what}: {key!r} must be a non-empty value, got {_kind(value)}",
+                        f"write '{key}: <text>'")
+    return str(value).strip()
+
+
+def _mapping_node(path: Path, node: Any, key: Any, what: str) -> dict[Any, Any]:
+    value = node[key]
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError(_at(path, node, key), f"{what}: {key!r} must be a mapping, got {_kind(value)}",
+                        f"write '{key}:' followed by indented 'name: value' lines")
+    return value
+
+
+def _list_node(path: Path, node: Any, key: Any, what: str, example: str, *, empty_ok: bool) -> list[Any]:
+    value = node[key]
+    if value is None and empty_ok:
+        return []
+    if not isinstance(value, list):
+        raise SpecError(_at(path, node, key), f"{what}: {key!r} must be a list, got {_kind(value)}",
+                        f"write '{key}:' followed by '- {example}' items")
+    if not value and not empty_ok:
+        raise SpecError(_at(path, node, key), f"{what}: {key!r} is empty", f"add at least one '- {example}' item")
+    return value
+
+
+def _item(path: Path, items: list[Any], index: int, what: str, keys: tuple[str, ...]) -> dict[Any, Any]:
+    item = items[index]
+    if not isinstance(item, dict):
+        raise SpecError(_at(path, items, index), f"{what} must be a mapping, got {_kind(item)}",
+                        f"write '- {keys[0]}: ...' with keys {', '.join(keys)}")
+    return item
+
+
+def _sections(path: Path, doc: Any, *, overlay: bool) -> dict[str, _Src]:
+    if doc is None and overlay:
+        return {}
+    if not isinstance(doc, dict):
+        raise SpecError(_at(path, doc), f"the top level must be a mapping of keys, got {_kind(doc)}",
+                        f"write keys such as {', '.join(TOP_KEYS[:5])}")
+    _check_keys(path, doc, TOP_KEYS, (), "experiment")
+    return {key: _Src(path, doc, key) for key in doc}
+
+
+def _resolve(base_dir: Path, raw: str) -> Path:
+    return Path(os.path.normpath(os.path.abspath(base_dir / raw)))
+
+
+def _flow_path(raw: str, base_dir: Path, where: Where, what: str) -> Path:
+    """A flow folder (flow.dag.yaml / flow.flex.yaml inside) or a flow file, relative to ``base_dir``."""
+    target = _resolve(base_dir, raw)
+    if target.is_dir() and any((target / name).is_file() for name in FLOW_FILES):
+        return target
+    if target.is_file() and target.suffix.lower() in (".prompty", ".yaml", ".yml"):
+        return target
+    problem = (f"{what} {raw!r}: {target} has neither flow.dag.yaml nor flow.flex.yaml" if target.is_dir()
+               else f"{what} {raw!r} not found: {target}")
+    raise SpecError(where, problem, f"point it (relative to {base_dir}) at a folder with flow.dag.yaml "
+                                    "or flow.flex.yaml, or at a .prompty file")
+
+
+def _source(path: Path, node: Any, base_dir: Path, what: str) -> Path:
+    from .datasets import SUPPORTED_SUFFIXES
+
+    raw = _text(path, node, "source", what) or ""
+    where = _at(path, node, "source")
+    if raw.startswith("azureml:"):
+        raise SpecError(where, f"{what}: remote source {raw!r} cannot be read locally",
+                        "download the data asset and point source at the .jsonl or .csv file")
+    target = _resolve(base_dir, raw)
+    if not target.exists() and (base_dir / "data" / raw).is_file():
+        target = _resolve(base_dir / "data", raw)  # the template's own fallback
+    if not target.is_file():
+        raise SpecError(where, f"{what}: source file not found: {target}",
+                        f"check the path; it is relative to {base_dir}")
+    if target.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise SpecError(where, f"{what}: unsupported data file {target.name}",
+                        f"use one of: {', '.join(SUPPORTED_SUFFIXES)}")
+    return target
+
+
+def _mappings(path: Path, item: Any, what: str, *, for_evaluator: bool) -> dict[str, Any]:
+    """Validated mappings, ``${target.x}`` rewritten as ``${run.outputs.x}``."""
+    if "mappings" not in item:
+        return {}
+    node = _mapping_node(path, item, "mappings", what)
+    mappings: dict[str, Any] = {}
+    for key, value in node.items():
+        where = _at(path, node, key)
+        if value is None or isinstance(value, (dict, list)):
+            raise SpecError(where, f"{what}: mapping {key!r} must be a reference or a literal, got {_kind(value)}",
+                            _MAPPING_FIX)
+        try:
+            source = parse_mapping(value, where)
+        except SpecError as exc:
+            raise SpecError(where, f"{what}: mapping {key!r}: {exc.problem}", exc.fix) from None
+        if source and source[0] == "run":
+            if not for_evaluator:
+                raise SpecError(where, f"{what}: mapping {key!r} reads a flow output, but this dataset feeds "
+                                "the flow itself", "use ${data.<column>} here; flow outputs belong in evaluators")
+            value = f"${{run.outputs.{source[1]}}}"
+        elif source:
+            value = f"${{data.{source[1]}}}"
+        mappings[str(key)] = _plain(value)
+    return mappings
+
+
+def _dataset_where(path: Path, items: list[Any], index: int) -> Where:
+    item = items[index]
+    return _at(path, item, "mappings") if "mappings" in item else _at(path, items, index)
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+
+def _connections(src: _Src) -> tuple[ConnectionSpec, ...]:
+    items = _list_node(src.path, src.node, src.key, "experiment", "name: aoai", empty_ok=True)
+    specs: dict[str, ConnectionSpec] = {}
+    for index, _ in enumerate(items):
+        item = _item(src.path, items, index, f"connection #{index + 1}", ("name", "connection_type"))
+        _require(src.path, item, ("name", "connection_type"), f"connection #{index + 1}")  # others: properties
+        name = _text(src.path, item, "name", "connection") or ""
+        what = f"connection {name!r}"
+        kind = _text(src.path, item, "connection_type", what) or ""
+        if name in specs:
+            raise SpecError(_at(src.path, item, "name"), f"two connections are named {name!r}", "rename one")
+        values: dict[str, str] = {}
+        nested: dict[str, dict[str, str]] = {"configs": {}, "secrets": {}}
+        for key, value in item.items():
+            where = _at(src.path, item, key)
+            if key in ("name", "connection_type"):
+                continue
+            if key in nested and isinstance(value, dict):
+                for inner, inner_value in value.items():
+                    if isinstance(inner_value, (dict, list)):
+                        raise SpecError(_at(src.path, value, inner), f"{what}: {key}.{inner} must be one value",
+                                        "write 'name: value' (${VAR} reads an environment variable)")
+                    nested[key][str(inner)] = _expand(inner_value)
+                continue
+            if isinstance(value, (dict, list)):
+                raise SpecError(where, f"{what}: {key!r} must be one value, got {_kind(value)}",
+                                "write 'key: value'; only configs and secrets take a mapping")
+            key = CONNECTION_ALIASES.get(str(key), str(key))
+            if key in values:
+                raise SpecError(where, f"{what}: api_base is given twice (api_base and api_endpoint)",
+                                "keep one of them")
+            values[key] = _expand(value)
+        specs[name] = ConnectionSpec(name, kind, values, _at(src.path, items, index),
+                                     configs=nested["configs"], secrets=nested["secrets"])
+    return tuple(specs.values())
+
+
+def _expand(value: Any) -> str:
+    """A connection value with each ``${VAR}`` read from the environment (unset: empty)."""
+    if value is None:
+        return ""
+    return _ENV_REFERENCE.sub(lambda m: os.environ.get(m.group(1), ""), str(value))
+
+
+def _datasets(src: _Src, base_dir: Path) -> tuple[DatasetSpec, ...]:
+    items = _list_node(src.path, src.node, src.key, "experiment", "name: ..., source: data/....jsonl",
+                       empty_ok=False)
+    specs: dict[str, DatasetSpec] = {}
+    for index, _ in enumerate(items):
+        item = _item(src.path, items, index, f"dataset #{index + 1}", DATASET_KEYS)
+        _check_keys(src.path, item, DATASET_KEYS, ("name", "source"), f"dataset #{index + 1}")
+        name = _text(src.path, item, "name", "dataset") or ""
+        what = f"dataset {name!r}"
+        if name in specs:
+            raise SpecError(_at(src.path, item, "name"), f"two datasets are named {name!r}", "rename one")
+        specs[name] = DatasetSpec(
+            name=name,
+            source=_source(src.path, item, base_dir, what),
+            mappings=_mappings(src.path, item, what, for_evaluator=False),
+            description=_text(src.path, item, "description", what) or "",
+            where=_dataset_where(src.path, items, index),
+        )
+    return tuple(specs.values())
+
+
+def _evaluators(src: _Src, base_dir: Path, standard: Mapping[str, DatasetSpec]) -> tuple[EvaluatorSpec, ...]:
+    items = _list_node(src.path, src.node, src.key, "experiment", "name: ..., flow: ..., datasets: [...]",
+                       empty_ok=True)
+    specs: dict[str, EvaluatorSpec] = {}
+    for index, _ in enumerate(items):
+        item = _item(src.path, items, index, f"evaluator #{index + 1}", EVALUATOR_KEYS)
+        _check_keys(src.path, item, EVALUATOR_KEYS, ("name", "datasets"), f"evaluator #{index + 1}")
+        name = _text(src.path, item, "name", "evaluator") or ""
+        what = f"evaluator {name!r}"
+        if name in specs:
+            raise SpecError(_at(src.path, item, "name"), f"two evaluators are named {name!r}", "rename one")
+        flow_key = "flow" if "flow" in item else "name"  # the template defaults the flow to the name
+        flow = _flow_path(_text(src.path, item, flow_key, what) or "", base_dir, _at(src.path, item, flow_key),
+                          f"{what} flow")
+        entries = _list_node(src.path, item, "datasets", what, "name: <standard dataset>", empty_ok=False)
+        datasets: dict[str, DatasetSpec] = {}
+        for number, _ in enumerate(entries):
+            spec = _evaluator_dataset(src.path, entries, number, base_dir, standard, what)
+            if spec.name in datasets:
+                raise SpecError(_at(src.path, entries, number), f"{what} lists dataset {spec.name!r} twice",
+                                "remove one")
+            datasets[spec.name] = spec
+        specs[name] = EvaluatorSpec(name, flow, tuple(datasets.values()), _at(src.path, items, index))
+    return tuple(specs.values())
+
+
+def _evaluator_dataset(path: Path, entries: list[Any], index: int, base_dir: Path,
+                       standard: Mapping[str, DatasetSpec], evaluator: str) -> DatasetSpec:
+    """Either a standard dataset by name, or its own ``source`` whose rows match ``reference``'s."""
+    item = _item(path, entries, index, f"{evaluator} dataset #{index + 1}", EVALUATOR_DATASET_KEYS)
+    _check_keys(path, item, EVALUATOR_DATASET_KEYS, ("name",), f"{evaluator} dataset #{index + 1}")
+    name = _text(path, item, "name", f"{evaluator} dataset") or ""
+    what = f"{evaluator} dataset {name!r}"
+    reference = _text(path, item, "reference", what)
+    known = ", ".join(standard)
+    if name in standard and "source" not in item:
+        if reference not in (None, name):
+            raise SpecError(_at(path, item, "reference"), f"{what} is a standard dataset, so it cannot reference "
+                            f"{reference!r}", "remove reference, or give this dataset its own name and a source")
+        source, reference = standard[name].source, name
+        description = _text(path, item, "description", what) or standard[name].description
+    else:
+        if "source" not in item:
+            raise SpecError(_at(path, entries, index), f"{what} is neither a standard dataset nor has a source",
+                            f"{_did_you_mean(name, standard)}name a standard dataset ({known}), "
+                            "or add source: and reference:")
+        if name in standard:
+            raise SpecError(_at(path, item, "source"), f"{what} has a standard dataset's name and its own source",
+                            f"remove source to use the standard dataset {name!r}, or rename this dataset")
+        if reference is None:
+            raise SpecError(_at(path, entries, index), f"{what} has a source but no reference",
+                            f"add 'reference: <the standard dataset the flow ran on>', one of: {known}")
+        if reference not in standard:
+            raise SpecError(_at(path, item, "reference"), f"{what}: reference {reference!r} is not a standard dataset",
+                            f"{_did_you_mean(reference, standard)}standard datasets: {known}")
+        source = _source(path, item, base_dir, what)
+        description = _text(path, item, "description", what) or ""
+    return DatasetSpec(name, source, _mappings(path, item, what, for_evaluator=True), description, reference,
+                       _dataset_where(path, entries, index))
+
+
+def _variants(src: _Src) -> VariantsSpec:
+    if src.value is None:
+        return VariantsSpec(where=src.where)
+    node = _mapping_node(src.path, src.node, src.key, "experiment")
+    _check_keys(src.path, node, VARIANTS_KEYS, (), "variants")
+    strategy = _text(src.path, node, "strategy", "variants") or "matrix"
+    if strategy not in STRATEGIES:
+        raise SpecError(_at(src.path, node, "strategy"), f"unknown strategy {strategy!r}",
+                        f"{_did_you_mean(strategy, STRATEGIES)}use one of: {', '.join(STRATEGIES)}")
+    nodes: dict[str, tuple[str, ...] | str] = {}
+    for key, value in (_mapping_node(src.path, node, "nodes", "variants") if "nodes" in node else {}).items():
+        ids = [value] if isinstance(value, str) else value
+        if not isinstance(ids, list) or not ids or not all(isinstance(v, str) and v.strip() for v in ids):
+            raise SpecError(_at(src.path, node["nodes"], key), f"variants of node {key!r}: got {_kind(value)}",
+                            'write "*" for all variants or a list of variant ids, e.g. [variant_0, variant_1]')
+        nodes[str(key)] = "*" if "*" in ids else tuple(dict.fromkeys(str(v).strip() for v in ids))
+    overrides: dict[str, tuple[Any, ...]] = {}
+    for key, value in (_mapping_node(src.path, node, "overrides", "variants") if "overrides" in node else {}).items():
+        where = _at(src.path, node["overrides"], key)
+        if not _OVERRIDE_KEY.match(str(key)):
+            raise SpecError(where, f"override {key!r} does not name a node setting",
+                            "write nodes.<node>.inputs.<input>, e.g. nodes.classify.inputs.temperature")
+        if value is None or value == []:
+            raise SpecError(where, f"override {key!r} has no values", "give a value or a list of values")
+        overrides[str(key)] = tuple(_plain(value)) if isinstance(value, list) else (_plain(value),)
+    return VariantsSpec(strategy, nodes, overrides, src.where)
+
+
+def _thresholds(src: _Src) -> tuple[Threshold, ...]:
+    if src.value is None:
+        return ()
+    node = _mapping_node(src.path, src.node, src.key, "experiment")
+    thresholds: list[Threshold] = []
+    for metric, text in node.items():
+        where = _at(src.path, node, metric)
+        for one in (text if isinstance(text, list) and text else [text]):
+            thresholds.append(parse_threshold(str(metric), _plain(one), where))
+    return tuple(thresholds)
