@@ -14,8 +14,8 @@ def test_summaries_stay_short_and_on_topic(flow_run):
                                mapping={"within_budget": "${run.outputs.within_budget}"}, name="budget")
     overlap = flow_run.evaluate(F1ScoreEvaluator(), mapping={"response": "${run.outputs.summary}",
                                                              "ground_truth": "${data.summary}"})
-    assert budget.metrics["within_budget"] >= 0.7
-    assert overlap.metrics["f1_score"] >= 0.15
+    assert budget.metrics["within_budget"] >= 0.8  # measured 0.905 to 0.952
+    assert overlap.metrics["f1_score"] >= 0.4  # measured 0.518 to 0.538
 
 
 def names_capital(output: str, capital: str) -> dict:
@@ -25,4 +25,4 @@ def names_capital(output: str, capital: str) -> dict:
 @pytest.mark.promptflow(flow="flows/capital.prompty", data="evals/data/capitals.jsonl")
 def test_capitals(flow_run):
     result = flow_run.evaluate(names_capital, mapping={"output": "${run.outputs.output}", "capital": "${data.capital}"})
-    assert result.metrics["names_capital"] >= 0.5
+    assert result.metrics["names_capital"] >= 0.7  # measured 0.833

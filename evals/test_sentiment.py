@@ -12,8 +12,9 @@ SENTIMENT = dict(
 )
 EVAL_MAPPING = {"groundtruth": "${data.label}", "prediction": "${run.outputs.category}"}
 
-# SmolLM2-135M's measured accuracy (README): thresholds sit below the weakest cell with a margin.
-MIN_ACCURACY = {"sentiment": 0.45, "sentiment_hard": 0.25}
+# Set from SmolLM2-135M's measured accuracy (README, evals/MEASURED.md): about 0.09 (2 rows)
+# below the weakest cell of three runs (0.536 easy, 0.273 hard).
+MIN_ACCURACY = {"sentiment": 0.45, "sentiment_hard": 0.18}
 
 
 @pytest.mark.promptflow(
