@@ -35,7 +35,7 @@ class PlannedCell:
 
 
 class PromptflowSession:
-    """Targets, datasets and connections resolved once; runs cached by the engine."""
+    """Flow targets loaded once, datasets parsed once, runs cached by the engine."""
 
     def __init__(self, rootdir: Path, concurrency: int, selection: str | None,
                  shared_dir: Path | None = None, owner_pid: int | None = None) -> None:
