@@ -76,6 +76,12 @@ MAPPING_PATTERN = re.compile(r"^\$\{(data|run\.outputs|target)\.([^{}]+)\}$")
 _MAPPING_FIX = 'write "${data.<column>}", "${run.outputs.<output>}" (or "${target.<output>}"), or a literal'
 
 
+def data_columns(mappings: Mapping[str, Any]) -> list[str]:
+    """The dataset columns that ``${data.col}`` mappings read."""
+    sources = (parse_mapping(value) for value in mappings.values())
+    return [source[1] for source in sources if source and source[0] == "data"]
+
+
 def parse_mapping(value: Any, where: Where | None = None) -> tuple[str, str] | None:
     """``${data.col}`` -> ("data", col); ``${run.outputs.x}`` or ``${target.x}`` -> ("run", x); a literal -> None.
 

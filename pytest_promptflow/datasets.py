@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import difflib
-import hashlib
 import io
 import json
 import os
@@ -49,15 +48,6 @@ def load_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
         raise SpecError(Where(source), f"dataset {spec.name!r} has no rows",
                         "add rows (one JSON object per line, or CSV lines under a header)")
     return [dict(row) for row in rows]
-
-
-def content_hash(path: Path | str) -> str:
-    """sha256 of the file's bytes, hex: the identity of a dataset version."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_columns(spec: DatasetSpec, rows: Sequence[Mapping[str, Any]], needed: Iterable[str],

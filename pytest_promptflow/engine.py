@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from .config import DatasetSpec
+from .config import DatasetSpec, data_columns, parse_mapping
+from .datasets import check_columns
 from .errors import SpecError
 from .flows import FlowTarget, RowOutcome
 from .matrix import Cell
@@ -64,8 +65,6 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 def flow_inputs(dataset: DatasetSpec, row: Mapping[str, Any], input_names: Sequence[str]) -> dict[str, Any]:
     """A row's flow inputs: the dataset's mappings, else the columns named like flow inputs."""
-    from .config import parse_mapping
-
     if not dataset.mappings:
         return {name: row[name] for name in input_names if name in row}
     inputs = {}
@@ -77,11 +76,7 @@ def flow_inputs(dataset: DatasetSpec, row: Mapping[str, Any], input_names: Seque
 
 def check_mappings(dataset: DatasetSpec, rows: Sequence[Mapping[str, Any]], input_names: Sequence[str]) -> None:
     """Every ``${data.col}`` names a column and every mapped name is a flow input."""
-    from .config import parse_mapping
-    from .datasets import check_columns
-
-    needed = [src[1] for src in map(parse_mapping, dataset.mappings.values()) if src and src[0] == "data"]
-    check_columns(dataset, rows, needed, dataset.where)
+    check_columns(dataset, rows, data_columns(dataset.mappings), dataset.where)
     unknown = [name for name in dataset.mappings if input_names and name not in input_names]
     if unknown:
         raise SpecError(dataset.where, f"mapping names {', '.join(unknown)} which the flow does not take",

@@ -12,7 +12,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from .config import DatasetSpec, parse_mapping
+from .config import DatasetSpec, data_columns, parse_mapping
+from .datasets import check_columns
 from .engine import Engine, Run
 from .errors import SpecError, Where
 from .flows import FlowTarget, executor_inputs
@@ -77,29 +78,21 @@ def resolve_row(mapping: Mapping[str, str], data: Mapping[str, Any], outputs: Ma
     return values
 
 
-def evaluate(engine: Engine, run: Run, evaluator: Any, mapping: Mapping[str, str], *,
+def evaluate(engine: Engine, run: Run, evaluator: Any, mapping: Mapping[str, str], *, dataset: DatasetSpec,
              name: str | None = None, data: Sequence[Mapping[str, Any]] | None = None,
-             dataset: DatasetSpec | None = None, connections: Mapping[str, Any] | None = None) -> Evaluation:
-    """Score ``run`` with ``evaluator``; ``data`` (aligned with the run's rows) defaults to the run's own."""
-    where = dataset.where if dataset else None
+             connections: Mapping[str, Any] | None = None) -> Evaluation:
+    """Score ``run`` with ``evaluator``; ``data`` (rows of ``dataset``, aligned with the run's) defaults to the
+    run's own rows."""
+    where = dataset.where
     rows = [row.data for row in run.rows] if data is None else list(data)
     if len(rows) != len(run.rows):
         raise SpecError(where, f"evaluation data has {len(rows)} rows but the run has {len(run.rows)}",
                         "give the evaluator dataset the same rows, in order, as the dataset it references")
-    _check_data_columns(mapping, rows, dataset, where)
+    check_columns(dataset, rows, data_columns(mapping), where)
     if isinstance(evaluator, FlowTarget):
         return _evaluate_flow(engine, run, evaluator, mapping, rows, name or evaluator.name,
                               connections or {}, where)
     return _evaluate_callable(engine, run, evaluator, mapping, rows, name or _callable_name(evaluator), where)
-
-
-def _check_data_columns(mapping: Mapping[str, str], rows: Sequence[Mapping[str, Any]],
-                        dataset: DatasetSpec | None, where: Where | None) -> None:
-    from .datasets import check_columns
-
-    needed = [s[1] for s in map(parse_mapping, mapping.values()) if s and s[0] == "data"]
-    spec = dataset or DatasetSpec(name="run data", source=where.path if where else "run")  # type: ignore[arg-type]
-    check_columns(spec, rows, needed, where)
 
 
 def _evaluate_callable(engine: Engine, run: Run, evaluator: Callable[..., Any], mapping: Mapping[str, str],

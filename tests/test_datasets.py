@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 
 from pytest_promptflow import datasets
 from pytest_promptflow.config import DatasetSpec
-from pytest_promptflow.datasets import check_columns, content_hash, load_rows
+from pytest_promptflow.datasets import check_columns, load_rows
 from pytest_promptflow.errors import SpecError, Where
 
 
@@ -110,12 +109,6 @@ def test_cache_shares_the_parse_until_the_file_changes(tmp_path: Path, monkeypat
     os.utime(path, ns=(1, 1))
     assert len(load_rows(spec_for(path))) == 2
     assert len(calls) == 2
-
-
-def test_content_hash(tmp_path: Path) -> None:
-    path = tmp_path / "qa.jsonl"
-    path.write_bytes(b'{"q": "a"}\n')
-    assert content_hash(path) == hashlib.sha256(b'{"q": "a"}\n').hexdigest()
 
 
 ROWS = [{"question": "a", "answer": "b"}, {"question": "c", "answer": "d", "context": "e"}]
