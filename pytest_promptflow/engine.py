@@ -17,6 +17,7 @@ from .config import DatasetSpec, data_columns, parse_mapping
 from .datasets import check_columns
 from .errors import SpecError
 from .flows import FlowTarget, RowOutcome
+from .llm import ledger
 from .matrix import Cell
 
 
@@ -31,10 +32,21 @@ class Row:
     error_type: str | None
     error_message: str | None
     latency: float
+    llm_calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    replay_misses: tuple[str, ...] = ()
 
     @property
     def failed(self) -> bool:
         return self.error_type is not None
+
+    @property
+    def cached(self) -> bool:
+        """Some of its LLM answers came from the store, so its latency says nothing about the model."""
+        return self.cache_hits > 0
 
 
 @dataclass(frozen=True)
@@ -47,14 +59,30 @@ class Run:
 
     @property
     def metrics(self) -> dict[str, float]:
-        """Built-in metrics every run has."""
-        latencies = sorted(r.latency for r in self.rows)
-        return {
+        """Built-in metrics every run has. Latency rests on live rows only (``latency.rows`` of them):
+        with every row answered from the store there is no latency to report."""
+        live = sorted(r.latency for r in self.rows if not r.cached)
+        prompt = sum(r.prompt_tokens for r in self.rows)
+        completion = sum(r.completion_tokens for r in self.rows)
+        metrics = {
             "error_rate": sum(r.failed for r in self.rows) / len(self.rows),
-            "latency.mean": statistics.fmean(latencies),
-            "latency.p95": _percentile(latencies, 0.95),
             "rows": float(len(self.rows)),
+            "latency.rows": float(len(live)),
+            "llm.calls": float(sum(r.llm_calls for r in self.rows)),
+            "llm.cache_hits": float(sum(r.cache_hits for r in self.rows)),
+            "tokens.prompt": float(prompt),
+            "tokens.completion": float(completion),
+            "tokens.total": float(prompt + completion),
+            "cost.total": sum(r.cost for r in self.rows),
         }
+        if live:
+            metrics["latency.mean"] = statistics.fmean(live)
+            metrics["latency.p95"] = _percentile(live, 0.95)
+        return metrics
+
+    @property
+    def replay_misses(self) -> list[str]:
+        return [miss for row in self.rows for miss in row.replay_misses]
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -104,7 +132,8 @@ class Engine:
         runner = target.executor(dict(cell.variants), dict(cell.overrides), connections, init)
         check_mappings(cell.dataset, rows, runner.input_names)
         start = time.perf_counter()
-        results = self.map(lambda item: _timed(runner, *item),
+        site = f"flow {target.name}, row {{}} of dataset {cell.dataset.name}"
+        results = self.map(lambda item: _timed(runner, site.format(item[0]), *item),
                            [(i, row, flow_inputs(cell.dataset, row, runner.input_names)) for i, row in enumerate(rows)])
         return Run(cell, tuple(results), time.perf_counter() - start)
 
@@ -116,13 +145,16 @@ class Engine:
             return list(pool.map(function, items))
 
 
-def _timed(run_row: Callable[[Mapping[str, Any]], RowOutcome], index: int, data: Mapping[str, Any],
+def _timed(run_row: Callable[[Mapping[str, Any]], RowOutcome], site: str, index: int, data: Mapping[str, Any],
            inputs: Mapping[str, Any]) -> Row:
-    start = time.perf_counter()
-    try:
-        outcome = run_row(inputs)
-    except Exception as exc:  # the engine itself never loses a row
-        outcome = RowOutcome(None, type(exc).__name__, str(exc))
-    return Row(index, data, inputs, outcome.outputs, outcome.error_type, outcome.error_message,
-               time.perf_counter() - start)
+    with ledger.scope(site) as calls:
+        start = time.perf_counter()
+        try:
+            outcome = run_row(inputs)
+        except Exception as exc:  # the engine itself never loses a row
+            outcome = RowOutcome(None, type(exc).__name__, str(exc))
+        latency = time.perf_counter() - start
+    return Row(index, data, inputs, outcome.outputs, outcome.error_type, outcome.error_message, latency,
+               calls.calls, calls.cache_hits, calls.prompt_tokens, calls.completion_tokens, calls.cost,
+               tuple(calls.replay_misses))
 

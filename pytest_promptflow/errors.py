@@ -29,3 +29,10 @@ class SpecError(Exception):
     def __str__(self) -> str:
         text = f"{self.where}: {self.problem}" if self.where else self.problem
         return f"{text}; {self.fix}" if self.fix else text
+
+
+def replay_error(misses: list[str]) -> SpecError:
+    """The one line for LLM requests that replay mode found no stored answer for."""
+    more = f" (and {len(misses) - 1} more)" if len(misses) > 1 else ""
+    return SpecError(None, f"replay: {misses[0]}{more}",
+                     "record the answers with the same command and --promptflow-llm=record")

@@ -15,8 +15,9 @@ from typing import Any, Callable, Mapping, Sequence
 from .config import DatasetSpec, data_columns, parse_mapping
 from .datasets import check_columns
 from .engine import Engine, Run
-from .errors import SpecError, Where
+from .errors import SpecError, Where, replay_error
 from .flows import FlowTarget, executor_inputs
+from .llm import ledger
 
 
 class MetricValue(float):
@@ -107,7 +108,8 @@ def _evaluate_callable(engine: Engine, run: Run, evaluator: Callable[..., Any], 
             return None, f"{type(exc).__name__}: {exc}"
         return (flatten(value) if isinstance(value, Mapping) else {name: value}), None
 
-    results = engine.map(score, range(len(rows)))
+    results = engine.map(_in_scope(f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", score),
+                         range(len(rows)))
     scores = tuple(s for s, _ in results)
     return Evaluation(name, run.cell.dataset.name, scores, tuple(e for _, e in results), aggregate(scores))
 
@@ -128,7 +130,8 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
         inputs = resolve_row(mapping, rows[i], run.rows[i].outputs, where)
         return executor.exec_line(inputs, index=i), inputs
 
-    lines = engine.map(line, range(len(rows)))
+    lines = engine.map(_in_scope(f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", line),
+                       range(len(rows)))
     scores: list[Mapping[str, Any] | None] = []
     errors: list[str | None] = []
     done_inputs: list[dict[str, Any]] = []
@@ -156,6 +159,18 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
         )
         metrics.update({k: float(v) for k, v in (aggregated.metrics or {}).items() if _is_number(v)})
     return Evaluation(name, run.cell.dataset.name, tuple(scores), tuple(errors), metrics)
+
+
+def _in_scope(site: str, function: Callable[[int], Any]) -> Callable[[int], Any]:
+    """``function`` with its LLM calls counted per row; a replay miss fails the evaluation."""
+    def scoped(i: int) -> Any:
+        with ledger.scope(site.format(i)) as calls:
+            result = function(i)
+        if calls.replay_misses:
+            raise replay_error(calls.replay_misses)
+        return result
+
+    return scoped
 
 
 def flatten(score: Mapping[str, Any]) -> dict[str, Any]:

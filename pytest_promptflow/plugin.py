@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import inspect
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any, Callable, Generator
 
 import pytest
 
 from .errors import SpecError, Where
+from .llm.retry import RetryPolicy
+from .llm.settings import MODES, LLMSettings, parse_limits, parse_mode, parse_prices
 from .matrix import parse_selection
 from .session import PromptflowSession
 
@@ -30,6 +32,57 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _natural(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _llm_mode(text: str) -> str:
+    try:
+        return parse_mode(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def llm_settings(config: pytest.Config) -> LLMSettings:
+    """Options win over ini values; a bad ini value is a usage error that says how to fix it."""
+    try:
+        store = Path(config.getoption("promptflow_llm_store") or config.getini("promptflow_llm_store"))
+        retry = RetryPolicy(
+            retries=_option_or_ini(config, "promptflow_llm_retries", _natural),
+            timeout=_option_or_ini(config, "promptflow_llm_timeout", _positive_float),
+            backoff=_positive_float(config.getini("promptflow_llm_backoff")),
+        )
+        return LLMSettings(
+            mode=config.getoption("promptflow_llm") or parse_mode(config.getini("promptflow_llm")),
+            store=store if store.is_absolute() else config.rootpath / store,
+            retry=retry,
+            limits=parse_limits(config.getini("promptflow_llm_limits")),
+            prices=parse_prices(config.getini("promptflow_llm_prices")),
+        )
+    except (ValueError, argparse.ArgumentTypeError) as error:
+        raise pytest.UsageError(f"pytest-promptflow: {error}") from None
+
+
+def _option_or_ini(config: pytest.Config, name: str, parse: Callable[[str], Any]) -> Any:
+    value = config.getoption(name)
+    if value is not None:
+        return value
+    try:
+        return parse(config.getini(name))
+    except (ValueError, argparse.ArgumentTypeError) as error:
+        raise ValueError(f"ini {name}: {error}") from None
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("promptflow", "prompt-flow evaluation")
     group.addoption("--promptflow-env", metavar="ENV", default=None,
@@ -39,6 +92,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--promptflow-concurrency", metavar="N", type=_positive_int, default=None,
                     help="rows run at once per cell (default: ini promptflow_concurrency, 4)")
     parser.addini("promptflow_concurrency", "rows run at once per cell", default="4")
+    group.addoption("--promptflow-llm", metavar="MODE", type=_llm_mode, default=None,
+                    help="LLM calls: " + "; ".join(f"{mode}: {text}" for mode, text in MODES.items()))
+    group.addoption("--promptflow-llm-store", metavar="DIR", default=None,
+                    help="folder of stored LLM answers (default: ini promptflow_llm_store, .promptflow-llm)")
+    group.addoption("--promptflow-llm-retries", metavar="N", type=_natural, default=None,
+                    help="retries of an LLM call after a 429, 5xx, timeout or refused connection (default 4)")
+    group.addoption("--promptflow-llm-timeout", metavar="SECONDS", type=_positive_float, default=None,
+                    help="seconds an LLM call may take before it is retried (default 120)")
+    parser.addini("promptflow_llm", "LLM call mode: " + ", ".join(MODES), default="cache")
+    parser.addini("promptflow_llm_store", "folder of stored LLM answers, relative to the rootdir",
+                  default=".promptflow-llm")
+    parser.addini("promptflow_llm_retries", "retries of a failed LLM call", default="4")
+    parser.addini("promptflow_llm_timeout", "seconds an LLM call may take", default="120")
+    parser.addini("promptflow_llm_backoff", "seconds before the first retry, doubled each time", default="1")
+    parser.addini("promptflow_llm_limits", "per connection: NAME concurrency=N rpm=M ('*' for all)",
+                  type="linelist", default=[])
+    parser.addini("promptflow_llm_prices", "per model: NAME prompt=P completion=C (per 1K tokens)",
+                  type="linelist", default=[])
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,6 +121,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.rootpath, concurrency, config.getoption("promptflow_variants"),
         shared_dir=Path(shared_dir) if shared_dir else None,
         owner_pid=workerinput.get("promptflow_owner_pid"),
+        llm=llm_settings(config),
+        workers=int(workerinput.get("workercount", 1)),
     )
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(config), "promptflow-xdist")

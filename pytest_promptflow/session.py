@@ -15,9 +15,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .config import ConnectionSpec, DatasetSpec, EvaluatorSpec, ExperimentSpec
 from .engine import Engine, Run
-from .errors import Where
+from .errors import Where, replay_error
 from .flows import FlowTarget, load_target
+from .llm.settings import LLMSettings
 from .matrix import Cell, default_variants, expand, narrow
+
+EMBEDDED_PROVIDER = "embedded:SmolLM2-135M-Instruct.Q4_1"
+REPLAY_ADDRESS = "http://127.0.0.1:9"  # replay never sends, so the embedded model is not started
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,15 +42,19 @@ class PromptflowSession:
     """Flow targets loaded once, datasets parsed once, runs cached by the engine."""
 
     def __init__(self, rootdir: Path, concurrency: int, selection: str | None,
-                 shared_dir: Path | None = None, owner_pid: int | None = None) -> None:
+                 shared_dir: Path | None = None, owner_pid: int | None = None,
+                 llm: LLMSettings | None = None, workers: int = 1) -> None:
         self.rootdir = rootdir
         self.selection = selection
+        self.llm = llm or LLMSettings(store=rootdir / ".promptflow-llm")
+        self.workers = workers
         self.owner = owner_pid is None
         self.owner_pid = owner_pid or os.getpid()
         unique = f"pytest-promptflow-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.shared_dir = shared_dir or Path(tempfile.gettempdir()) / unique
         self.engine = Engine(concurrency)
         self._embedded: Any = None
+        self._calls: Any = None
         self._targets: dict[Any, FlowTarget] = {}
 
     # -- planning (collection time: no promptflow import) --
@@ -73,20 +81,41 @@ class PromptflowSession:
             self._embedded = EmbeddedModel(self.shared_dir, self.owner_pid)
         return self._embedded
 
+    @property
+    def calls(self) -> Any:
+        """The session's LLM call layer, made active for this process on first use."""
+        if self._calls is None:
+            from .llm.calls import CallLayer
+            from .llm.intercept import activate
+
+            self._calls = CallLayer(self.llm, self.workers)
+            activate(self._calls)
+        return self._calls
+
+    def embedded_address(self) -> str:
+        return REPLAY_ADDRESS if self.llm.mode == "replay" else self.embedded.address()
+
     def connections(self, target: FlowTarget, declared: Sequence[ConnectionSpec],
                     init: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The target's connections, resolved afresh for every run: if the embedded model died,
-        ``embedded.address`` starts a new one and the next cell talks to it."""
+        ``embedded.address`` starts a new one and the next cell talks to it. Each one's endpoint
+        is registered with the call layer, so its calls count against its limits."""
         from .flows import load_promptflow
         from .llm.connections import resolve_connection
 
         load_promptflow()
+        calls = self.calls  # active before any flow runs, whether or not it names connections
         by_name = {c.name: c for c in declared}
-        return {
-            name: resolve_connection(name, kind, declared=by_name, project_dir=self.rootdir,
-                                     environ=os.environ, embedded=self.embedded.address).connection
-            for name, kind in target.connections(init).items()
-        }
+        connections = {}
+        for name, kind in target.connections(init).items():
+            resolved = resolve_connection(name, kind, declared=by_name, project_dir=self.rootdir,
+                                          environ=os.environ, embedded=self.embedded_address)
+            connection = resolved.connection
+            base_url = getattr(connection, "api_base", None) or getattr(connection, "base_url", None)
+            if base_url:
+                calls.register(base_url, name, EMBEDDED_PROVIDER if resolved.embedded else None)
+            connections[name] = connection
+        return connections
 
     def rows(self, dataset: DatasetSpec) -> list[dict[str, Any]]:
         from .datasets import load_rows
@@ -95,8 +124,11 @@ class PromptflowSession:
 
     def run(self, planned: PlannedCell) -> Run:
         connections = self.connections(planned.target, planned.spec.connections, planned.init)
-        return self.engine.run(planned.target, planned.cell, self.rows(planned.cell.dataset), connections,
-                               planned.init)
+        run = self.engine.run(planned.target, planned.cell, self.rows(planned.cell.dataset), connections,
+                              planned.init)
+        if run.replay_misses:
+            raise replay_error(run.replay_misses)
+        return run
 
     def evaluate_experiment(self, planned: PlannedCell, run: Run) -> list[Any]:
         """Every evaluator dataset that references (or is) the cell's dataset scores the run."""
@@ -122,6 +154,10 @@ class PromptflowSession:
 
     def close(self) -> None:
         """The owner (controller or single process) stops the model server, whoever started it."""
+        if self._calls is not None:
+            from .llm.intercept import activate
+
+            activate(None)
         if not self.owner or not self.shared_dir.exists():
             return
         self.embedded.stop()

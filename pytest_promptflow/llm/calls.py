@@ -1,0 +1,242 @@
+"""The one layer every LLM call of a flow or an evaluator goes through: store, retries, limits, counts.
+
+It sits in the HTTP client's ``send`` (see ``intercept``), so it sees each request the OpenAI SDK
+(and so promptflow's LLM tool, prompty and azure-ai-evaluation) makes, whatever built the client.
+Only POSTs to ``.../chat/completions``, ``.../completions`` and ``.../embeddings`` are handled;
+everything else passes through untouched.
+
+When retries run out, or replay finds no stored answer, the call raises an ``openai.OpenAIError``
+subclass: the SDK passes those on without its own retries and promptflow's LLM tool treats them as
+final, so a failed row costs our retries only. The row becomes an error row; the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import openai
+
+from . import ledger
+from .accounting import cost, usage_of
+from .limits import Gate
+from .retry import retry_after, should_retry
+from .settings import LLMSettings
+from .store import Answer, CallRequest, Store
+
+_ENDPOINT = re.compile(r"/(chat/completions|completions|embeddings)/?$")
+_DEPLOYMENT = re.compile(r"/deployments/([^/]+)/")
+_SECRET_HEADERS = ("api-key", "authorization", "ocp-apim-subscription-key", "x-api-key")
+CACHE_HEADER = "x-pytest-promptflow-cache"
+
+
+class LLMCallFailed(openai.OpenAIError):
+    """An LLM call that still failed after every retry."""
+
+
+class ReplayMiss(openai.OpenAIError):
+    """Replay mode met a request that has no stored answer."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """An intercepted request: its content, the connection it counts against, where it came from."""
+
+    request: CallRequest
+    connection: str
+    url: str  # without query string: may be shown
+
+    def where(self) -> str:
+        node = _node_name()
+        return f"{ledger.current().site}{f', node {node}' if node else ''}"
+
+
+class CallLayer:
+    """Answers intercepted LLM requests from the store or the model, within the connection's limits."""
+
+    def __init__(self, settings: LLMSettings, workers: int = 1) -> None:
+        self.settings = settings
+        self.store = Store(settings.store)
+        self.workers = workers
+        self._endpoints: dict[str, tuple[str, str]] = {}  # base URL -> (provider, connection name)
+        self._gates: dict[str, Gate] = {}
+        self._lock = threading.Lock()
+
+    def register(self, base_url: str, connection: str, provider: str | None = None) -> None:
+        """Requests under ``base_url`` count against ``connection`` and are keyed by ``provider``
+        (default: the URL's scheme and host, so a local server's changing port can be named instead)."""
+        base = base_url.rstrip("/")
+        with self._lock:
+            self._endpoints[base] = (provider or _origin(base), connection)
+
+    # -- the two entry points, one per client kind --
+    def send(self, http: ModuleType, original: Callable[..., Any], client: Any, request: Any, **kwargs: Any) -> Any:
+        call = self._describe(request)
+        if call is None:
+            return original(client, request, **kwargs)
+        stored = self._stored(http, call, request)
+        if stored is not None:
+            return stored
+        _set_timeout(request, self.settings.retry.timeout)
+        failure, wait = "", None
+        for attempt in range(self.settings.retry.attempts):
+            if attempt:
+                time.sleep(self.settings.retry.delay(attempt - 1, wait))
+            with self._gate(call.connection).slot():
+                try:
+                    response = original(client, request, **kwargs)
+                    response.read()
+                except _transient(http) as exc:
+                    failure, wait = _describe_exception(exc), None
+                    continue
+            if not should_retry(response.status_code):
+                return self._answered(call, response)
+            failure, wait = f"HTTP {response.status_code}", retry_after(response.headers)
+            response.close()
+        raise self._gave_up(call, failure)
+
+    async def send_async(self, http: ModuleType, original: Callable[..., Any], client: Any, request: Any,
+                         **kwargs: Any) -> Any:
+        call = self._describe(request)
+        if call is None:
+            return await original(client, request, **kwargs)
+        stored = self._stored(http, call, request)
+        if stored is not None:
+            return stored
+        _set_timeout(request, self.settings.retry.timeout)
+        failure, wait = "", None
+        for attempt in range(self.settings.retry.attempts):
+            if attempt:
+                await asyncio.sleep(self.settings.retry.delay(attempt - 1, wait))
+            async with self._gate(call.connection).async_slot():
+                try:
+                    response = await original(client, request, **kwargs)
+                    await response.aread()
+                except _transient(http) as exc:
+                    failure, wait = _describe_exception(exc), None
+                    continue
+            if not should_retry(response.status_code):
+                return self._answered(call, response)
+            failure, wait = f"HTTP {response.status_code}", retry_after(response.headers)
+            await response.aclose()
+        raise self._gave_up(call, failure)
+
+    # -- the steps both share --
+    def _describe(self, request: Any) -> Call | None:
+        path = request.url.path
+        if request.method != "POST" or not _ENDPOINT.search(path):
+            return None
+        try:
+            body = json.loads(request.content or b"null")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(body, dict):
+            return None
+        url = str(request.url.copy_with(query=None))
+        provider, connection = self._endpoint(url)
+        deployment = _DEPLOYMENT.search(path)
+        model = deployment.group(1) if deployment else str(body.get("model", ""))
+        kind = _ENDPOINT.search(path).group(1)  # type: ignore[union-attr]
+        return Call(CallRequest(provider, kind, model, request.url.params.get("api-version"), body), connection, url)
+
+    def _endpoint(self, url: str) -> tuple[str, str]:
+        with self._lock:
+            matches = [base for base in self._endpoints if url.startswith(base + "/")]
+            if matches:
+                return self._endpoints[max(matches, key=len)]
+        origin = _origin(url)
+        return origin, urlsplit(origin).netloc
+
+    def _gate(self, connection: str) -> Gate:
+        with self._lock:
+            if connection not in self._gates:
+                self._gates[connection] = Gate(self.settings.limit(connection).share(self.workers))
+            return self._gates[connection]
+
+    def _stored(self, http: ModuleType, call: Call, request: Any) -> Any:
+        """The stored answer as a response (counted as a cache hit), None to call the model."""
+        if self.settings.mode not in ("cache", "replay"):
+            return None
+        answer = self.store.get(call.request)
+        if answer is None:
+            if self.settings.mode == "replay":
+                reason = (f"{call.where()}: no recorded answer for {call.request.kind} of {call.request.model!r} "
+                          f"in {self.store.root}")
+                ledger.current().missed(reason)
+                raise ReplayMiss(reason)
+            return None
+        self._count(call, answer.body, cached=True)
+        headers = {"content-type": answer.content_type, CACHE_HEADER: "hit"}
+        return http.Response(answer.status, headers=headers, content=answer.content(), request=request)
+
+    def _answered(self, call: Call, response: Any) -> Any:
+        """Counts a live response and stores it when it is a whole, successful answer."""
+        content_type = response.headers.get("content-type", "")
+        body: Any = None
+        if response.is_success:
+            try:
+                body = response.json() if "json" in content_type else response.text
+            except ValueError:
+                body = None  # not what the client expects: it fails the row, and is not stored
+        if body is None:
+            ledger.current().failed(f"HTTP {response.status_code}")
+            return response
+        self._count(call, body, cached=False)
+        if self.settings.mode != "live":
+            self.store.put(call.request, Answer(response.status_code, content_type, body),
+                           forbidden=_secrets(response.request))
+        return response
+
+    def _count(self, call: Call, body: Any, *, cached: bool) -> None:
+        usage = usage_of(body)
+        reported = body.get("model") if isinstance(body, dict) else None
+        models = (call.request.model, *([reported] if isinstance(reported, str) else []))
+        ledger.current().answered(cached=cached, prompt_tokens=usage.prompt_tokens,
+                                  completion_tokens=usage.completion_tokens,
+                                  cost=cost(self.settings.prices, models, usage))
+
+    def _gave_up(self, call: Call, failure: str) -> LLMCallFailed:
+        attempts = self.settings.retry.attempts
+        reason = f"{call.url}: gave up after {attempts} attempt{'s' * (attempts > 1)}, last: {failure}"
+        ledger.current().failed(reason)
+        return LLMCallFailed(reason)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}"
+
+
+def _transient(http: ModuleType) -> tuple[type[BaseException], ...]:
+    return (http.TimeoutException, http.NetworkError, http.RemoteProtocolError)
+
+
+def _describe_exception(exc: BaseException) -> str:
+    return f"{type(exc).__name__}{f': {exc}' if str(exc) else ''}"
+
+
+def _set_timeout(request: Any, seconds: float) -> None:
+    request.extensions["timeout"] = {"connect": seconds, "read": seconds, "write": seconds, "pool": seconds}
+
+
+def _secrets(request: Any) -> tuple[str, ...]:
+    """The credential values a request carries, which must never reach the store."""
+    values = (request.headers.get(name, "") for name in _SECRET_HEADERS)
+    return tuple(v.removeprefix("Bearer ").strip() for v in values if v and len(v.strip()) >= 4)
+
+
+def _node_name() -> str | None:
+    """The promptflow node making the call (from its tracer), if a DAG node is running."""
+    try:
+        from promptflow.tracing._tracer import Tracer
+    except ImportError:
+        return None
+    return getattr(Tracer.active_instance(), "_node_name", None)

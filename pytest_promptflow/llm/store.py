@@ -1,0 +1,95 @@
+"""The LLM answer store: one JSON file per answer, keyed by the request's content.
+
+The key covers the provider (the embedded model, or an endpoint's scheme and host), the endpoint
+kind, the model or deployment, the API version and the whole request body (messages or prompt and
+every generation parameter); never a header, a credential or any other part of the URL. Each file
+is written to a temporary name and renamed into place, so threads, xdist workers and concurrent
+pytest processes never leave a torn file, and an interrupted run at worst leaves a stray
+``*.tmp``. Files are deterministic (sorted keys, indented) so a store can be committed and diffed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """The content of an LLM request, which is all its key depends on."""
+
+    provider: str
+    kind: str  # "chat/completions", "completions", "embeddings"
+    model: str
+    api_version: str | None
+    body: Mapping[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"provider": self.provider, "kind": self.kind, "model": self.model,
+                "api_version": self.api_version, "body": self.body}
+
+    @property
+    def key(self) -> str:
+        canonical = json.dumps({"format": FORMAT, **self.as_json()}, sort_keys=True, separators=(",", ":"),
+                               ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A successful response: its status, content type and body (JSON, or text for streams)."""
+
+    status: int
+    content_type: str
+    body: Any
+
+    def content(self) -> bytes:
+        if isinstance(self.body, str):
+            return self.body.encode()
+        return json.dumps(self.body, ensure_ascii=False).encode()
+
+
+class Store:
+    """Answers under ``root/<first two hex digits of the key>/<key>.json``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, request: CallRequest) -> Path:
+        key = request.key
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, request: CallRequest) -> Answer | None:
+        """The stored answer, or None when there is none (or the file is not one of ours)."""
+        try:
+            entry = json.loads(self.path(request).read_text(encoding="utf-8"))
+            response = entry["response"]
+            return Answer(int(response["status"]), str(response["content_type"]), response["body"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def put(self, request: CallRequest, answer: Answer, forbidden: tuple[str, ...] = ()) -> bool:
+        """Stores the answer, unless its text would contain one of the ``forbidden`` secrets."""
+        path = self.path(request)
+        entry = {"format": FORMAT, "request": request.as_json(),
+                 "response": {"status": answer.status, "content_type": answer.content_type, "body": answer.body}}
+        text = json.dumps(entry, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+        if any(secret in text for secret in forbidden):
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:8]}-", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(text)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return True
