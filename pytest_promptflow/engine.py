@@ -6,12 +6,13 @@ A cell's run happens once per session however many tests use it.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from .config import DatasetSpec, data_columns, parse_mapping
 from .datasets import check_columns
@@ -19,6 +20,9 @@ from .errors import SpecError
 from .flows import FlowTarget, RowOutcome
 from .llm import ledger
 from .matrix import Cell
+
+#: seconds between two ``tick`` calls to a cell's observer while its rows run
+TICK = 0.25
 
 
 @dataclass(frozen=True)
@@ -62,23 +66,24 @@ class Run:
         """Built-in metrics every run has. Latency rests on live rows only (``latency.rows`` of them):
         with every row answered from the store there is no latency to report."""
         live = sorted(r.latency for r in self.rows if not r.cached)
-        prompt = sum(r.prompt_tokens for r in self.rows)
-        completion = sum(r.completion_tokens for r in self.rows)
         metrics = {
             "error_rate": sum(r.failed for r in self.rows) / len(self.rows),
             "rows": float(len(self.rows)),
             "latency.rows": float(len(live)),
-            "llm.calls": float(sum(r.llm_calls for r in self.rows)),
-            "llm.cache_hits": float(sum(r.cache_hits for r in self.rows)),
-            "tokens.prompt": float(prompt),
-            "tokens.completion": float(completion),
-            "tokens.total": float(prompt + completion),
-            "cost.total": sum(r.cost for r in self.rows),
+            **ledger.spend(self.rows),
         }
         if live:
             metrics["latency.mean"] = statistics.fmean(live)
             metrics["latency.p95"] = _percentile(live, 0.95)
         return metrics
+
+    @property
+    def latency_note(self) -> str:
+        """Why latency metrics are missing, when they are."""
+        if any(not row.cached for row in self.rows):
+            return ""
+        return (f"latency is measured on live rows only and all {len(self.rows)} rows were answered from the "
+                "LLM store; run with --promptflow-llm=live to measure it")
 
     @property
     def replay_misses(self) -> list[str]:
@@ -111,11 +116,28 @@ def check_mappings(dataset: DatasetSpec, rows: Sequence[Mapping[str, Any]], inpu
                         f"the flow's inputs are: {', '.join(input_names)}")
 
 
+class RowObserver(Protocol):
+    """Watches one cell's run (e.g. live progress). Called only from the thread that runs the cell."""
+
+    def row_done(self, row: Row) -> None: ...
+
+    def tick(self) -> None:
+        """Called after each batch of finished rows and every ``TICK`` seconds while rows run."""
+
+    def close(self) -> None:
+        """The run is over (or raised)."""
+
+
+#: makes the observer of a cell's run from the cell and its number of rows; None to watch nothing
+ObserverFactory = Callable[[Cell, int], "RowObserver | None"]
+
+
 class Engine:
     """Runs cells, each once per session, with rows in parallel threads."""
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, observe: ObserverFactory | None = None) -> None:
         self.concurrency = max(1, concurrency)
+        self.observe = observe
         self._runs: dict[tuple[Any, ...], Run] = {}
         self._lock = threading.Lock()
 
@@ -125,7 +147,8 @@ class Engine:
         with self._lock:
             if key not in self._runs:
                 self._runs[key] = self._execute(target, cell, rows, connections, init)
-            return self._runs[key]
+            run = self._runs[key]
+        return run if run.cell == cell else dataclasses.replace(run, cell=cell)  # same rows, its own name
 
     def _execute(self, target: FlowTarget, cell: Cell, rows: Sequence[Mapping[str, Any]],
                  connections: Mapping[str, Any], init: Mapping[str, Any] | None) -> Run:
@@ -133,16 +156,38 @@ class Engine:
         check_mappings(cell.dataset, rows, runner.input_names)
         start = time.perf_counter()
         site = f"flow {target.name}, row {{}} of dataset {cell.dataset.name}"
-        results = self.map(lambda item: _timed(runner, site.format(item[0]), *item),
-                           [(i, row, flow_inputs(cell.dataset, row, runner.input_names)) for i, row in enumerate(rows)])
+        items = [(i, row, flow_inputs(cell.dataset, row, runner.input_names)) for i, row in enumerate(rows)]
+        observer = self.observe(cell, len(items)) if self.observe else None
+        try:
+            results = self.map(lambda item: _timed(runner, site.format(item[0]), *item), items, observer)
+        finally:
+            if observer is not None:
+                observer.close()
         return Run(cell, tuple(results), time.perf_counter() - start)
 
-    def map(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-        """``function`` over items with the configured concurrency, results in order."""
+    def map(self, function: Callable[[Any], Any], items: Sequence[Any],
+            observer: RowObserver | None = None) -> list[Any]:
+        """``function`` over items with the configured concurrency, results in order. The observer
+        hears of each result and gets a ``tick`` at least every ``TICK`` seconds, on this thread."""
         if self.concurrency == 1 or len(items) < 2:
-            return [function(item) for item in items]
+            results = []
+            for item in items:
+                results.append(function(item))
+                if observer is not None:
+                    observer.row_done(results[-1])
+                    observer.tick()
+            return results
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="promptflow-row") as pool:
-            return list(pool.map(function, items))
+            futures = [pool.submit(function, item) for item in items]
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=TICK if observer is not None else None)
+                if observer is not None:
+                    for future in done:
+                        if future.exception() is None:
+                            observer.row_done(future.result())
+                    observer.tick()
+            return [future.result() for future in futures]
 
 
 def _timed(run_row: Callable[[Mapping[str, Any]], RowOutcome], site: str, index: int, data: Mapping[str, Any],
@@ -155,6 +200,6 @@ def _timed(run_row: Callable[[Mapping[str, Any]], RowOutcome], site: str, index:
             outcome = RowOutcome(None, type(exc).__name__, str(exc))
         latency = time.perf_counter() - start
     return Row(index, data, inputs, outcome.outputs, outcome.error_type, outcome.error_message, latency,
-               calls.calls, calls.cache_hits, calls.prompt_tokens, calls.completion_tokens, calls.cost,
+               calls.llm_calls, calls.cache_hits, calls.prompt_tokens, calls.completion_tokens, calls.cost,
                tuple(calls.replay_misses))
 

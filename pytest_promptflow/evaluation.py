@@ -108,10 +108,12 @@ def _evaluate_callable(engine: Engine, run: Run, evaluator: Callable[..., Any], 
             return None, f"{type(exc).__name__}: {exc}"
         return (flatten(value) if isinstance(value, Mapping) else {name: value}), None
 
-    results = engine.map(_in_scope(f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", score),
+    spent: list[ledger.RowCalls] = []
+    results = engine.map(_in_scope(f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", score, spent),
                          range(len(rows)))
     scores = tuple(s for s, _ in results)
-    return Evaluation(name, run.cell.dataset.name, scores, tuple(e for _, e in results), aggregate(scores))
+    return Evaluation(name, run.cell.dataset.name, scores, tuple(e for _, e in results),
+                      {**aggregate(scores), **_spend(spent)})
 
 
 def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mapping[str, str],
@@ -130,7 +132,8 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
         inputs = resolve_row(mapping, rows[i], run.rows[i].outputs, where)
         return executor.exec_line(inputs, index=i), inputs
 
-    lines = engine.map(_in_scope(f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", line),
+    spent: list[ledger.RowCalls] = []
+    lines = engine.map(_in_scope(f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", line, spent),
                        range(len(rows)))
     scores: list[Mapping[str, Any] | None] = []
     errors: list[str | None] = []
@@ -158,19 +161,26 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
                                 for k in done_lines[0].aggregation_inputs},
         )
         metrics.update({k: float(v) for k, v in (aggregated.metrics or {}).items() if _is_number(v)})
+    metrics.update(_spend(spent))
     return Evaluation(name, run.cell.dataset.name, tuple(scores), tuple(errors), metrics)
 
 
-def _in_scope(site: str, function: Callable[[int], Any]) -> Callable[[int], Any]:
-    """``function`` with its LLM calls counted per row; a replay miss fails the evaluation."""
+def _in_scope(site: str, function: Callable[[int], Any], spent: list[ledger.RowCalls]) -> Callable[[int], Any]:
+    """``function`` with its LLM calls counted per row into ``spent``; a replay miss fails the evaluation."""
     def scoped(i: int) -> Any:
         with ledger.scope(site.format(i)) as calls:
             result = function(i)
+        spent.append(calls)
         if calls.replay_misses:
             raise replay_error(calls.replay_misses)
         return result
 
     return scoped
+
+
+def _spend(spent: list[ledger.RowCalls]) -> dict[str, float]:
+    """An LLM judge's own calls, tokens and cost (reachable as ``<evaluator>.cost.total``); none for others."""
+    return ledger.spend(spent) if any(calls.llm_calls for calls in spent) else {}
 
 
 def flatten(score: Mapping[str, Any]) -> dict[str, Any]:

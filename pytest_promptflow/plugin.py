@@ -16,9 +16,11 @@ from .errors import SpecError, Where
 from .llm.retry import RetryPolicy
 from .llm.settings import MODES, LLMSettings, parse_limits, parse_mode, parse_prices
 from .matrix import parse_selection
+from .reporting.progress import progress_factory
 from .session import PromptflowSession
 
 SESSION = pytest.StashKey[PromptflowSession]()
+LLM_TALLY = "promptflow_llm_tally"
 MARKER_HELP = (
     "promptflow(flow, data, variants=None, overrides=None, strategy='matrix', mappings=None, init=None): "
     "run the test once per cell of flow x node variants x overrides x dataset; it gets the run as flow_run"
@@ -110,6 +112,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   type="linelist", default=[])
     parser.addini("promptflow_llm_prices", "per model: NAME prompt=P completion=C (per 1K tokens)",
                   type="linelist", default=[])
+    parser.addini("promptflow_progress", "show a long cell's progress (rows, rows/s, cache hits, errors) "
+                  "on a terminal", type="bool", default=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -123,6 +127,7 @@ def pytest_configure(config: pytest.Config) -> None:
         owner_pid=workerinput.get("promptflow_owner_pid"),
         llm=llm_settings(config),
         workers=int(workerinput.get("workercount", 1)),
+        progress=progress_factory(config),
     )
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(config), "promptflow-xdist")
@@ -148,6 +153,24 @@ class XdistHooks:
         session = session_of(self.config)
         node.workerinput["promptflow_shared_dir"] = str(session.shared_dir)
         node.workerinput["promptflow_owner_pid"] = session.owner_pid
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        tally = getattr(node, "workeroutput", {}).get(LLM_TALLY, {})
+        session_of(self.config).worker_tally.update(tally)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: its LLM counts go to the controller
+        workeroutput[LLM_TALLY] = dict(session_of(session.config).llm_tally())
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    from .reporting.terminal import llm_summary
+
+    for line in llm_summary(session_of(config)):
+        terminalreporter.write_line(line)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:

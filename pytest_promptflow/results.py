@@ -25,8 +25,9 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
             values[f"{ev.evaluator}.{name}"] = value
     rows = len(run.rows)
     failed = [row for row in run.rows if row.failed]
-    note = (f"{len(failed)} of {rows} rows failed, first: {failed[0].error_type}: {failed[0].error_message}"
-            if failed else "")
+    notes = [f"{len(failed)} of {rows} rows failed, first: {failed[0].error_type}: {failed[0].error_message}"
+             if failed else "", run.latency_note]
+    note = "; ".join(n for n in notes if n)
     return Metrics({name: MetricValue(value, name, run.cell.id, rows, worst_rows(run, evaluations, name))
                     for name, value in values.items()}, note)
 

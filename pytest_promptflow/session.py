@@ -5,6 +5,7 @@ Created cheaply in pytest_configure; nothing heavy is imported or started until 
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import tempfile
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .config import ConnectionSpec, DatasetSpec, EvaluatorSpec, ExperimentSpec
-from .engine import Engine, Run
+from .engine import Engine, ObserverFactory, Run
 from .errors import Where, replay_error
 from .flows import FlowTarget, load_target
 from .llm.settings import LLMSettings
@@ -43,7 +44,7 @@ class PromptflowSession:
 
     def __init__(self, rootdir: Path, concurrency: int, selection: str | None,
                  shared_dir: Path | None = None, owner_pid: int | None = None,
-                 llm: LLMSettings | None = None, workers: int = 1) -> None:
+                 llm: LLMSettings | None = None, workers: int = 1, progress: ObserverFactory | None = None) -> None:
         self.rootdir = rootdir
         self.selection = selection
         self.llm = llm or LLMSettings(store=rootdir / ".promptflow-llm")
@@ -52,9 +53,10 @@ class PromptflowSession:
         self.owner_pid = owner_pid or os.getpid()
         unique = f"pytest-promptflow-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.shared_dir = shared_dir or Path(tempfile.gettempdir()) / unique
-        self.engine = Engine(concurrency)
+        self.engine = Engine(concurrency, progress)
         self._embedded: Any = None
         self._calls: Any = None
+        self.worker_tally: collections.Counter[str] = collections.Counter()  # LLM call outcomes of xdist workers
         self._targets: dict[Any, FlowTarget] = {}
 
     # -- planning (collection time: no promptflow import) --
@@ -91,6 +93,13 @@ class PromptflowSession:
             self._calls = CallLayer(self.llm, self.workers)
             activate(self._calls)
         return self._calls
+
+    def llm_tally(self) -> collections.Counter[str]:
+        """How this session's LLM calls were answered: this process's and its xdist workers'."""
+        total = collections.Counter(self.worker_tally)
+        if self._calls is not None:
+            total.update(self._calls.tally)
+        return total
 
     def embedded_address(self) -> str:
         return REPLAY_ADDRESS if self.llm.mode == "replay" else self.embedded.address()

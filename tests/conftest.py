@@ -239,14 +239,21 @@ class Classifier:
 
 @pytest.fixture(scope="session")
 def _promptflow_loaded() -> None:
-    """Import promptflow once in this process, so in-process pytester runs (which drop modules
-    imported during the run) do not pay its import again each time."""
+    """Import promptflow (the way the plugin does, with its home in a temp folder) and the LLM call
+    layer once in this process, so in-process pytester runs, which drop modules imported during the
+    run, neither pay those imports again nor get a second copy of httpcore2, whose exceptions
+    httpx2 maps only for the copy it first saw."""
     import warnings
+
+    from pytest_promptflow.flows import load_promptflow
 
     with warnings.catch_warnings():  # promptflow's own deprecation noise, not ours to report
         warnings.simplefilter("ignore")
+        load_promptflow()
         import promptflow.core  # noqa: F401
         import promptflow.executor  # noqa: F401
+
+        import pytest_promptflow.llm.calls  # noqa: F401
 
 
 @pytest.fixture

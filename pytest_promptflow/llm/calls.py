@@ -13,8 +13,11 @@ final, so a failed row costs our retries only. The row becomes an error row; the
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextvars
 import json
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -68,6 +71,7 @@ class CallLayer:
         self._endpoints: dict[str, tuple[str, str]] = {}  # base URL -> (provider, connection name)
         self._gates: dict[str, Gate] = {}
         self._lock = threading.Lock()
+        self.tally: collections.Counter[str] = collections.Counter()  # "from store", "live", "failed", ...
 
     def register(self, base_url: str, connection: str, provider: str | None = None) -> None:
         """Requests under ``base_url`` count against ``connection`` and are keyed by ``provider``
@@ -170,9 +174,11 @@ class CallLayer:
                 reason = (f"{call.where()}: no recorded answer for {call.request.kind} of {call.request.model!r} "
                           f"in {self.store.root}")
                 ledger.current().missed(reason)
+                self._add("missing from store")
                 raise ReplayMiss(reason)
             return None
         self._count(call, answer.body, cached=True)
+        self._add("from store")
         headers = {"content-type": answer.content_type, CACHE_HEADER: "hit"}
         return http.Response(answer.status, headers=headers, content=answer.content(), request=request)
 
@@ -187,8 +193,11 @@ class CallLayer:
                 body = None  # not what the client expects: it fails the row, and is not stored
         if body is None:
             ledger.current().failed(f"HTTP {response.status_code}")
+            self._add("failed")
+            response.headers["x-should-retry"] = "false"  # final: the SDK must not retry on top of us
             return response
         self._count(call, body, cached=False)
+        self._add("live")
         if self.settings.mode != "live":
             self.store.put(call.request, Answer(response.status_code, content_type, body),
                            forbidden=_secrets(response.request))
@@ -206,7 +215,12 @@ class CallLayer:
         attempts = self.settings.retry.attempts
         reason = f"{call.url}: gave up after {attempts} attempt{'s' * (attempts > 1)}, last: {failure}"
         ledger.current().failed(reason)
+        self._add("failed")
         return LLMCallFailed(reason)
+
+    def _add(self, outcome: str) -> None:
+        with self._lock:
+            self.tally[outcome] += 1
 
 
 def _origin(url: str) -> str:
@@ -234,9 +248,8 @@ def _secrets(request: Any) -> tuple[str, ...]:
 
 
 def _node_name() -> str | None:
-    """The promptflow node making the call (from its tracer), if a DAG node is running."""
-    try:
-        from promptflow.tracing._tracer import Tracer
-    except ImportError:
-        return None
-    return getattr(Tracer.active_instance(), "_node_name", None)
+    """The promptflow node making the call, if a DAG node is running. promptflow has no public way to
+    ask; while a node runs, ``sys.stdout`` is its NodeLogWriter, whose context names the node."""
+    context = getattr(sys.stdout, "_context", None)
+    info = context.get() if isinstance(context, contextvars.ContextVar) else None
+    return getattr(info, "node_name", None)

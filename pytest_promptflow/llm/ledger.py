@@ -10,7 +10,7 @@ import threading
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Protocol, Sequence
 
 
 @dataclass
@@ -18,7 +18,7 @@ class RowCalls:
     """Counts for the LLM calls made while one row ran (nodes may call from several threads)."""
 
     site: str  # e.g. "flow sentiment, row 3 of dataset sentiment_easy"
-    calls: int = 0
+    llm_calls: int = 0
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -29,7 +29,7 @@ class RowCalls:
 
     def answered(self, *, cached: bool, prompt_tokens: int, completion_tokens: int, cost: float) -> None:
         with self._lock:
-            self.calls += 1
+            self.llm_calls += 1
             self.cache_hits += cached
             self.prompt_tokens += prompt_tokens
             self.completion_tokens += completion_tokens
@@ -37,12 +37,37 @@ class RowCalls:
 
     def failed(self, reason: str) -> None:
         with self._lock:
-            self.calls += 1
+            self.llm_calls += 1
             self.failures.append(reason)
 
     def missed(self, reason: str) -> None:
         with self._lock:
             self.replay_misses.append(reason)
+
+
+class Counted(Protocol):
+    """Anything that carries a row's call counts: ``RowCalls`` while it runs, ``engine.Row`` after."""
+
+    @property
+    def llm_calls(self) -> int: ...
+    @property
+    def cache_hits(self) -> int: ...
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
+    @property
+    def cost(self) -> float: ...
+
+
+def spend(rows: Sequence[Counted]) -> dict[str, float]:
+    """The metrics of several rows' calls: counts, tokens and cost."""
+    prompt = sum(r.prompt_tokens for r in rows)
+    completion = sum(r.completion_tokens for r in rows)
+    return {"llm.calls": float(sum(r.llm_calls for r in rows)),
+            "llm.cache_hits": float(sum(r.cache_hits for r in rows)),
+            "tokens.prompt": float(prompt), "tokens.completion": float(completion),
+            "tokens.total": float(prompt + completion), "cost.total": sum(r.cost for r in rows)}
 
 
 _current: ContextVar[RowCalls | None] = ContextVar("pytest_promptflow_row_calls", default=None)

@@ -16,7 +16,7 @@ from .retry import RetryPolicy
 
 MODES = {
     "cache": "answer from the store, call the model on a miss and store the answer (default)",
-    "replay": "answer only from the store; a miss fails the test (for CI)",
+    "replay": "answer only from the store, a miss fails the test: for CI",
     "record": "always call the model and store the fresh answer",
     "live": "always call the model, store nothing",
 }

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 EMBEDDED = "embedded model SmolLM2-135M-Instruct (llama.cpp on 127.0.0.1, started on first use; no credentials found)"
+REPLAYED = "answers the embedded model SmolLM2-135M-Instruct gave when recorded (replay: no model is started)"
 
 
 def collection_lines(session: Any, items: list[Any]) -> list[str]:
@@ -16,7 +17,12 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
     from ..llm.connections import resolve_connection
 
     load_promptflow()
-    lines = [f"promptflow: {len(planned)} cells, {session.engine.concurrency} rows at a time per cell"]
+    from ..llm.settings import MODES
+
+    lines = [f"promptflow: {len(planned)} cells, {session.engine.concurrency} rows at a time per cell",
+             f"promptflow: LLM calls: {session.llm.mode} mode ({MODES[session.llm.mode]}), "
+             f"store {session.llm.store}"]
+    embedded = REPLAYED if session.llm.mode == "replay" else EMBEDDED
     seen: dict[str, str] = {}
     for cell in planned:
         declared = {c.name: c for c in cell.spec.connections}
@@ -24,7 +30,7 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
             if name not in seen:
                 resolved = resolve_connection(name, kind, declared=declared, project_dir=session.rootdir,
                                               environ=os.environ, embedded=lambda: "http://127.0.0.1")
-                seen[name] = EMBEDDED if resolved.embedded else f"credentials from {resolved.source}"
+                seen[name] = embedded if resolved.embedded else f"credentials from {resolved.source}"
     return lines + [f"promptflow: connection {name} -> {text}" for name, text in sorted(seen.items())]
 
 
