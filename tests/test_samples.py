@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import outcomes, run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,3 +46,56 @@ def test_a_broken_prompt_fails_its_threshold_with_the_table(entities_sample: Pat
     ])
     result.stdout.no_fnmatch_line("*Traceback*")
     assert outcomes(result) == {"failed": 1}
+
+
+REPLAY_TEST = '''\
+import pytest
+
+
+@pytest.mark.promptflow(flow="flows/sentiment", data="data/three.jsonl")
+def test_answers(flow_run):
+    assert len(flow_run.rows) == 3
+'''
+
+
+@pytest.fixture
+def sentiment_sample(pytester: pytest.Pytester, _promptflow_loaded: None) -> Path:
+    """flows/sentiment and a three-row dataset, with one test over the default variant."""
+    shutil.copytree(ROOT / "flows/sentiment", pytester.path / "flows/sentiment")
+    (pytester.path / "data").mkdir()
+    rows = (ROOT / "evals/data/sentiment.jsonl").read_text().splitlines()[:3]
+    (pytester.path / "data/three.jsonl").write_text("\n".join(rows) + "\n")
+    pytester.makepyfile(test_replay=REPLAY_TEST)
+    return pytester.path
+
+
+def test_replay_misses_then_records_then_replays_without_a_model(
+        sentiment_sample: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = sentiment_sample / ".promptflow-llm"
+
+    missed = run(pytester, "--promptflow-llm=replay")
+    missed.stdout.fnmatch_lines([
+        "*replay: flow sentiment, row ? of dataset three, node classify: no recorded answer for chat/completions "
+        f"of 'gpt-35-turbo' in {store} (and 2 more); record the answers with the same command and "
+        "--promptflow-llm=record",
+    ])
+    missed.stdout.no_fnmatch_line("*Traceback*")
+    assert outcomes(missed) == {"errors": 1}
+    assert not store.exists()
+
+    recorded = run(pytester, "--promptflow-llm=record")
+    assert outcomes(recorded) == {"passed": 1}
+    recorded.stdout.fnmatch_lines(["promptflow: 3 LLM calls (record mode, store *): 3 live"])
+    entries = sorted(store.rglob("*.json"))
+    assert len(entries) == 3
+
+    from pytest_promptflow.llm.embedded import EmbeddedModel
+
+    def no_model(self: EmbeddedModel) -> str:
+        raise AssertionError("replay started the model server")
+
+    monkeypatch.setattr(EmbeddedModel, "address", no_model)
+    replayed = run(pytester, "--promptflow-llm=replay")
+    assert outcomes(replayed) == {"passed": 1}
+    replayed.stdout.fnmatch_lines(["promptflow: 3 LLM calls (replay mode, store *): 0 live, 3 from store"])
+    assert sorted(store.rglob("*.json")) == entries
