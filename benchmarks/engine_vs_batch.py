@@ -178,7 +178,7 @@ def compare(a: dict, b: dict) -> None:
     assert a.keys() == b.keys(), (sorted(a), sorted(b))
     for key in a:
         assert len(a[key]) == len(b[key]), f"{key}: {len(a[key])} rows vs {len(b[key])}"
-        for i, (row_a, row_b) in enumerate(zip(a[key], b[key])):
+        for i, (row_a, row_b) in enumerate(zip(a[key], b[key], strict=True)):
             assert row_a == row_b, f"cell {key}, row {i}: plugin {row_a!r} != batch {row_b!r}"
     # the cells really differ, so the matrix is real work and not 4 copies of one run
     assert len({json.dumps(v, sort_keys=True) for v in a.values()}) == len(a), "cells gave identical outputs"
