@@ -15,7 +15,7 @@ from .limits import Limit
 from .retry import RetryPolicy
 
 MODES = {
-    "cache": "answer from the store, call the model on a miss and store the answer (default)",
+    "cache": "answer from the store, call the model on a miss and store the answer",
     "replay": "answer only from the store, a miss fails the test: for CI",
     "record": "always call the model and store the fresh answer",
     "live": "always call the model, store nothing",
