@@ -37,10 +37,12 @@ def test_a_broken_prompt_fails_its_threshold_with_the_table(entities_sample: Pat
     prompt.write_text("# system:\nReply with the word banana and nothing else.\n\n# user:\n{{text}}\n")
     result = run(pytester, "evals/entities", "--promptflow-env", "pr", "--promptflow-variants", "NER_LLM=variant_0")
     result.stdout.fnmatch_lines([
-        "*1 of 2 thresholds failed for cell entities-NER_LLM=variant_0-entities_pr (10 rows)",
+        "*1 of 4 thresholds failed for cell entities-NER_LLM=variant_0-entities_pr (10 rows)",
         "metric*value*threshold*verdict",
         "recall*>= 0.3*FAIL",
         "error_rate*0*<= 0.05*ok",
+        "cost.total*0*<= 0.005*ok",
+        "latency.p95*<= 30*ok",
         "worst rows:",
         "  row *: score 0: *",
     ])
