@@ -57,6 +57,9 @@ class ExperimentItem(pytest.Item):
     def __init__(self, *, planned: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.planned = planned
+        self.run: Any = None  # what the reports read once the item ran
+        self.evaluations: list[Any] = []
+        self.verdicts: list[dict[str, Any]] = []
         self.add_marker(pytest.mark.promptflow)
 
     def runtest(self) -> None:
@@ -65,8 +68,8 @@ class ExperimentItem(pytest.Item):
         from .results import metrics_of
 
         session = session_of(self.config)
-        run = session.run(self.planned)
-        evaluations = session.evaluate_experiment(self.planned, run)
+        run = self.run = session.run(self.planned)
+        evaluations = self.evaluations = session.evaluate_experiment(self.planned, run)
         metrics = metrics_of(run, evaluations)
         self.user_properties.extend(("promptflow." + k, round(float(v), 6)) for k, v in metrics.items())
         thresholds = self.planned.spec.thresholds
@@ -82,6 +85,8 @@ class ExperimentItem(pytest.Item):
                 raise SpecError(threshold.where, f"threshold on unknown metric {threshold.metric!r}",
                                 f"{hint}metrics of this cell: {', '.join(sorted(metrics))}")
         verdicts = check(thresholds, metrics)
+        self.verdicts = [{"metric": v.threshold.metric, "op": v.threshold.op, "threshold": v.threshold.value,
+                          "actual": v.actual, "passed": v.passed} for v in verdicts]
         failed = [v for v in verdicts if not v.passed]
         if failed:
             worst = metrics[failed[0].threshold.metric].worst

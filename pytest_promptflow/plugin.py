@@ -16,10 +16,12 @@ from .errors import SpecError, Where
 from .llm.retry import RetryPolicy
 from .llm.settings import MODES, LLMSettings, parse_limits, parse_mode, parse_prices
 from .matrix import parse_selection
+from .reporting.collector import Reports, ReportsPlugin
 from .reporting.progress import progress_factory
 from .session import PromptflowSession
 
 SESSION = pytest.StashKey[PromptflowSession]()
+REPORTS = pytest.StashKey[Reports]()
 LLM_TALLY = "promptflow_llm_tally"
 MARKER_HELP = (
     "promptflow(flow, data, variants=None, overrides=None, strategy='matrix', mappings=None, init=None): "
@@ -102,6 +104,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="retries of an LLM call after a 429, 5xx, timeout or refused connection (default 4)")
     group.addoption("--promptflow-llm-timeout", metavar="SECONDS", type=_positive_float, default=None,
                     help="seconds an LLM call may take before it is retried (default 120)")
+    group.addoption("--promptflow-report", metavar="DIR", default=None,
+                    help="write the reports (JSON, CSV, HTML) to DIR (default: ini promptflow_report; none)")
+    parser.addini("promptflow_report", "folder for the reports, relative to the rootdir (empty: none)", default="")
+    parser.addini("promptflow_primary_metrics", "the metric that picks a flow's best cell: FLOW: METRIC lines "
+                  "(a bare METRIC for every flow); default: the first metric an evaluator reports",
+                  type="linelist", default=[])
     parser.addini("promptflow_llm", "LLM call mode: " + ", ".join(MODES), default="cache")
     parser.addini("promptflow_llm_store", "folder of stored LLM answers, relative to the rootdir",
                   default=".promptflow-llm")
@@ -129,8 +137,31 @@ def pytest_configure(config: pytest.Config) -> None:
         workers=int(workerinput.get("workercount", 1)),
         progress=progress_factory(config),
     )
+    reports = config.stash[REPORTS] = Reports(
+        config.rootpath, _report_folder(config), _primary_metrics(config.getini("promptflow_primary_metrics")),
+        {"promptflow_env": config.getoption("promptflow_env") or "", "llm_mode": config.stash[SESSION].llm.mode},
+    )
+    config.pluginmanager.register(ReportsPlugin(config, reports), "promptflow-reports")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(config), "promptflow-xdist")
+
+
+def _report_folder(config: pytest.Config) -> Path | None:
+    folder = config.getoption("promptflow_report") or config.getini("promptflow_report")
+    if not folder:
+        return None
+    path = Path(folder)
+    return path if path.is_absolute() else config.rootpath / path
+
+
+def _primary_metrics(lines: list[str]) -> dict[str, str]:
+    """``flow: metric`` lines (a bare ``metric`` is for every flow)."""
+    found = {}
+    for line in (line.strip() for line in lines):
+        if line:
+            flow, sep, metric = line.rpartition(":")
+            found[flow.strip() if sep else "*"] = metric.strip()
+    return found
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -230,6 +261,10 @@ def pytest_runtest_makereport(
     report = yield
     if call.excinfo is not None and isinstance(call.excinfo.value, SpecError):
         report.longrepr = str(call.excinfo.value)
+    if report.when == "call" or (report.when == "setup" and report.failed):
+        record = item.config.stash[REPORTS].record(item, report)
+        if record is not None:
+            report.promptflow = record  # type: ignore[attr-defined]  # plain data: crosses from xdist workers
     return report
 
 
@@ -239,6 +274,7 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: 
     if isinstance(left, MetricValue) or isinstance(right, MetricValue):
         from .reporting.failure import metric_assertion_lines
 
+        config.stash[REPORTS].comparison_failed(op, left, right)
         return metric_assertion_lines(op, left, right)
     return None
 

@@ -53,6 +53,7 @@ class FlowRun:
         self._item = item
         self.planned = planned
         self.run = run
+        self.evaluations: list[Evaluation] = []  # every evaluate() of this test, for the reports
         self._record(self.metrics)
 
     def _record(self, metrics: Metrics) -> None:
@@ -94,6 +95,7 @@ class FlowRun:
         mapping = dict(mapping) if mapping is not None else self._default_mapping(evaluator, rows)
         evaluation = evaluate(session.engine, self.run, evaluator, mapping, name=name,
                               data=rows, dataset=dataset, connections=connections)
+        self.evaluations.append(evaluation)
         result = EvalResult(self.run, evaluation, metrics_of(self.run, [evaluation]))
         self._record(Metrics({f"{evaluation.evaluator}.{k}": v for k, v in evaluation.metrics.items()}))
         return result

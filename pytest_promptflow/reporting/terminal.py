@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 OUTCOMES = ("live", "from store", "failed", "missing from store")
 
@@ -15,3 +15,56 @@ def llm_summary(session: Any) -> list[str]:
         return []
     parts = ", ".join(f"{tally[outcome]} {outcome}" for outcome in OUTCOMES if tally[outcome] or outcome == "live")
     return [f"promptflow: {total} LLM calls ({session.llm.mode} mode, store {session.llm.store}): {parts}"]
+
+
+COLUMNS_AFTER = ("error_rate", "latency.p95", "cost.total")
+MAX_EVALUATOR_COLUMNS = 3
+
+
+def comparison_tables(document: Mapping[str, Any], verbosity: int = 0) -> list[str]:
+    """Per flow: its cells as rows, the metrics that matter as columns, failing thresholds marked
+    with ``!``, and the best cell marked with ``*``. ``-qq`` leaves them out."""
+    if verbosity < -1:
+        return []
+    lines: list[str] = []
+    for flow in document["flows"]:
+        columns = _columns(flow)
+        header = ["", "cell", *columns, "verdict"]
+        table = [header]
+        for cell in flow["cells"]:
+            failed = {v["metric"] for v in cell["verdicts"] if not v["passed"]}
+            values = [_value(cell["metrics"].get(name), name in failed) for name in columns]
+            mark = "*" if cell["config"] == flow["best"] else ""
+            table.append([mark, cell["cell"].removeprefix(f"{flow['flow']}-"), *values, _verdict(cell)])
+        best = f"best: {flow['best']}, " if flow["best"] else "no best cell: "
+        lines.append(f"promptflow: flow {flow['flow']}, {len(flow['cells'])} cells; {best}{flow['best_reason']}")
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        lines += ["  " + "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip()
+                  for row in table]
+    return lines
+
+
+def _columns(flow: Mapping[str, Any]) -> list[str]:
+    from .best import BUILT_IN
+
+    seen: dict[str, None] = {}
+    for cell in flow["cells"]:
+        for name in cell["metrics"]:
+            if not name.startswith(BUILT_IN) and "." not in name:
+                seen.setdefault(name)
+    primary = flow["primary_metric"]
+    evaluator = [primary] if primary else []
+    evaluator += [name for name in seen if name != primary][:MAX_EVALUATOR_COLUMNS - len(evaluator)]
+    return evaluator + [name for name in COLUMNS_AFTER if name not in evaluator]
+
+
+def _value(value: float | None, failed: bool) -> str:
+    text = "-" if value is None else f"{value:.4g}"
+    return text + ("!" if failed else "")
+
+
+def _verdict(cell: Mapping[str, Any]) -> str:
+    failed = [f"{v['metric']} {v['op']} {v['threshold']:g}" for v in cell["verdicts"] if not v["passed"]]
+    if failed:
+        return "FAIL " + "; ".join(dict.fromkeys(failed))
+    return {"passed": "ok", "skipped": "skipped"}.get(cell["outcome"], cell["outcome"].upper())

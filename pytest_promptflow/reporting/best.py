@@ -1,0 +1,52 @@
+"""The best configuration of a flow (its node variants and overrides): the highest mean primary
+metric over the datasets (lowest for error, latency, cost and token metrics), among configurations
+whose cells all passed and were scored on every dataset the metric was seen on; on a tie, the one
+with the default variants. Means over different datasets would not compare, hence the last rule."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any, Mapping, Sequence
+
+BUILT_IN = ("error_rate", "rows", "latency.", "llm.", "tokens.", "cost.")
+LOWER_IS_BETTER = ("error_rate", "latency.", "cost.", "tokens.")
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.startswith(LOWER_IS_BETTER)
+
+
+def primary_metric(flow: str, cells: Sequence[Mapping[str, Any]], configured: Mapping[str, str]) -> str | None:
+    """The configured metric for ``flow`` (or for every flow, ``*``), else the first metric an
+    evaluator reported for it, else None."""
+    if flow in configured or "*" in configured:
+        return configured.get(flow) or configured["*"]
+    for cell in cells:
+        for name in cell["metrics"]:
+            if not name.startswith(BUILT_IN) and "." not in name:
+                return name
+    return None
+
+
+def best_configuration(cells: Sequence[Mapping[str, Any]], metric: str | None) -> tuple[str | None, str]:
+    """The best configuration's label (``cell["config"]``) and why, or None and why there is none."""
+    if metric is None:
+        return None, "no primary metric: set promptflow_primary_metrics"
+    scored = [c for c in cells if metric in c["metrics"]]
+    datasets = {c["dataset"] for c in scored}
+    by_config: dict[str, list[Mapping[str, Any]]] = {}
+    for cell in scored:
+        by_config.setdefault(cell["config"], []).append(cell)
+    candidates = {config: group for config, group in by_config.items()
+                  if {c["dataset"] for c in group} == datasets and all(c["outcome"] == "passed" for c in group)}
+    if not candidates:
+        return None, f"no configuration passed every test with a {metric} on every dataset"
+    sign = -1 if lower_is_better(metric) else 1
+    means = {config: statistics.fmean(c["metrics"][metric] for c in group) for config, group in candidates.items()}
+    best = max(sorted(candidates), key=lambda config: (sign * means[config], candidates[config][0]["default"]))
+    ties = [config for config in candidates if means[config] == means[best]]
+    how = "lowest" if sign < 0 else "highest"
+    over = f" over {len(datasets)} datasets" if len(datasets) > 1 else ""
+    tie = f"; default variants among {len(ties)} tied" if len(ties) > 1 and candidates[best][0]["default"] else ""
+    return best, (f"{how} mean {metric} ({means[best]:.4g}){over} among {len(candidates)} passing "
+                  f"configuration{'s' * (len(candidates) > 1)}{tie}")

@@ -1,0 +1,120 @@
+"""The session's reports: records gathered from every item's test report, and, once, on the
+controller (or the only process), the merged document and the files written from it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytest
+
+from .records import item_record, merge
+
+MIRRORED = {">=": "<=", "<=": ">=", ">": "<", "<": ">", "==": "==", "!=": "!="}
+
+
+class Reports:
+    def __init__(self, rootdir: Path, folder: Path | None, primary_metrics: Mapping[str, str],
+                 environment: Mapping[str, Any]) -> None:
+        self.rootdir = rootdir
+        self.folder = folder
+        self.primary_metrics = primary_metrics
+        self.environment = dict(environment)
+        self.records: list[dict[str, Any]] = []
+        self.failed_comparisons: dict[str, list[dict[str, Any]]] = {}  # nodeid -> failing metric asserts
+        self.document: dict[str, Any] | None = None
+
+    def comparison_failed(self, op: str, left: Any, right: Any) -> None:
+        """A failing ``assert metrics[...] >= x`` of the running test: a threshold verdict for the reports."""
+        from ..evaluation import MetricValue
+
+        nodeid = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+        if isinstance(left, MetricValue):
+            metric, threshold, op = left, right, op
+        else:
+            metric, threshold, op = right, left, MIRRORED.get(op, op)
+        try:
+            verdict = {"metric": metric.name, "op": op, "threshold": float(threshold), "actual": float(metric),
+                       "passed": False}
+        except (TypeError, ValueError):
+            return
+        self.failed_comparisons.setdefault(nodeid, []).append(verdict)
+
+    def record(self, item: pytest.Item, report: pytest.TestReport) -> dict[str, Any] | None:
+        """The record of a promptflow item, at the end of its call (or of a failed setup)."""
+        planned, run, evaluations, verdicts = _results(item)
+        if planned is None:
+            return None
+        outcome = "error" if report.when == "setup" else report.outcome
+        verdicts = verdicts + self.failed_comparisons.pop(item.nodeid, [])
+        return item_record(item.nodeid, outcome, planned, run, evaluations, verdicts)
+
+    def add(self, report: pytest.TestReport) -> None:
+        record = getattr(report, "promptflow", None)
+        if record is not None:
+            self.records.append(record)
+
+    def finish(self) -> dict[str, Any]:
+        self.document = merge(self.records, self.primary_metrics, {**self.environment, **_build()})
+        return self.document
+
+
+def _results(item: pytest.Item) -> tuple[Any, Any, list[Any], list[dict[str, Any]]]:
+    """(planned cell, run, evaluations, verdicts) of a promptflow item, whichever front end made it."""
+    from ..items import ExperimentItem
+    from ..session import PlannedCell
+
+    if isinstance(item, ExperimentItem):
+        return item.planned, item.run, list(item.evaluations), list(item.verdicts)
+    flow_run = getattr(item, "funcargs", {}).get("flow_run")
+    if flow_run is not None and hasattr(flow_run, "run"):
+        return flow_run.planned, flow_run.run, list(flow_run.evaluations), []
+    callspec = getattr(item, "callspec", None)
+    planned = callspec.params.get("flow_run") if callspec is not None else None
+    return (planned, None, [], []) if isinstance(planned, PlannedCell) else (None, None, [], [])
+
+
+def _build() -> dict[str, str]:
+    """Which build this was: the CI's run id where there is one, and the git commit."""
+    build = (os.environ.get("BUILD_BUILDID") or os.environ.get("GITHUB_RUN_ID")
+             or os.environ.get("CI_PIPELINE_ID") or "")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                check=False).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"build_id": build, "run_id": uuid.uuid4().hex[:12], "git_commit": commit}
+
+
+class ReportsPlugin:
+    """Registered in every session: gathers records; on the controller it writes the reports once."""
+
+    def __init__(self, config: pytest.Config, reports: Reports) -> None:
+        self.config = config
+        self.reports = reports
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.reports.add(report)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(self.config, "workerinput") or not self.reports.records:
+            return  # an xdist worker: its records went to the controller on its test reports
+        document = self.reports.finish()
+        if self.reports.folder is not None:
+            from .files import write_reports
+
+            write_reports(document, self.reports.folder)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from .terminal import comparison_tables
+
+        if self.reports.document is None:
+            return
+        for line in comparison_tables(self.reports.document, terminalreporter.config.get_verbosity()):
+            terminalreporter.write_line(line)
+        if self.reports.folder is not None:
+            terminalreporter.write_line(f"promptflow: reports in {self.reports.folder}")

@@ -1,0 +1,14 @@
+"""The report folder: the document as JSON, and every format rendered from it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+DOCUMENT = "report.json"
+
+
+def write_reports(document: Mapping[str, Any], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DOCUMENT).write_text(json.dumps(document, indent=1, sort_keys=True) + "\n", encoding="utf-8")

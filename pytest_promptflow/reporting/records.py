@@ -1,0 +1,129 @@
+"""What every report is made of: plain, JSON-able records.
+
+An item's record (its cell, the cell's rows, the metrics and threshold verdicts it saw, its
+outcome) is built where the item ran, travels on the test report (so it crosses from xdist
+workers to the controller), and the controller merges all records into one document that the
+terminal table, the CSV files, the HTML page and the tracking store all read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+VERSION = 1
+OUTCOME_ORDER = ("passed", "skipped", "failed", "error")  # a cell takes the worst of its items
+
+
+def item_record(nodeid: str, outcome: str, planned: Any, run: Any = None, evaluations: Sequence[Any] = (),
+                verdicts: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """One item's view of its cell. ``run`` is None when the item failed before its cell ran."""
+    cell = planned.cell
+    defaults = {node: default for node, (default, _) in planned.target.node_variants().items()}
+    record: dict[str, Any] = {
+        "flow": cell.flow,
+        "cell": cell.id,
+        "config": cell.id.removeprefix(f"{cell.flow}-").removesuffix(cell.dataset.name).rstrip("-") or "defaults",
+        "variants": dict(cell.variants),
+        "default": all(defaults.get(node, variant) == variant for node, variant in cell.variants),
+        "overrides": {key: plain(value) for key, value in cell.overrides},
+        "dataset": cell.dataset.name,
+        "dataset_path": str(cell.dataset.source),
+        "dataset_hash": file_hash(Path(cell.dataset.source)),
+        "items": [{"nodeid": nodeid, "outcome": outcome}],
+        "verdicts": [dict(v, item=nodeid) for v in verdicts],
+        "metrics": {},
+        "rows": [],
+    }
+    if run is not None:
+        from ..results import metrics_of
+
+        record["metrics"] = {k: float(v) for k, v in metrics_of(run, evaluations).items()}
+        record["rows"] = [_row(i, row, evaluations) for i, row in enumerate(run.rows)]
+    return record
+
+
+def _row(index: int, row: Any, evaluations: Sequence[Any]) -> dict[str, Any]:
+    scores: dict[str, Any] = {}
+    for evaluation in evaluations:
+        for name, value in (evaluation.scores[index] or {}).items():
+            scores[f"{evaluation.evaluator}.{name}"] = plain(value)
+    return {
+        "index": row.index,
+        "data": plain(dict(row.data)),
+        "inputs": plain(dict(row.inputs)),
+        "outputs": plain(dict(row.outputs)) if row.outputs is not None else None,
+        "error": f"{row.error_type}: {row.error_message}" if row.failed else None,
+        "latency": row.latency,
+        "cached": row.cached,
+        "llm_calls": row.llm_calls,
+        "tokens": row.prompt_tokens + row.completion_tokens,
+        "cost": row.cost,
+        "scores": scores,
+    }
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON: containers kept, numbers and strings as they are, anything else as text."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return str(value)
+
+
+def file_hash(path: Path) -> str:
+    """The content hash of a dataset file (empty when it cannot be read)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def merge(records: Iterable[Mapping[str, Any]], primary_metrics: Mapping[str, str],
+          environment: Mapping[str, Any]) -> dict[str, Any]:
+    """The report document: flows sorted by name, each with its cells sorted by id and its best cell."""
+    from .best import best_configuration, primary_metric
+
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in records:
+        key = (record["flow"], record["cell"])
+        if key not in cells:
+            cells[key] = {**record, "items": [], "verdicts": [], "metrics": {}, "rows": []}
+        _absorb(cells[key], record)
+    flows = []
+    for flow in sorted({flow for flow, _ in cells}):
+        flow_cells = [_finish(cells[key]) for key in sorted(cells) if key[0] == flow]
+        metric = primary_metric(flow, flow_cells, primary_metrics)
+        best, reason = best_configuration(flow_cells, metric)
+        flows.append({"flow": flow, "primary_metric": metric, "best": best, "best_reason": reason,
+                      "cells": flow_cells})
+    return {"version": VERSION, "environment": dict(environment), "flows": flows}
+
+
+def _absorb(cell: dict[str, Any], record: Mapping[str, Any]) -> None:
+    cell["items"].extend(record["items"])
+    cell["verdicts"].extend(record["verdicts"])
+    for name, value in record["metrics"].items():
+        cell["metrics"].setdefault(name, value)
+    if not cell["rows"]:
+        cell["rows"] = [dict(row, scores=dict(row["scores"])) for row in record["rows"]]
+    else:
+        for mine, theirs in zip(cell["rows"], record["rows"], strict=False):  # a failed item has no rows
+            for name, value in theirs["scores"].items():
+                mine["scores"].setdefault(name, value)
+
+
+def _finish(cell: dict[str, Any]) -> dict[str, Any]:
+    """Items and verdicts in a stable order, and the cell's outcome: the worst of its items'."""
+    cell["items"].sort(key=lambda item: item["nodeid"])
+    cell["verdicts"].sort(key=lambda v: (v["item"], v["metric"], v["op"], v["threshold"]))
+    outcomes = [item["outcome"] for item in cell["items"]]
+    cell["outcome"] = max(outcomes, key=OUTCOME_ORDER.index) if outcomes else "passed"
+    return cell
