@@ -1,0 +1,279 @@
+"""The HTML report: one self-contained page (styles, script and SVG charts inline, no network
+fetch) that a reviewer opens from a CI artifact. Per flow: the comparison table with threshold
+verdicts, a bar chart per metric, the best configuration, and a drill-down into every cell's rows.
+
+The page is rendered here from the report document; tables and charts need no script. The inline
+script only filters failing rows and shows two cells side by side, from a JSON data island.
+Every value from a model or a dataset goes through Jinja's autoescape or ``escape`` below.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from html import escape
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .best import built_in, lower_is_better
+
+HTML = "report.html"
+TEMPLATE = "report.html.j2"
+#: built-in metrics come after the evaluators' ones, in this order; OPEN_BUILT_IN ones are charted
+#: beside the evaluators' metrics, the other counters folded away
+BUILT_IN_ORDER = ("error_rate", "latency.", "cost.", "tokens.", "rows", "llm.")
+OPEN_BUILT_IN = ("error_rate", "latency.p95", "cost.total")
+MISSING = "\u2014"
+
+
+def write_html(document: Mapping[str, Any], path: Path) -> None:
+    """Write the page for ``document`` to ``path`` (``report.html`` in the report folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(document), encoding="utf-8")
+
+
+def render(document: Mapping[str, Any]) -> str:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("pytest_promptflow.reporting", "templates"),
+                             autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                             undefined=jinja2.StrictUndefined)
+    style, script = (_resource(name) for name in ("report.css", "report.js"))
+    flows = [_flow_view(i, flow) for i, flow in enumerate(document["flows"])]
+    island = {"flows": [{"flow": f["name"], "cells": f["island"]} for f in flows]}
+    return env.get_template(TEMPLATE).render(
+        environment=document.get("environment", {}), flows=flows, data_island=_markup(json_island(island)),
+        style=_markup(style), script=_markup(script), style_hash=_csp_hash(style), script_hash=_csp_hash(script))
+
+
+def _resource(name: str) -> str:
+    from importlib.resources import files
+
+    return files("pytest_promptflow.reporting").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+def _csp_hash(text: str) -> str:
+    """The page's Content-Security-Policy allows only its own style and script, by hash: even a
+    ``<script>`` that slipped past escaping would not run, and nothing may be fetched."""
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+
+
+def json_island(data: Any) -> str:
+    """``data`` as JSON safe inside ``<script type="application/json">``: no ``<``, ``>`` or ``&``
+    survives, so a ``</script>`` in a model's answer cannot end the element."""
+    text = json.dumps(data, ensure_ascii=False)
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+# --- the view of one flow ------------------------------------------------------------------------
+
+
+def metric_columns(flow: Mapping[str, Any]) -> list[str]:
+    """Every metric of the flow's cells in a stable order: the primary metric, the evaluators'
+    metrics (plain names before ``evaluator.name``), then the built-in ones."""
+    names = {name for cell in flow["cells"] for name in cell["metrics"]}
+    primary = flow.get("primary_metric")
+
+    def rank(name: str) -> tuple[int, int, str]:
+        if name == primary:
+            return (0, 0, name)
+        if not built_in(name):
+            return (1, "." in name, name)
+        return (2, next(i for i, prefix in enumerate(BUILT_IN_ORDER) if name.startswith(prefix)), name)
+
+    return sorted(names, key=rank)
+
+
+def _flow_view(index: int, flow: Mapping[str, Any]) -> dict[str, Any]:
+    columns = metric_columns(flow)
+    cells = [_cell_view(flow, cell, columns) for cell in flow["cells"]]
+    open_charts: list[dict[str, Any]] = []
+    more_charts: list[dict[str, Any]] = []
+    for names in _chart_groups(flow["cells"], columns):
+        chart = bar_chart(names, cells, _thresholds(flow["cells"], names))
+        (more_charts if built_in(names[0]) and names[0] not in OPEN_BUILT_IN else open_charts).append(chart)
+    datasets = [c["dataset"] for c in flow["cells"]]
+    return {
+        "index": index, "name": flow["flow"], "anchor": f"flow-{index}",
+        "best": flow.get("best"), "best_reason": flow.get("best_reason", ""),
+        "columns": [{"name": name, "lower": lower_is_better(name)} for name in columns],
+        "cells": cells, "charts": open_charts, "more_charts": more_charts,
+        "failed_cells": sum(cell["outcome"] in ("failed", "error") for cell in flow["cells"]),
+        "comparable": any(datasets.count(d) > 1 for d in datasets), "pair": _pair(flow),
+        "island": [{"cell": c["id"], "label": c["label"], "dataset": c["dataset"], "rows": c["island_rows"]}
+                   for c in cells],
+    }
+
+
+def _pair(flow: Mapping[str, Any]) -> tuple[int, int]:
+    """The two cells the side-by-side view starts with: the best configuration's (else the first)
+    cell that shares its dataset with another cell, and the first other cell on that dataset,
+    preferring one scored on the primary metric."""
+    cells = flow["cells"]
+    shared = [i for i, cell in enumerate(cells) if sum(c["dataset"] == cell["dataset"] for c in cells) > 1]
+    if not shared:
+        return (0, 0)
+    first = next((i for i in shared if cells[i]["config"] == flow.get("best")), shared[0])
+    others = [i for i in shared if i != first and cells[i]["dataset"] == cells[first]["dataset"]]
+    scored = [i for i in others if flow.get("primary_metric") in cells[i]["metrics"]]
+    return (first, (scored or others)[0])
+
+
+def _cell_view(flow: Mapping[str, Any], cell: Mapping[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    verdicts = _verdicts(cell)
+    values = []
+    for name in columns:
+        value = cell["metrics"].get(name)
+        mine = [v for v in verdicts if v["metric"] == name]
+        values.append({"text": MISSING if value is None else number(value),
+                       "failed": [_threshold(v) for v in mine if not v["passed"]],
+                       "passed": [_threshold(v) for v in mine if v["passed"]]})
+    rows = [_row_view(row) for row in cell["rows"]]
+    config = cell["config"]
+    return {
+        "id": cell["cell"], "config": config, "best": config == flow.get("best"),
+        "label": f"{config} \u00b7 {cell['dataset']}",
+        "variants": [f"{node}={variant}" for node, variant in cell["variants"].items()],
+        "overrides": [f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in cell["overrides"].items()],
+        "dataset": cell["dataset"], "dataset_path": cell.get("dataset_path", ""),
+        "dataset_hash": cell.get("dataset_hash", "")[:12],
+        "outcome": cell["outcome"],
+        "failed_thresholds": list(dict.fromkeys(f"{v['metric']} {_threshold(v)}" for v in verdicts if not v["passed"])),
+        "nodeids": [item["nodeid"] for item in cell["items"]],
+        "values": values, "rows": rows, "failing_rows": sum(row["failing"] for row in rows),
+        "metrics": cell["metrics"],
+        "island_rows": [{"index": row["index"], "data": row["data"], "outputs": row["outputs"], "error": row["error"],
+                         "scores": row["scores"], "failing": _row_failing(row)} for row in cell["rows"]],
+    }
+
+
+def _row_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    latency = row.get("latency")
+    return {
+        "index": row["index"], "data": _pairs(row["data"]), "inputs": _pairs(row["inputs"]),
+        "outputs": MISSING if row["outputs"] is None else _pairs(row["outputs"]),
+        "error": row["error"] or "",
+        "scores": [(name, _text(value), _failing_score(value)) for name, value in row["scores"].items()],
+        "latency": MISSING if latency is None else (f"{latency * 1000:.1f} ms" if latency < 1 else f"{latency:.2f} s"),
+        "cached": "yes" if row.get("cached") else "no",
+        "failing": _row_failing(row),
+    }
+
+
+def _row_failing(row: Mapping[str, Any]) -> bool:
+    """A row that raised, or that an evaluator scored 0 or False."""
+    return bool(row["error"]) or any(_failing_score(value) for value in row["scores"].values())
+
+
+def _failing_score(value: Any) -> bool:
+    return value is False or (type(value) in (int, float) and value == 0)
+
+
+def _pairs(values: Any) -> list[tuple[str, str]]:
+    if isinstance(values, Mapping):
+        return [(str(key), _text(value)) for key, value in values.items()]
+    return [("", _text(values))]
+
+
+def number(value: float) -> str:
+    """A metric for reading: whole numbers in full (token counts), others to 4 significant digits."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:.4g}"
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return number(value)
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _verdicts(cell: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The cell's verdicts, one per metric, operator, threshold and result (items may repeat them)."""
+    seen = {(v["metric"], v["op"], v["threshold"], v["passed"]): v for v in cell["verdicts"]}
+    return list(seen.values())
+
+
+def _threshold(verdict: Mapping[str, Any]) -> str:
+    return f"{verdict['op']} {verdict['threshold']:g}"
+
+
+def _thresholds(cells: Iterable[Mapping[str, Any]], metrics: Sequence[str]) -> list[float]:
+    return sorted({float(v["threshold"]) for cell in cells for v in cell["verdicts"] if v["metric"] in metrics})
+
+
+def _chart_groups(cells: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[list[str]]:
+    """One chart per metric, except that ``evaluator.name`` joins ``name``'s chart when its values
+    are the same in every cell (azure-ai-evaluation and promptflow report both spellings)."""
+    groups: list[list[str]] = []
+    for name in columns:
+        series = [cell["metrics"].get(name) for cell in cells]
+        twin = next((g for g in groups if g[0].rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]
+                     and not built_in(name)
+                     and [cell["metrics"].get(g[0]) for cell in cells] == series), None)
+        if twin is not None:
+            twin.append(name)
+        else:
+            groups.append([name])
+    return groups
+
+
+# --- charts --------------------------------------------------------------------------------------
+
+BAR_HEIGHT, GAP, CHAR_WIDTH, LABEL_CHARS, BAR_AREA, VALUE_AREA = 14, 6, 6.2, 56, 220, 64
+
+
+def bar_chart(names: Sequence[str], cells: Sequence[Mapping[str, Any]], thresholds: Sequence[float]) -> dict[str, Any]:
+    """A horizontal bar per cell for the metric ``names[0]`` (``names[1:]`` have the same values),
+    as inline SVG: the best configuration's bars marked, failing cells red, thresholds dashed."""
+    metric = names[0]
+    values = [cell["metrics"].get(metric) for cell in cells]
+    present = [v for v in values if v is not None]
+    low = min([0.0, *present, *thresholds])
+    high = max([0.0, *present, *thresholds])
+    span = (high - low) or 1.0
+    labels = [_clip(cell["config"], cell["dataset"]) for cell in cells]
+    label_width = round(max(len(label) for label in labels) * CHAR_WIDTH) + 8 if labels else 0
+    width = label_width + BAR_AREA + VALUE_AREA
+    height = len(cells) * (BAR_HEIGHT + GAP) + GAP + 12
+
+    def x(value: float) -> float:
+        return round(label_width + (value - low) / span * BAR_AREA, 1)
+
+    parts = [f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="{escape(metric)} per cell">']
+    for i, (cell, label, value) in enumerate(zip(cells, labels, values, strict=True)):
+        y = GAP + i * (BAR_HEIGHT + GAP)
+        middle = y + BAR_HEIGHT / 2 + 4
+        kind = "fail" if _fails(cell, names) else "best" if cell["best"] else "bar"
+        parts.append(f'<g class="{kind}"><title>{escape(cell["label"])}: '
+                     f'{MISSING if value is None else f"{value:.6g}"}</title>')
+        parts.append(f'<text x="{label_width - 6}" y="{middle}" text-anchor="end">{escape(label)}</text>')
+        if value is None:
+            parts.append(f'<text x="{x(0) + 4}" y="{middle}" class="value">no value</text></g>')
+            continue
+        left, right = sorted((x(0), x(value)))
+        parts.append(f'<rect x="{left}" y="{y}" width="{max(right - left, 1)}" height="{BAR_HEIGHT}"/>')
+        parts.append(f'<text x="{max(right, x(0)) + 4}" y="{middle}" class="value">{number(value)}</text></g>')
+    for threshold in thresholds:
+        parts.append(f'<line class="threshold" x1="{x(threshold)}" x2="{x(threshold)}" y1="0" y2="{height - 12}">'
+                     f'<title>threshold {threshold:g}</title></line>'
+                     f'<text class="threshold" x="{x(threshold)}" y="{height - 2}" text-anchor="middle">'
+                     f'{threshold:g}</text>')
+    parts.append("</svg>")
+    return {"names": list(names), "lower": lower_is_better(metric), "svg": _markup("".join(parts))}
+
+
+def _fails(cell: Mapping[str, Any], metrics: Sequence[str]) -> bool:
+    return any(text.split(" ", 1)[0] in metrics for text in cell["failed_thresholds"])
+
+
+def _clip(config: str, dataset: str) -> str:
+    """A chart label of at most LABEL_CHARS: the configuration is cut short, never the dataset."""
+    room = max(LABEL_CHARS - len(dataset) - 3, 8)
+    return f"{config if len(config) <= room else config[: room - 1] + chr(0x2026)} \u00b7 {dataset}"
+
+
+def _markup(text: str) -> Any:
+    from markupsafe import Markup
+
+    return Markup(text)

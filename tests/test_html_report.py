@@ -1,0 +1,263 @@
+"""The HTML report: unit tests on a small hand-built document, and one acceptance test that runs a
+project with ``--promptflow-report`` and opens the page in headless Chromium."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import SMALL, WITH_BOOM, Project, jsonl, run
+
+from pytest_promptflow.reporting.html import json_island, metric_columns, render, write_html
+
+SCRIPT = "<script>alert(1)</script>"
+BREAKOUT = "</script><script>alert(2)</script>"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _row(index: int, text: str, output: Any, score: Any, error: str | None = None) -> dict[str, Any]:
+    return {"index": index, "data": {"text": text, "label": "negative"}, "inputs": {"text": text},
+            "outputs": None if error else {"category": output}, "error": error, "latency": 0.0123, "cached": True,
+            "llm_calls": 1, "tokens": 10, "cost": 0.0, "scores": {} if error else {"ev.score": score}}
+
+
+def _cell(config: str, dataset: str, accuracy: float, rows: list[dict[str, Any]], outcome: str = "passed",
+          failing: bool = False) -> dict[str, Any]:
+    variant = config.partition("=")[2]
+    verdict = {"metric": "accuracy", "op": ">=", "threshold": 0.75, "actual": accuracy, "passed": not failing,
+               "item": f"test_x.py::test_acc[clf-{config}-{dataset}]"}
+    return {"flow": "clf", "cell": f"clf-{config}-{dataset}", "config": config, "variants": {"classify": variant},
+            "default": variant == "variant_0", "overrides": {"nodes.classify.inputs.temperature": 0.7},
+            "dataset": dataset, "dataset_path": f"data/{dataset}.jsonl", "dataset_hash": "ab" * 32,
+            "items": [{"nodeid": verdict["item"], "outcome": outcome}], "verdicts": [verdict],
+            "metrics": {"rows": float(len(rows)), "error_rate": 0.0, "ev.accuracy": accuracy, "accuracy": accuracy,
+                        "latency.p95": 0.02},
+            "outcome": outcome, "rows": rows}
+
+
+def _document() -> dict[str, Any]:
+    good = [_row(0, "a good day", "positive", 1), _row(1, SCRIPT, "negative", 1), _row(2, "boom", None, None, "E: x")]
+    bad = [_row(0, "a good day", "positive", 1), _row(1, SCRIPT, BREAKOUT, 0), _row(2, "boom", None, None, "E: x")]
+    cells = [_cell("classify=variant_0", "hard", 0.5, good[:1]), _cell("classify=variant_0", "small", 1.0, good),
+             _cell("classify=variant_1", "small", 0.5, bad, "failed", failing=True)]
+    flow = {"flow": "clf", "primary_metric": "accuracy", "best": "classify=variant_0",
+            "best_reason": "highest mean accuracy (0.75) over 2 datasets among 1 passing configuration", "cells": cells}
+    return {"version": 1, "environment": {"git_commit": "abc123", "build_id": ""}, "flows": [flow]}
+
+
+class _Tables(HTMLParser):
+    """Rows of every <table> as (tr class, [cell texts]), keyed by the table's class."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[tuple[str, list[str]]]] = {}
+        self._table = ""
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        klass = dict(attrs).get("class") or ""
+        if tag == "table":
+            self._table = klass
+        elif tag == "tr":
+            self.tables.setdefault(self._table, []).append((klass, []))
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[self._table][-1][1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _tables(page: str) -> dict[str, list[tuple[str, list[str]]]]:
+    parser = _Tables()
+    parser.feed(page)
+    return parser.tables
+
+
+def _island(page: str) -> str:
+    found = re.search(r'<script type="application/json" id="promptflow-data">(.*?)</script>', page, re.S)
+    assert found is not None
+    return found.group(1)
+
+
+# --- unit tests on a hand-built document ---------------------------------------------------------
+
+
+def test_values_from_models_and_datasets_are_escaped() -> None:
+    page = render(_document())
+    assert SCRIPT not in page and "alert(2)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count("<script") == 2  # the data island and the page's own script, nothing else
+
+
+def test_the_data_island_round_trips_and_cannot_end_its_element() -> None:
+    document = _document()
+    raw = _island(render(document))
+    assert not set("<>&") & set(raw)
+    data = json.loads(raw)
+    cells = data["flows"][0]["cells"]
+    assert [c["cell"] for c in cells] == [c["cell"] for c in document["flows"][0]["cells"]]
+    mine = document["flows"][0]["cells"][2]["rows"]
+    assert [(r["data"], r["outputs"], r["error"], r["scores"]) for r in cells[2]["rows"]] == \
+        [(r["data"], r["outputs"], r["error"], r["scores"]) for r in mine]
+    assert [r["failing"] for r in cells[2]["rows"]] == [False, True, True]
+    assert json.loads(json_island({"x": "a & b <c> " + BREAKOUT})) == {"x": "a & b <c> " + BREAKOUT}
+
+
+def test_comparison_table_marks_the_best_configuration_and_failing_thresholds() -> None:
+    page = render(_document())
+    rows = _tables(page)["comparison"]
+    header = rows[0][1]
+    assert header[:5] == ["", "variants", "overrides", "dataset", "outcome"]
+    assert header[5:] == ["accuracy", "ev.accuracy", "error_rate ↓", "latency.p95 ↓", "rows"]
+    body = rows[1:]
+    assert [klass for klass, _ in body] == ["cell best", "cell best", "cell"]
+    assert body[0][1][:5] == ["★", "classify=variant_0", "nodes.classify.inputs.temperature = 0.7", "hard", "passed"]
+    failing = body[2][1]
+    assert failing[4:6] == ["failedfails accuracy >= 0.75", "0.5✗ >= 0.75"]
+    assert body[1][1][5] == "1✓ >= 0.75"
+    assert "Best configuration: <strong>classify=variant_0</strong> &mdash; highest mean accuracy" in page
+
+
+def test_each_metric_has_an_inline_svg_chart() -> None:
+    page = render(_document())
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    assert captions[:2] == ["accuracy = ev.accuracy", 'error_rate <span class="lower">(lower is better)</span>']
+    assert len(captions) == page.count("<svg") == 4  # accuracy (ev.accuracy joined), error_rate, latency.p95, rows
+    first = page[page.index("<svg"): page.index("</svg>")]
+    assert first.count('<g class="best">') == 2 and first.count('<g class="fail">') == 1
+    assert 'class="threshold"' in first  # the 0.75 line
+
+
+def test_drill_down_marks_failing_rows() -> None:
+    rows = [r for r in _tables(render(_document()))["rows"] if r[0].startswith("row")]
+    assert [klass for klass, _ in rows] == ["row", "row", "row", "row failing", "row", "row failing", "row failing"]
+    assert rows[5][1][:6] == ["1", "text: <script>alert(1)</script>label: negative", "text: <script>alert(1)</script>",
+                              f"category: {BREAKOUT}", "", "ev.score: 0"]
+    assert rows[6][1][3:5] == ["—", "E: x"]
+
+
+def test_the_page_fetches_nothing() -> None:
+    page = render(_document())
+    assert "http://" not in page and "https://" not in page
+    assert not re.search(r"\b(src|href)\s*=\s*[\"'](?!#)", page)  # only in-page anchors
+    assert "<link" not in page and "@import" not in page and "url(" not in page
+    assert "Content-Security-Policy\" content=\"default-src 'none';" in page
+
+
+def test_metric_columns_are_stable_whatever_the_order_of_the_cells_metrics() -> None:
+    document = _document()
+    flow = document["flows"][0]
+    before = metric_columns(flow)
+    for cell in flow["cells"]:
+        cell["metrics"] = dict(reversed(list(cell["metrics"].items())))
+    assert metric_columns(flow) == before == ["accuracy", "ev.accuracy", "error_rate", "latency.p95", "rows"]
+
+
+def test_write_html_writes_the_page_even_of_an_empty_document(tmp_path: Path) -> None:
+    write_html(_document(), tmp_path / "out" / "report.html")
+    assert (tmp_path / "out" / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert "<h1>promptflow report</h1>" in render({"version": 1, "environment": {}, "flows": []})
+
+
+# --- acceptance: a project's report in headless Chromium -----------------------------------------
+
+
+def _needs_chromium() -> None:
+    if Path(CHROMIUM).exists() and importlib.util.find_spec("playwright") is not None:
+        return
+    message = f"needs the playwright package and Chromium at {CHROMIUM} (`make setup` installs both)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def test_report_html_in_chromium(project: Project, pytester: pytest.Pytester, tmp_path: Path) -> None:
+    _needs_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    project.dag_flow()
+    project.eval_flow()
+    project.write("data/xss.jsonl", jsonl(SMALL + [{"text": SCRIPT, "label": "negative"}] + WITH_BOOM[-1:]))
+    pytester.makepyfile(test_report="""
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/clf", data="data/xss.jsonl", variants={"classify": "*"})
+        def test_accuracy(flow_run):
+            result = flow_run.evaluate("flows/ev", mapping={"groundtruth": "${data.label}",
+                                                            "prediction": "${run.outputs.category}"})
+            assert result.metrics["accuracy"] >= 0.75
+    """)
+    folder = pytester.path / "out"
+    run(pytester, "--promptflow-report", str(folder)).assert_outcomes(passed=1, failed=1)
+    page_file = folder / "report.html"
+    assert SCRIPT not in page_file.read_text(encoding="utf-8")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        requests: list[str] = []
+        dialogs: list[str] = []
+        errors: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(page_file.as_uri())
+
+        comparison = page.locator("table.comparison")
+        expect(comparison).to_be_visible()
+        expect(comparison.locator("tbody tr")).to_have_count(2)
+        expect(comparison.locator("tr.best")).to_contain_text("classify=variant_0")
+        expect(comparison.locator("tr.cell:not(.best)")).to_contain_text("fails accuracy >= 0.75")
+        expect(page.locator("svg.chart").first).to_be_visible()
+        assert page.locator("figure svg.chart").count() >= 3
+
+        drill = page.locator("details.cell-rows", has_text="classify=variant_1")
+        drill.locator("summary").click()
+        expect(drill.get_by_text(SCRIPT).first).to_be_visible()
+        rows = drill.locator("tr.row")
+        expect(rows).to_have_count(6)
+        page.get_by_label("only failing rows").check()
+        expect(rows.locator("visible=true")).to_have_count(4)  # 3 wrong answers (the script one too), 1 error
+        expect(drill.locator("tr.row.failing").locator("visible=true")).to_have_count(4)
+
+        compare = page.locator("details.compare")
+        compare.locator("summary").click()
+        page.get_by_label("first cell").select_option(label="classify=variant_0 · xss")
+        page.get_by_label("second cell").select_option(label="classify=variant_1 · xss")
+        side = compare.locator("table.compare")
+        expect(side).to_be_visible()
+        expect(side.locator("tbody tr")).to_have_count(4)  # rows failing in either cell
+        expect(side.locator("thead")).to_contain_text("classify=variant_0 · xss")
+        expect(side.get_by_text(SCRIPT)).to_be_visible()
+        page.get_by_label("only failing rows").uncheck()
+        expect(side.locator("tbody tr")).to_have_count(6)
+        expect(compare).to_contain_text("6 rows, 3 with different outputs")
+
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot), full_page=True)
+        print(f"screenshot: {shot}")
+
+        static = browser.new_context(java_script_enabled=False).new_page()  # tables and charts need no script
+        static.goto(page_file.as_uri())
+        expect(static.locator("table.comparison")).to_be_visible()
+        expect(static.locator("svg.chart").first).to_be_visible()
+        expect(static.get_by_label("only failing rows")).to_be_hidden()
+        expect(static.locator("details.compare")).to_be_hidden()
+        browser.close()
+
+    assert requests == [page_file.as_uri()]
+    assert dialogs == [] and errors == []
