@@ -18,6 +18,7 @@ from .llm.settings import MODES, LLMSettings, parse_limits, parse_mode, parse_pr
 from .matrix import parse_selection
 from .reporting.collector import Reports, ReportsPlugin
 from .reporting.progress import progress_factory
+from .reporting.tracking import register_tracking
 from .session import PromptflowSession
 
 SESSION = pytest.StashKey[PromptflowSession]()
@@ -107,6 +108,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--promptflow-report", metavar="DIR", default=None,
                     help="write the reports (JSON, CSV, HTML) to DIR (default: ini promptflow_report; none)")
     parser.addini("promptflow_report", "folder for the reports, relative to the rootdir (empty: none)", default="")
+    group.addoption("--promptflow-mlflow", action="store_true", default=False,
+                    help="log each cell as an MLflow run (default: ini promptflow_mlflow; off)")
+    group.addoption("--promptflow-mlflow-uri", metavar="URI", default=None,
+                    help="MLflow tracking URI; implies --promptflow-mlflow (default: ini promptflow_mlflow_uri, "
+                    "sqlite:///<rootdir>/mlflow.db)")
+    parser.addini("promptflow_mlflow", "log each cell as an MLflow run", type="bool", default=False)
+    parser.addini("promptflow_mlflow_uri", "MLflow tracking URI (a relative sqlite path is relative to the rootdir)",
+                  default="")
+    parser.addini("promptflow_mlflow_experiment", "MLflow experiment of the runs", default="pytest-promptflow")
     parser.addini("promptflow_primary_metrics", "the metric that picks a flow's best cell: FLOW: METRIC lines "
                   "(a bare METRIC for every flow); default: the first metric an evaluator reports",
                   type="linelist", default=[])
@@ -142,6 +152,7 @@ def pytest_configure(config: pytest.Config) -> None:
         {"promptflow_env": config.getoption("promptflow_env") or "", "llm_mode": config.stash[SESSION].llm.mode},
     )
     config.pluginmanager.register(ReportsPlugin(config, reports), "promptflow-reports")
+    register_tracking(config)
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(config), "promptflow-xdist")
 
@@ -265,6 +276,9 @@ def pytest_runtest_makereport(
         record = item.config.stash[REPORTS].record(item, report)
         if record is not None:
             report.promptflow = record  # type: ignore[attr-defined]  # plain data: crosses from xdist workers
+            from .reporting.html_extras import attach_html_extras
+
+            attach_html_extras(item.config, report, record)
     return report
 
 

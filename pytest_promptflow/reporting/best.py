@@ -8,12 +8,17 @@ from __future__ import annotations
 import statistics
 from typing import Any, Mapping, Sequence
 
-BUILT_IN = ("error_rate", "rows", "latency.", "llm.", "tokens.", "cost.")
-LOWER_IS_BETTER = ("error_rate", "latency.", "cost.", "tokens.")
+BUILT_IN_PREFIXES = ("latency.", "llm.", "tokens.", "cost.")
+LOWER_IS_BETTER_PREFIXES = ("latency.", "cost.", "tokens.")
+
+
+def built_in(metric: str) -> bool:
+    """Every run has it: not an evaluator's metric."""
+    return metric in ("error_rate", "rows") or metric.startswith(BUILT_IN_PREFIXES)
 
 
 def lower_is_better(metric: str) -> bool:
-    return metric.startswith(LOWER_IS_BETTER)
+    return metric == "error_rate" or metric.startswith(LOWER_IS_BETTER_PREFIXES)
 
 
 def primary_metric(flow: str, cells: Sequence[Mapping[str, Any]], configured: Mapping[str, str]) -> str | None:
@@ -23,7 +28,7 @@ def primary_metric(flow: str, cells: Sequence[Mapping[str, Any]], configured: Ma
         return configured.get(flow) or configured["*"]
     for cell in cells:
         for name in cell["metrics"]:
-            if not name.startswith(BUILT_IN) and "." not in name:
+            if not built_in(name) and "." not in name:
                 return name
     return None
 
@@ -37,10 +42,11 @@ def best_configuration(cells: Sequence[Mapping[str, Any]], metric: str | None) -
     by_config: dict[str, list[Mapping[str, Any]]] = {}
     for cell in scored:
         by_config.setdefault(cell["config"], []).append(cell)
+    failing = {c["config"] for c in cells if c["outcome"] != "passed"}  # scored or not: a cell that did not pass
     candidates = {config: group for config, group in by_config.items()
-                  if {c["dataset"] for c in group} == datasets and all(c["outcome"] == "passed" for c in group)}
+                  if {c["dataset"] for c in group} == datasets and config not in failing}
     if not candidates:
-        return None, f"no configuration passed every test with a {metric} on every dataset"
+        return None, f"no configuration passed every test and has {metric} on every dataset"
     sign = -1 if lower_is_better(metric) else 1
     means = {config: statistics.fmean(c["metrics"][metric] for c in group) for config, group in candidates.items()}
     best = max(sorted(candidates), key=lambda config: (sign * means[config], candidates[config][0]["default"]))

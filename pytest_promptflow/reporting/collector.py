@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import pytest
 
 from .records import item_record, merge
+from .tracking import log_to_tracking
 
 MIRRORED = {">=": "<=", "<=": ">=", ">": "<", "<": ">", "==": "==", "!=": "!="}
 
@@ -108,6 +109,7 @@ class ReportsPlugin:
             from .files import write_reports
 
             write_reports(document, self.reports.folder)
+        log_to_tracking(self.config, document, self.reports.folder)  # last: it logs the files written above
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from .terminal import comparison_tables

@@ -6,9 +6,14 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from .csv_files import write_csv
+from .html import HTML, write_html
+
 DOCUMENT = "report.json"
 
 
 def write_reports(document: Mapping[str, Any], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DOCUMENT).write_text(json.dumps(document, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    write_csv(document, folder)
+    write_html(document, folder / HTML)

@@ -33,7 +33,7 @@ def item_record(nodeid: str, outcome: str, planned: Any, run: Any = None, evalua
         "dataset_path": str(cell.dataset.source),
         "dataset_hash": file_hash(Path(cell.dataset.source)),
         "items": [{"nodeid": nodeid, "outcome": outcome}],
-        "verdicts": [dict(v, item=nodeid) for v in verdicts],
+        "verdicts": [dict(plain(v), item=nodeid) for v in verdicts],  # an actual may be a MetricValue
         "metrics": {},
         "rows": [],
     }
@@ -66,11 +66,16 @@ def _row(index: int, row: Any, evaluations: Sequence[Any]) -> dict[str, Any]:
 
 
 def plain(value: Any) -> Any:
-    """``value`` as JSON: containers kept, numbers and strings as they are, anything else as text."""
-    if value is None or isinstance(value, (bool, int, str)):
+    """``value`` as JSON: containers kept, numbers and strings as their built-in types (a float
+    subclass such as MetricValue would not cross to the xdist controller), anything else as text."""
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
+        return float(value) if math.isfinite(value) else str(value)
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -92,7 +97,9 @@ def merge(records: Iterable[Mapping[str, Any]], primary_metrics: Mapping[str, st
     from .best import best_configuration, primary_metric
 
     cells: dict[tuple[str, str], dict[str, Any]] = {}
-    for record in records:
+    # in item order, not arrival order (xdist's is arbitrary): the first record of a cell gives it its
+    # metrics' order (hence the primary metric) and, on a clash, their values
+    for record in sorted(records, key=lambda record: [item["nodeid"] for item in record["items"]]):
         key = (record["flow"], record["cell"])
         if key not in cells:
             cells[key] = {**record, "items": [], "verdicts": [], "metrics": {}, "rows": []}

@@ -32,12 +32,13 @@ def comparison_tables(document: Mapping[str, Any], verbosity: int = 0) -> list[s
         header = ["", "cell", *columns, "verdict"]
         table = [header]
         for cell in flow["cells"]:
-            failed = {v["metric"] for v in cell["verdicts"] if not v["passed"]}
+            failed = {name for v in cell["verdicts"] if not v["passed"] for name in _shown_as(v, cell)}
             values = [_value(cell["metrics"].get(name), name in failed) for name in columns]
             mark = "*" if cell["config"] == flow["best"] else ""
             table.append([mark, cell["cell"].removeprefix(f"{flow['flow']}-"), *values, _verdict(cell)])
         best = f"best: {flow['best']}, " if flow["best"] else "no best cell: "
-        lines.append(f"promptflow: flow {flow['flow']}, {len(flow['cells'])} cells; {best}{flow['best_reason']}")
+        count = f"{len(flow['cells'])} cell{'s' * (len(flow['cells']) != 1)}"
+        lines.append(f"promptflow: flow {flow['flow']}, {count}; {best}{flow['best_reason']}")
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         lines += ["  " + "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip()
                   for row in table]
@@ -45,17 +46,35 @@ def comparison_tables(document: Mapping[str, Any], verbosity: int = 0) -> list[s
 
 
 def _columns(flow: Mapping[str, Any]) -> list[str]:
-    from .best import BUILT_IN
+    from .best import built_in
 
     seen: dict[str, None] = {}
     for cell in flow["cells"]:
         for name in cell["metrics"]:
-            if not name.startswith(BUILT_IN) and "." not in name:
+            if not built_in(name) and "." not in name:
                 seen.setdefault(name)
     primary = flow["primary_metric"]
     evaluator = [primary] if primary else []
     evaluator += [name for name in seen if name != primary][:MAX_EVALUATOR_COLUMNS - len(evaluator)]
-    return evaluator + [name for name in COLUMNS_AFTER if name not in evaluator]
+    after = [name for name in COLUMNS_AFTER if name not in evaluator]
+    hidden: dict[str, None] = {}  # failing metrics no column would show
+    for cell in flow["cells"]:
+        for verdict in cell["verdicts"]:
+            if not verdict["passed"] and not _shown_as(verdict, cell) & {*evaluator, *after}:
+                hidden.setdefault(verdict["metric"])
+    return evaluator + list(hidden) + after
+
+
+def _shown_as(verdict: Mapping[str, Any], cell: Mapping[str, Any]) -> set[str]:
+    """The columns a verdict's metric may show under: its name, and for ``evaluator.metric`` the
+    short name when that holds the same value (the short name is the first evaluator's)."""
+    from .best import built_in
+
+    metric, metrics = verdict["metric"], cell["metrics"]
+    short = metric.partition(".")[2]
+    if not built_in(metric) and short in metrics and metrics[short] == metrics.get(metric):
+        return {metric, short}
+    return {metric}
 
 
 def _value(value: float | None, failed: bool) -> str:
