@@ -1,0 +1,145 @@
+"""A flow as it is released: a copy of its folder with the chosen variants and overrides applied.
+
+For a DAG the released ``flow.dag.yaml`` is the one the suite ran: ``resolve_dag`` inlines the chosen
+variant of every node (so ``node_variants`` is gone) and writes the overrides into the node inputs.
+Inlined rather than marked by ``default_variant_id`` because then the package *is* what was tested:
+promptflow's serving, an Azure ML deployment or a later edit cannot pick another variant, and an
+override lands in exactly one node instead of in a variant that might not be the one used.
+
+The content hash is sha256 over the sorted relative paths and the bytes of every packaged file, so
+the same flow, variants and overrides give the same hash on every run and machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import SpecError, Where
+from .flows import DAG_FILE, FlowTarget, resolve_dag
+
+#: A flex class entry's init arguments, written beside flow.flex.yaml (names of connections, never keys).
+INIT_FILE = "flow.init.json"
+#: Folders and files that runs, editors and tools leave behind; ``.env`` files hold secrets.
+LITTER_DIRS = frozenset({"__pycache__", ".promptflow", ".runs", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+                         ".ipynb_checkpoints", ".git", ".venv", "venv", ".idea", ".vscode"})
+LITTER_SUFFIXES = (".pyc", ".pyo")
+LITTER_FILES = frozenset({".DS_Store", "Thumbs.db", ".env"})
+_FILE_REFERENCE = re.compile(r"\$\{file:([^}]+)\}")
+
+
+def package_flow(
+    target: FlowTarget,
+    variants: Mapping[str, str],
+    overrides: Mapping[str, Any],
+    dest: Path,
+    init: Mapping[str, Any] | None = None,
+) -> tuple[Path, str]:
+    """Copy ``target`` into ``dest`` (created; must be empty) as released; returns ``dest`` and its hash.
+
+    ``init`` is a flex class entry's init arguments (written to ``flow.init.json``); other kinds ignore it.
+    """
+    where = Where(target.path) if target.path is not None else Where(target.name)
+    if target.kind == "callable" or target.path is None:
+        raise SpecError(where, f"flow {target.name!r} is a Python callable and cannot be packaged or registered",
+                        "release a promptflow flow (a folder with flow.dag.yaml or flow.flex.yaml, or a .prompty "
+                        "file; a callable becomes a flex flow with entry: module:function) or leave it out of "
+                        "the release")
+    if target.kind != "dag" and (variants or overrides):
+        given = ", ".join([*variants, *overrides])
+        raise SpecError(where, f"{target.kind} flow {target.name!r} has no nodes, so its runs did not apply {given}",
+                        "remove the variants and overrides of this flow from its configuration")
+    if target.kind == "dag":
+        _check_variants(target, variants, where)
+        target.check_overrides(overrides, where)
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise ValueError(f"package destination {dest} is not empty")
+    dest.mkdir(parents=True, exist_ok=True)
+    if target.kind == "prompty":
+        _copy_prompty(target.path, dest)
+    else:
+        _copy_folder(target.path.parent, dest)
+    if target.kind == "dag" and (target.definition.get("node_variants") or overrides):
+        _write_dag(resolve_dag(target.definition, variants, overrides), dest / DAG_FILE)
+    if target.kind == "flex" and init:
+        (dest / INIT_FILE).write_text(_init_json(init, where), encoding="utf-8")
+    return dest, content_hash(dest)
+
+
+def content_hash(folder: Path) -> str:
+    """sha256 over the sorted relative paths (POSIX) and the bytes of every file under ``folder``."""
+    digest = hashlib.sha256()
+    for relative, path in sorted((p.relative_to(folder).as_posix(), p) for p in folder.rglob("*") if p.is_file()):
+        digest.update(relative.encode("utf-8") + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _is_litter(path: Path) -> bool:
+    name = path.name
+    return (name in LITTER_DIRS and path.is_dir()) or name in LITTER_FILES or name.startswith(".env.") \
+        or name.endswith(LITTER_SUFFIXES)
+
+
+def _copy_folder(source: Path, dest: Path) -> None:
+    """Every file of ``source`` except run litter and secrets, keeping the layout (symlinks followed)."""
+    skip = dest.resolve()
+    for path in sorted(source.iterdir()):
+        if _is_litter(path) or path.resolve() == skip:
+            continue
+        if path.is_dir():
+            (dest / path.name).mkdir()
+            _copy_folder(path, dest / path.name)
+        elif path.is_file():
+            shutil.copyfile(path, dest / path.name)
+
+
+def _copy_prompty(path: Path, dest: Path) -> None:
+    """The .prompty file and the files its front matter names with ``${file:...}``, not its whole folder
+    (a prompty often sits in a folder of other flows)."""
+    shutil.copyfile(path, dest / path.name)
+    front_matter = path.read_text(encoding="utf-8").split("---", 2)[1]
+    folder = path.parent.resolve()
+    for reference in sorted(set(_FILE_REFERENCE.findall(front_matter))):
+        source = (folder / reference.strip()).resolve()
+        if not source.is_relative_to(folder) or not source.is_file():
+            raise SpecError(Where(path), f"${{file:{reference}}} is not a file in the prompty's folder",
+                            "keep the files a prompty reads beside it (or in a folder below it)")
+        target = dest / source.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+
+
+def _check_variants(target: FlowTarget, variants: Mapping[str, str], where: Where) -> None:
+    node_variants = target.node_variants()
+    for node, variant in variants.items():
+        if node not in node_variants:
+            raise SpecError(where, f"node {node!r} has no variants (nodes with variants: "
+                            f"{', '.join(sorted(node_variants)) or 'none'})", "release a variant of one of those")
+        if variant not in node_variants[node][1]:
+            raise SpecError(where, f"node {node!r} has no variant {variant!r}",
+                            f"choose one of {', '.join(node_variants[node][1])}")
+
+
+def _write_dag(dag: Mapping[str, Any], path: Path) -> None:
+    """Block style in the flow's own key order, so the released flow reads like the user's."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+    with path.open("w", encoding="utf-8") as stream:
+        yaml.dump(dict(dag), stream)
+
+
+def _init_json(init: Mapping[str, Any], where: Where) -> str:
+    try:
+        return json.dumps(dict(init), sort_keys=True, indent=2) + "\n"
+    except TypeError as error:
+        raise SpecError(where, f"init arguments cannot be released: {error}",
+                        "give the flex flow's init plain JSON values (connections by name)") from None

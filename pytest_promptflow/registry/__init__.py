@@ -1,0 +1,1 @@
+"""Where a release registers its datasets and its flow: MLflow (local, default) or Azure ML."""
