@@ -1,0 +1,166 @@
+"""Azure ML as the registry: data assets and models through azure-ai-ml's ``MLClient``.
+
+As in the GenAIOps template, a dataset is a ``uri_file`` data asset tagged ``data_hash`` and a flow
+is a ``custom_model`` tagged ``model_hash``; a new version is created only when the latest
+version's tag differs. azure-ai-ml is imported inside the functions that need it (the ``azureml``
+extra), so the plugin stays inert without it.
+
+Concurrency: Azure offers no lock across machines here. ``lock()`` is a local file lock, which
+serialises releases from one machine. Releases from different machines rely on Azure's own
+version conflict: every create names its version explicitly (the latest number plus one), so a
+second release racing for the same version with other content fails loudly (the SDK refuses to
+change an existing version's path, and uploads are stored by content hash); one with the same
+content writes the same version again, not a duplicate.
+
+Release records are kept as versions of one small ``uri_file`` data asset (``RECORDS_ASSET``):
+the whole JSON record is uploaded, and its scalar top-level fields are tags, so the workspace's
+data page lists every release and each record can be downloaded whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from pytest_promptflow.errors import SpecError
+from pytest_promptflow.registry.base import Version
+
+#: The environment variables the template reads for the workspace, in the order reported.
+WORKSPACE_VARIABLES = ("SUBSCRIPTION_ID", "RESOURCE_GROUP_NAME", "WORKSPACE_NAME")
+#: The data asset whose versions are the release records.
+RECORDS_ASSET = "pytest-promptflow-releases"
+EXTRA_HINT = "install it with: pip install 'pytest-promptflow[azureml]'"
+
+
+class AzureMLRegistry:
+    """The :class:`~pytest_promptflow.registry.base.Registry` of an Azure ML workspace."""
+
+    def __init__(self, ml_client: Any, lock_file: Path | None = None) -> None:
+        self.ml_client = ml_client
+        self.lock_file = lock_file or _default_lock_file(ml_client)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None,
+                         settings: Mapping[str, str] | None = None) -> AzureMLRegistry:
+        """The workspace named by ``settings`` (keys in lower case, from config) or else ``environ``.
+
+        Authenticates with ``DefaultAzureCredential`` (environment, managed identity, Azure CLI...).
+        """
+        environ = os.environ if environ is None else environ
+        settings = settings or {}
+        values = {var: settings.get(var.lower()) or environ.get(var, "") for var in WORKSPACE_VARIABLES}
+        missing = [var for var, value in values.items() if not value]
+        if missing:
+            raise SpecError(None, f"azureml registry: {', '.join(missing)} not set",
+                            "set " + ", ".join(WORKSPACE_VARIABLES) + " to the Azure ML workspace to register in")
+        try:
+            from azure.ai.ml import MLClient
+            from azure.identity import DefaultAzureCredential
+        except ImportError as error:
+            raise SpecError(None, f"azureml registry: {error.name or 'azure-ai-ml'} is not installed",
+                            EXTRA_HINT) from None
+        client = MLClient(DefaultAzureCredential(), values["SUBSCRIPTION_ID"], values["RESOURCE_GROUP_NAME"],
+                          values["WORKSPACE_NAME"], show_progress=False)
+        return cls(client)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """A lock for releases from this machine; see the module docstring for other machines."""
+        from filelock import FileLock
+
+        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.lock_file)):
+            yield
+
+    def register_dataset(self, name: str, path: Path, content_hash: str) -> Version:
+        """A data asset version holding ``path``, unless the latest one is tagged ``data_hash=content_hash``."""
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import Data
+
+        return self._register(
+            self.ml_client.data, name, content_hash, "data_hash",
+            lambda version: Data(path=str(path), type=AssetTypes.URI_FOLDER if path.is_dir() else AssetTypes.URI_FILE,
+                                 name=name, version=version, tags={"data_hash": content_hash},
+                                 description="Registered by pytest-promptflow"))
+
+    def register_flow(self, name: str, folder: Path, content_hash: str, tags: Mapping[str, str]) -> Version:
+        """A model version of ``folder``, unless the latest one is tagged ``model_hash=content_hash``."""
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import Model
+
+        all_tags = {**{key: str(value) for key, value in tags.items()}, "model_hash": content_hash}
+        return self._register(
+            self.ml_client.models, name, content_hash, "model_hash",
+            lambda version: Model(path=str(folder), type=AssetTypes.CUSTOM_MODEL, name=name, version=version,
+                                  tags=all_tags, description="Prompt flow registered by pytest-promptflow"))
+
+    def record_release(self, record: Mapping[str, Any]) -> None:
+        """A new version of the ``RECORDS_ASSET`` data asset: the record as a JSON file, its scalars as tags."""
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import Data
+
+        operations = self.ml_client.data
+        version = _next_version(_versions(operations, RECORDS_ASSET))
+        tags = {key: str(value) for key, value in record.items() if isinstance(value, (str, int, float, bool))}
+        with tempfile.TemporaryDirectory(prefix="pytest-promptflow-") as folder:
+            path = Path(folder) / "release.json"
+            path.write_text(json.dumps(record, indent=2, sort_keys=True, default=str), encoding="utf-8")
+            data = Data(path=str(path), type=AssetTypes.URI_FILE, name=RECORDS_ASSET, version=version, tags=tags,
+                        description="A pytest-promptflow release record")
+            _create(operations, data)
+
+    def _register(self, operations: Any, name: str, content_hash: str, tag: str, entity: Any) -> Version:
+        versions = _versions(operations, name)
+        latest = _latest(versions)
+        if latest is not None:
+            current = operations.get(name, version=latest)
+            if (current.tags or {}).get(tag) == content_hash:
+                return Version(name, str(current.version), content_hash, created=False)
+        created = _create(operations, entity(_next_version(versions)))
+        return Version(name, str(created.version), content_hash, created=True)
+
+
+def _versions(operations: Any, name: str) -> list[str]:
+    """The version strings of asset ``name``; none when Azure knows no such asset."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        return [str(asset.version) for asset in operations.list(name=name)]
+    except ResourceNotFoundError:
+        return []
+
+
+def _latest(versions: Iterable[str]) -> str | None:
+    """The highest version: numbers compare as numbers, and come after any other version string."""
+    ordered = sorted(versions, key=lambda v: (v.isdigit(), int(v) if v.isdigit() else 0, v))
+    return ordered[-1] if ordered else None
+
+
+def _next_version(versions: Iterable[str]) -> str:
+    """One more than the highest numeric version, explicit so that a racing create conflicts."""
+    return str(max((int(v) for v in versions if v.isdigit()), default=0) + 1)
+
+
+def _create(operations: Any, entity: Any) -> Any:
+    """``create_or_update``, with a version conflict said in one line."""
+    from azure.ai.ml.exceptions import AssetPathException
+    from azure.core.exceptions import ResourceExistsError
+
+    try:
+        return operations.create_or_update(entity)
+    except (AssetPathException, ResourceExistsError) as error:
+        raise RuntimeError(f"azureml registry: {entity.name} version {entity.version} was created with other "
+                           f"content by another release at the same time; run the release again") from error
+
+
+def _default_lock_file(ml_client: Any) -> Path:
+    """One lock per workspace in the temp folder, so two projects on a machine share it."""
+    workspace = "/".join(str(getattr(ml_client, attribute, "")) for attribute in
+                         ("subscription_id", "resource_group_name", "workspace_name"))
+    key = hashlib.sha256(workspace.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"pytest-promptflow-azureml-{key}.lock"
