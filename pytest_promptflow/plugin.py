@@ -88,6 +88,12 @@ def _option_or_ini(config: pytest.Config, name: str, parse: Callable[[str], Any]
         raise ValueError(f"ini {name}: {error}") from None
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from .hookspecs import ReleaseHooks
+
+    pluginmanager.add_hookspecs(ReleaseHooks)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("promptflow", "prompt-flow evaluation")
     group.addoption("--promptflow-env", metavar="ENV", default=None,
@@ -117,6 +123,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("promptflow_mlflow_uri", "MLflow tracking URI (a relative sqlite path is relative to the rootdir)",
                   default="")
     parser.addini("promptflow_mlflow_experiment", "MLflow experiment of the runs", default="pytest-promptflow")
+    group.addoption("--promptflow-release", action="store_true", default=False,
+                    help="after a passing session, register each flow's chosen configuration and its datasets")
+    group.addoption("--promptflow-registry", choices=("mlflow", "azureml"), default=None,
+                    help="where a release registers (default: ini promptflow_registry, mlflow)")
+    group.addoption("--promptflow-require-approval", action="store_true", default=None,
+                    help="a release waits for `pytest-promptflow approve` (default: ini promptflow_release_approval)")
+    parser.addini("promptflow_registry", "where a release registers: mlflow or azureml", default="mlflow")
+    parser.addini("promptflow_release_approval", "a release waits for a recorded approval", type="bool",
+                  default=False)
+    parser.addini("promptflow_release_pins", "FLOW: CONFIGURATION lines: release this configuration, not the best",
+                  type="linelist", default=[])
+    parser.addini("promptflow_release_dir", "folder of pending and approved releases, relative to the rootdir",
+                  default="releases")
     parser.addini("promptflow_primary_metrics", "the metric that picks a flow's best cell: FLOW: METRIC lines "
                   "(a bare METRIC for every flow); default: the first metric an evaluator reports",
                   type="linelist", default=[])
@@ -148,13 +167,37 @@ def pytest_configure(config: pytest.Config) -> None:
         progress=progress_factory(config),
     )
     reports = config.stash[REPORTS] = Reports(
-        config.rootpath, _report_folder(config), _primary_metrics(config.getini("promptflow_primary_metrics")),
+        config.rootpath, _report_folder(config), _flow_lines(config.getini("promptflow_primary_metrics")),
         {"promptflow_env": config.getoption("promptflow_env") or "", "llm_mode": config.stash[SESSION].llm.mode},
     )
     config.pluginmanager.register(ReportsPlugin(config, reports), "promptflow-reports")
     register_tracking(config)
+    if config.getoption("promptflow_release"):
+        from .release import ReleasePlugin
+
+        config.pluginmanager.register(ReleasePlugin(config, _release_settings(config), reports), "promptflow-release")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(config), "promptflow-xdist")
+
+
+def _release_settings(config: pytest.Config) -> Any:
+    from .release import ReleaseSettings
+
+    registry = config.getoption("promptflow_registry") or config.getini("promptflow_registry")
+    if registry not in ("mlflow", "azureml"):
+        raise pytest.UsageError(f"pytest-promptflow: promptflow_registry = {registry!r}; use mlflow or azureml")
+    approval = config.getoption("promptflow_require_approval")
+    release_dir = Path(config.getini("promptflow_release_dir"))
+    return ReleaseSettings(
+        registry=registry,
+        approval=config.getini("promptflow_release_approval") if approval is None else approval,
+        pins=_flow_lines(config.getini("promptflow_release_pins")),
+        release_dir=release_dir if release_dir.is_absolute() else config.rootpath / release_dir,
+        report_folder=config.stash[REPORTS].folder,
+        tracking_uri=(config.getoption("promptflow_mlflow_uri") or config.getini("promptflow_mlflow_uri")
+                      or f"sqlite:///{(config.rootpath / 'mlflow.db').as_posix()}"),
+        rootdir=config.rootpath,
+    )
 
 
 def _report_folder(config: pytest.Config) -> Path | None:
@@ -165,13 +208,13 @@ def _report_folder(config: pytest.Config) -> Path | None:
     return path if path.is_absolute() else config.rootpath / path
 
 
-def _primary_metrics(lines: list[str]) -> dict[str, str]:
-    """``flow: metric`` lines (a bare ``metric`` is for every flow)."""
+def _flow_lines(lines: list[str]) -> dict[str, str]:
+    """``FLOW: VALUE`` lines (a bare ``VALUE`` is for every flow, ``*``)."""
     found = {}
     for line in (line.strip() for line in lines):
         if line:
-            flow, sep, metric = line.rpartition(":")
-            found[flow.strip() if sep else "*"] = metric.strip()
+            flow, sep, value = line.partition(":")
+            found[flow.strip() if sep else "*"] = (value if sep else flow).strip()
     return found
 
 

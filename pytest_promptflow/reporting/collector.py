@@ -59,7 +59,9 @@ class Reports:
             self.records.append(record)
 
     def finish(self) -> dict[str, Any]:
-        self.document = merge(self.records, self.primary_metrics, {**self.environment, **_build()})
+        """The merged document (made once: the reports and the release both ask for it)."""
+        if self.document is None:
+            self.document = merge(self.records, self.primary_metrics, {**self.environment, **_build()})
         return self.document
 
 

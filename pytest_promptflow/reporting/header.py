@@ -10,7 +10,7 @@ REPLAYED = "answers the embedded model SmolLM2-135M-Instruct gave when recorded 
 
 
 def collection_lines(session: Any, items: list[Any]) -> list[str]:
-    planned = [p for p in (_planned(item) for item in items) if p is not None]
+    planned = [p for p in (planned_cell(item) for item in items) if p is not None]
     if not planned:
         return []
     from ..flows import load_promptflow
@@ -34,7 +34,7 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
     return lines + [f"promptflow: connection {name} -> {text}" for name, text in sorted(seen.items())]
 
 
-def _planned(item: Any) -> Any:
+def planned_cell(item: Any) -> Any:
     """The item's planned cell, if it is a promptflow item that could be planned."""
     from ..session import PlannedCell
 

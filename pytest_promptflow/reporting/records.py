@@ -24,11 +24,13 @@ def item_record(nodeid: str, outcome: str, planned: Any, run: Any = None, evalua
     defaults = {node: default for node, (default, _) in planned.target.node_variants().items()}
     record: dict[str, Any] = {
         "flow": cell.flow,
+        "flow_source": str(planned.target.path or ""),  # what a release packages ("" for a callable)
         "cell": cell.id,
         "config": cell.id.removeprefix(f"{cell.flow}-").removesuffix(cell.dataset.name).rstrip("-") or "defaults",
         "variants": dict(cell.variants),
         "default": all(defaults.get(node, variant) == variant for node, variant in cell.variants),
         "overrides": {key: plain(value) for key, value in cell.overrides},
+        "init": plain(dict(planned.init or {})),
         "dataset": cell.dataset.name,
         "dataset_path": str(cell.dataset.source),
         "dataset_hash": file_hash(Path(cell.dataset.source)),

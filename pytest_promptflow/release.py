@@ -1,0 +1,251 @@
+"""The release gate: after a green session, each flow's chosen configuration is approved (when
+required), its datasets and its packaged flow registered (only what changed), and a release record
+written to the report folder and the registry.
+
+It runs once, on the xdist controller (or the only process), after every item, and only when the
+session's exit status is OK. A flow with an item deselected (``-k``, ``--lf``) or skipped is not
+released, and the terminal says why. Without a pass nothing is written to the registry at all.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pytest
+
+from .errors import SpecError
+
+DESELECTED = "promptflow_deselected"
+
+
+@dataclass(frozen=True)
+class ReleaseSettings:
+    registry: str  # "mlflow" or "azureml"
+    approval: bool
+    pins: Mapping[str, str]  # flow -> configuration label
+    release_dir: Path  # pending and approved releases
+    report_folder: Path | None
+    tracking_uri: str
+    rootdir: Path
+
+
+def choose(flow: Mapping[str, Any], pins: Mapping[str, str]) -> tuple[str | None, str]:
+    """The configuration to release and why: the pinned one, else the best one."""
+    pinned = pins.get(flow["flow"])
+    if pinned is not None:
+        if not any(cell["config"] == pinned for cell in flow["cells"]):
+            known = ", ".join(sorted({cell["config"] for cell in flow["cells"]}))
+            return None, f"pinned configuration {pinned!r} was not tested (tested: {known})"
+        return pinned, f"pinned in promptflow_release_pins ({pinned})"
+    if flow["best"] is None:
+        return None, f"no best configuration: {flow['best_reason']}"
+    return flow["best"], f"best configuration: {flow['best_reason']}"
+
+
+def approval_payload(flow: Mapping[str, Any], configuration: str) -> dict[str, Any]:
+    """Exactly what an approver sees, and what the approval's digest covers."""
+    cells = [cell for cell in flow["cells"] if cell["config"] == configuration]
+    return {
+        "flow": flow["flow"],
+        "configuration": configuration,
+        "variants": cells[0]["variants"],
+        "overrides": cells[0]["overrides"],
+        "metrics": {cell["dataset"]: {k: v for k, v in cell["metrics"].items() if not k.startswith("latency.")}
+                    for cell in cells},
+        "verdicts": [{k: v[k] for k in ("metric", "op", "threshold", "actual", "passed")}
+                     for cell in cells for v in cell["verdicts"]],
+        "datasets": sorted(({"name": cell["dataset"], "content_hash": cell["dataset_hash"]} for cell in cells),
+                           key=lambda d: d["name"]),
+    }
+
+
+class Release:
+    """Carries every flow of a passed session's document towards production, one record each."""
+
+    def __init__(self, config: pytest.Config, settings: ReleaseSettings, document: Mapping[str, Any]) -> None:
+        self.config = config
+        self.settings = settings
+        self.document = document
+        self._registry: Any = None
+
+    def run(self, blocked: Mapping[str, str]) -> list[dict[str, Any]]:
+        records = []
+        for flow in self.document["flows"]:
+            record = self._flow(flow, blocked.get(flow["flow"]))
+            self.config.hook.pytest_promptflow_release_record(config=self.config, record=record)
+            self._write(record)
+            records.append(record)
+        return records
+
+    def _flow(self, flow: Mapping[str, Any], blocked: str | None) -> dict[str, Any]:
+        environment = self.document["environment"]
+        record: dict[str, Any] = {"flow": flow["flow"], "time": _now(), "git_commit": environment.get("git_commit", ""),
+                                  "build_id": environment.get("build_id", ""), "registry": self.settings.registry}
+        if blocked:
+            return {**record, "decision": "not released", "reason": blocked}
+        configuration = self.config.hook.pytest_promptflow_release_choice(config=self.config, flow=flow)
+        reason = "chosen by a pytest_promptflow_release_choice hook"
+        if configuration is None:
+            configuration, reason = choose(flow, self.settings.pins)
+        if configuration is None:
+            return {**record, "decision": "not released", "reason": reason}
+        payload = approval_payload(flow, configuration)
+        record.update(payload, reason=reason)
+        from .approvals import digest
+
+        record["digest"] = digest(payload)
+        if self.settings.approval:
+            approval = self._approval(flow["flow"], record["digest"], payload)
+            record["approval"] = approval
+            if approval["status"] != "approved":
+                return {**record, "decision": approval["status"]}
+        return self._register(flow, record)
+
+    def _approval(self, flow: str, digest: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """The recorded decision on exactly this payload; else it is written as pending."""
+        from . import approvals
+
+        found = approvals.decision(self.settings.release_dir, flow, digest)
+        if found is not None and found["status"] in ("approved", "rejected"):
+            return found
+        release_id = approvals.release_id(flow, digest)
+        path = approvals.write_pending(self.settings.release_dir, release_id, payload)
+        return {"status": "pending approval", "release": release_id, "file": str(path),
+                "approve_with": approvals.approve_command(release_id, self.settings.release_dir)}
+
+    def _register(self, flow: Mapping[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+        from .flows import load_target
+        from .packaging import package_flow
+
+        cells = [cell for cell in flow["cells"] if cell["config"] == record["configuration"]]
+        source = cells[0]["flow_source"]
+        if not source:
+            return {**record, "decision": "not released",
+                    "reason": f"flow {flow['flow']} is a Python callable: only flow folders and files are registered"}
+        with tempfile.TemporaryDirectory(prefix="pytest-promptflow-release-") as scratch:
+            try:  # packaged first: a flow that cannot be packaged writes nothing to the registry
+                target = load_target(Path(source), Path(source).parent)
+                folder, content_hash = package_flow(target, record["variants"], record["overrides"],
+                                                    Path(scratch) / "flow", init=cells[0].get("init") or None)
+                registry = self.registry()
+                with registry.lock():
+                    datasets = {}
+                    for cell in cells:
+                        if cell["dataset_path"] not in datasets:
+                            datasets[cell["dataset_path"]] = registry.register_dataset(
+                                cell["dataset"], Path(cell["dataset_path"]), cell["dataset_hash"])
+                    tags = _model_tags(record, [v.as_json() for v in datasets.values()])
+                    model = registry.register_flow(flow["flow"], folder, content_hash, tags)
+                    record.update(decision="released", datasets=[v.as_json() for v in datasets.values()],
+                                  model=model.as_json())
+                    registry.record_release(record)
+            except SpecError as error:
+                return {**record, "decision": "not released", "reason": str(error)}
+        return record
+
+    def registry(self) -> Any:
+        """The configured registry, made only when a flow is about to be registered."""
+        if self._registry is None:
+            self._registry = self.config.hook.pytest_promptflow_registry(config=self.config)
+        if self._registry is None and self.settings.registry == "azureml":
+            from .registry.azureml import AzureMLRegistry
+
+            self._registry = AzureMLRegistry.from_environment(os.environ)
+        if self._registry is None:
+            from .registry.mlflow_registry import MlflowRegistry
+            from .reporting.tracking import settings
+
+            tracking = settings(self.settings.tracking_uri, "", self.settings.rootdir)
+            self._registry = MlflowRegistry(tracking.uri, Path(self.settings.rootdir) / "mlartifacts")
+        return self._registry
+
+    def _write(self, record: Mapping[str, Any]) -> None:
+        folder = self.settings.report_folder or self.settings.release_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"release-{record['flow']}.json"
+        path.write_text(json.dumps(record, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+
+
+def _model_tags(record: Mapping[str, Any], datasets: list[dict[str, Any]]) -> dict[str, str]:
+    """What a model version says of itself: the metrics that passed, the data, the commit, the cell."""
+    tags = {"configuration": record["configuration"], "git_commit": record["git_commit"],
+            "digest": record["digest"],
+            "datasets": ",".join(f"{d['name']}:{d['version']}" for d in datasets)}
+    for dataset, metrics in record["metrics"].items():
+        for name, value in metrics.items():
+            if not name.startswith(("llm.", "rows")):
+                tags[f"metric.{dataset}.{name}"] = f"{value:.6g}"
+    return tags
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def summary_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per flow: what was released, or why not."""
+    lines = []
+    for record in records:
+        head = f"promptflow release: {record['flow']}: {record['decision']}"
+        if record["decision"] == "released":
+            model, datasets = record["model"], record["datasets"]
+            data = ", ".join(f"{d['name']} v{d['version']} {'new' if d['created'] else 'reused'}" for d in datasets)
+            lines.append(f"{head} {record['configuration']} as {model['name']} v{model['version']} "
+                         f"({'new' if model['created'] else 'unchanged, reused'}); data: {data}")
+        elif record["decision"] == "pending approval":
+            lines.append(f"{head}; approve with: {record['approval']['approve_with']}")
+        else:
+            lines.append(f"{head}: {record.get('reason') or record.get('approval', {}).get('by', '')}")
+    return lines
+
+
+class ReleasePlugin:
+    """Registered with ``--promptflow-release``: watches what was deselected, then releases once."""
+
+    def __init__(self, config: pytest.Config, settings: ReleaseSettings, reports: Any) -> None:
+        self.config = config
+        self.settings = settings
+        self.reports = reports
+        self.deselected: set[str] = set()  # flows with an item left out of this session
+        self.lines: list[str] = []
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        from .reporting.header import planned_cell
+
+        self.deselected.update(p.cell.flow for p in map(planned_cell, items) if p is not None)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        self.deselected.update(getattr(node, "workeroutput", {}).get(DESELECTED, []))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        workeroutput = getattr(self.config, "workeroutput", None)
+        if workeroutput is not None:  # an xdist worker: the controller releases
+            workeroutput[DESELECTED] = sorted(self.deselected)
+            return
+        if exitstatus != pytest.ExitCode.OK:
+            self.lines = [f"promptflow release: nothing released: the session did not pass (exit status {exitstatus})"]
+            return
+        document = self.reports.finish()
+        if not document["flows"]:
+            self.lines = ["promptflow release: nothing released: no promptflow item ran"]
+            return
+        blocked = {flow: "some of its items were deselected (-k, -m, --lf...): release runs on the whole suite"
+                   for flow in self.deselected}
+        for flow in document["flows"]:
+            skipped = [i["nodeid"] for c in flow["cells"] for i in c["items"] if i["outcome"] != "passed"]
+            if skipped:
+                blocked.setdefault(flow["flow"], f"{len(skipped)} of its items did not pass, e.g. {skipped[0]}")
+        records = Release(self.config, self.settings, document).run(blocked)
+        self.lines = summary_lines(records)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for line in self.lines:
+            terminalreporter.write_line(line)
