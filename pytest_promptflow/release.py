@@ -246,6 +246,7 @@ class ReleasePlugin:
         records = Release(self.config, self.settings, document).run(blocked)
         self.lines = summary_lines(records)
 
+    @pytest.hookimpl(trylast=True)  # after the comparison tables it follows from
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for line in self.lines:
             terminalreporter.write_line(line)
