@@ -101,7 +101,10 @@ class Release:
 
         record["digest"] = digest(payload)
         if self.settings.approval:
-            approval = self._approval(flow["flow"], record["digest"], payload)
+            try:
+                approval = self._approval(flow["flow"], record["digest"], payload)
+            except SpecError as error:  # e.g. a release file changed by hand
+                return {**record, "decision": "not released", "reason": str(error)}
             record["approval"] = approval
             if approval["status"] != "approved":
                 return {**record, "decision": approval["status"]}
@@ -200,8 +203,11 @@ def summary_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
                          f"({'new' if model['created'] else 'unchanged, reused'}); data: {data}")
         elif record["decision"] == "pending approval":
             lines.append(f"{head}; approve with: {record['approval']['approve_with']}")
+        elif record["decision"] == "rejected":
+            approval = record["approval"]
+            lines.append(f"{head} by {approval.get('by', '?')}: {approval.get('reason', '')}")
         else:
-            lines.append(f"{head}: {record.get('reason') or record.get('approval', {}).get('by', '')}")
+            lines.append(f"{head}: {record['reason']}")
     return lines
 
 

@@ -153,6 +153,19 @@ def test_approval_is_required_then_recorded_then_checked_against_the_digest(rele
     assert versions(released)["model:clf"] == ["1"]
 
 
+def test_a_rejected_release_is_not_carried_out_and_says_by_whom(released: Project) -> None:
+    result = release(released, "--promptflow-require-approval")
+    line = next(line for line in result.outlines if "approve with" in line)
+    release_id = line.split("approve with: pytest-promptflow approve ", 1)[1].split()[0]
+    reject = subprocess.run([sys.executable, "-m", "pytest_promptflow.cli", "reject", release_id, "--by", "bob",
+                             "--reason", "recall too low for launch", "--dir", str(released.pytester.path / "releases")],
+                            capture_output=True, text=True, check=False)
+    assert reject.returncode == 0, reject.stderr
+    result = release(released, "--promptflow-require-approval")
+    result.stdout.fnmatch_lines(["promptflow release: clf: rejected by bob: recall too low for launch"])
+    assert store_digest(released) == "absent"
+
+
 def test_hooks_choose_the_configuration_and_amend_the_record(released: Project) -> None:
     released.pytester.makeconftest('''
 def pytest_promptflow_release_choice(config, flow):
