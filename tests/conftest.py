@@ -171,6 +171,32 @@ def aggregate(scores: List[int]) -> dict:
 '''
 
 
+#: experiment.yaml over flows/clf (a DAG) scored by flows/ev, both variants of classify.
+EXPERIMENT = """\
+name: clf
+flow: ../flows/clf
+datasets:
+- name: small
+  source: ../data/small.jsonl
+  mappings:
+    text: "${data.text}"
+evaluators:
+- name: acc
+  flow: ../flows/ev
+  datasets:
+  - name: small
+    mappings:
+      groundtruth: "${data.label}"
+      prediction: "${run.outputs.category}"
+variants:
+  nodes:
+    classify: "*"
+thresholds:
+  accuracy: ">= 0.75"
+  error_rate: "<= 0.0"
+"""
+
+
 def jsonl(rows: Iterable[Mapping[str, Any]]) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import HARD, SMALL, WITH_BOOM, Project, junit_properties, jsonl, outcomes, run
+from conftest import EXPERIMENT, HARD, SMALL, WITH_BOOM, Project, junit_properties, jsonl, outcomes, run
 
 
 def _ids(items: list[pytest.Item], function: str) -> list[str]:
@@ -97,30 +97,6 @@ def test_promptflow_variants_option_narrows_the_cells(project: Project, pytester
 
 
 # --- experiment.yaml ---------------------------------------------------------------------------
-
-EXPERIMENT = """\
-name: clf
-flow: ../flows/clf
-datasets:
-- name: small
-  source: ../data/small.jsonl
-  mappings:
-    text: "${data.text}"
-evaluators:
-- name: acc
-  flow: ../flows/ev
-  datasets:
-  - name: small
-    mappings:
-      groundtruth: "${data.label}"
-      prediction: "${run.outputs.category}"
-variants:
-  nodes:
-    classify: "*"
-thresholds:
-  accuracy: ">= 0.75"
-  error_rate: "<= 0.0"
-"""
 
 
 def test_experiment_with_variants_and_thresholds_passes_and_fails_cells(

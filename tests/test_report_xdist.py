@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 import pytest
-from conftest import HARD, Project, outcomes, run
-from test_reports import JUNIT_EXPERIMENT, html_extras
+from conftest import EXPERIMENT, HARD, Project, outcomes, run
+from test_reports import html_extras
 
 SUITE = """
 import pytest
@@ -71,7 +71,7 @@ def test_xdist_reports_equal_serial_ones_and_the_controller_writes_them(
     project.eval_flow()
     project.data("small")
     project.data("hard", HARD)
-    project.experiment(JUNIT_EXPERIMENT)  # variant_1 misses accuracy >= 0.75 on small
+    project.experiment(EXPERIMENT)  # variant_1 misses accuracy >= 0.75 on small
     pytester.makepyfile(test_suite=SUITE)
     pytester.makeconftest(WRITERS)
     expected = {"passed": 6, "failed": 4}  # test_accuracy fails on 3 of 4 cells, the experiment on 1 of 2

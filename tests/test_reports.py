@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HARD, Project, junit_properties, run
+from conftest import EXPERIMENT, HARD, Project, junit_properties, run
 
 from pytest_promptflow.evaluation import MetricValue
 from pytest_promptflow.reporting.best import best_configuration, lower_is_better, primary_metric
@@ -349,35 +349,13 @@ def test_no_extras_without_html(project: Project, pytester: pytest.Pytester) -> 
 
 # --- JUnit properties, both front ends ---------------------------------------------------------
 
-JUNIT_EXPERIMENT = """\
-name: clf
-flow: ../flows/clf
-datasets:
-- name: small
-  source: ../data/small.jsonl
-  mappings:
-    text: "${data.text}"
-evaluators:
-- name: acc
-  flow: ../flows/ev
-  datasets:
-  - name: small
-    mappings:
-      groundtruth: "${data.label}"
-      prediction: "${run.outputs.category}"
-variants:
-  nodes:
-    classify: "*"
-thresholds:
-  accuracy: ">= 0.75"
-"""
 
 
 def test_junit_carries_each_items_metrics_from_both_front_ends(project: Project, pytester: pytest.Pytester) -> None:
     project.dag_flow()
     project.eval_flow()
     project.data("small")
-    project.experiment(JUNIT_EXPERIMENT)
+    project.experiment(EXPERIMENT)
     pytester.makepyfile(test_marker="""
         import pytest
 
