@@ -18,7 +18,7 @@ from .llm.settings import MODES, LLMSettings, parse_limits, parse_mode, parse_pr
 from .matrix import parse_selection
 from .reporting.collector import Reports, ReportsPlugin
 from .reporting.progress import progress_factory
-from .reporting.tracking import register_tracking
+from .reporting.tracking import project_store, register_tracking
 from .session import PromptflowSession
 
 SESSION = pytest.StashKey[PromptflowSession]()
@@ -194,8 +194,7 @@ def _release_settings(config: pytest.Config) -> Any:
         pins=_flow_lines(config.getini("promptflow_release_pins")),
         release_dir=release_dir if release_dir.is_absolute() else config.rootpath / release_dir,
         report_folder=config.stash[REPORTS].folder,
-        tracking_uri=(config.getoption("promptflow_mlflow_uri") or config.getini("promptflow_mlflow_uri")
-                      or f"sqlite:///{(config.rootpath / 'mlflow.db').as_posix()}"),
+        store=project_store(config),
         rootdir=config.rootpath,
     )
 

@@ -16,6 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import pytest
 
@@ -31,7 +33,7 @@ class ReleaseSettings:
     pins: Mapping[str, str]  # flow -> configuration label
     release_dir: Path  # pending and approved releases
     report_folder: Path | None
-    tracking_uri: str
+    store: Any  # reporting.tracking.Tracking: the MLflow store the mlflow registry writes to
     rootdir: Path
 
 
@@ -162,10 +164,11 @@ class Release:
             self._registry = AzureMLRegistry.from_environment(os.environ)
         if self._registry is None:
             from .registry.mlflow_registry import MlflowRegistry
-            from .reporting.tracking import settings
 
-            tracking = settings(self.settings.tracking_uri, "", self.settings.rootdir)
-            self._registry = MlflowRegistry(tracking.uri, Path(self.settings.rootdir) / "mlartifacts")
+            store = self.settings.store  # artifacts beside a SQLite file, as the tracked runs' are
+            artifacts = (Path(url2pathname(urlsplit(store.artifact_location).path)) if store.artifact_location
+                         else self.settings.rootdir / "mlartifacts")
+            self._registry = MlflowRegistry(store.uri, artifacts)
         return self._registry
 
     def _write(self, record: Mapping[str, Any]) -> None:

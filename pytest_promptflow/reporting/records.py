@@ -8,6 +8,7 @@ terminal table, the CSV files, the HTML page and the tracking store all read.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from pathlib import Path
@@ -86,9 +87,19 @@ def plain(value: Any) -> Any:
 
 
 def file_hash(path: Path) -> str:
-    """The content hash of a dataset file (empty when it cannot be read)."""
+    """The content hash of a dataset file (empty when it cannot be read), read once per file version
+    however many items use the dataset."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        stat = path.stat()
+    except OSError:
+        return ""
+    return _hash(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _hash(path: str, mtime_ns: int, size: int) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError:
         return ""
 

@@ -54,8 +54,15 @@ def tracking_from_config(config: pytest.Config) -> Tracking | None:
     if not mlflow_installed():
         raise pytest.UsageError("pytest-promptflow: MLflow tracking needs MLflow: "
                                 "pip install 'pytest-promptflow[mlflow]'")
+    return project_store(config)
+
+
+def project_store(config: pytest.Config) -> Tracking:
+    """The project's MLflow store, which tracked runs and the release's registry share: the option,
+    else the ini value, else a SQLite file in the rootdir."""
     rootdir = config.rootpath
-    uri = uri or config.getini("promptflow_mlflow_uri") or f"sqlite:///{(rootdir / 'mlflow.db').as_posix()}"
+    uri = (config.getoption("promptflow_mlflow_uri") or config.getini("promptflow_mlflow_uri")
+           or f"sqlite:///{(rootdir / 'mlflow.db').as_posix()}")
     experiment = config.getini("promptflow_mlflow_experiment") or DEFAULT_EXPERIMENT
     return settings(uri, experiment, rootdir)
 
