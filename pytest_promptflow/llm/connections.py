@@ -128,8 +128,14 @@ def _from_dotenv(name: str, path: Path) -> tuple[dict[str, str], str] | None:
     return found
 
 
+def env_prefix(name: str) -> str:
+    """The prefix of a connection's environment variables, the template's way: ``aoai`` -> ``AOAI``
+    (``AOAI_API_KEY``, ``AOAI_API_BASE``, ...)."""
+    return re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
 def _from_environ(name: str, environ: Mapping[str, str]) -> tuple[dict[str, str], str] | None:
-    prefix = re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+    prefix = env_prefix(name)
     values = {field: environ.get(f"{prefix}_{field.upper()}", "") for field in _FIELDS}
     if not values["api_base"]:
         values["api_base"] = environ.get(f"{prefix}_API_ENDPOINT", "")
