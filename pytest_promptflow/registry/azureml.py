@@ -51,22 +51,7 @@ class AzureMLRegistry:
 
         Authenticates with ``DefaultAzureCredential`` (environment, managed identity, Azure CLI...).
         """
-        environ = os.environ if environ is None else environ
-        settings = settings or {}
-        values = {var: settings.get(var.lower()) or environ.get(var, "") for var in WORKSPACE_VARIABLES}
-        missing = [var for var, value in values.items() if not value]
-        if missing:
-            raise SpecError(None, f"azureml registry: {', '.join(missing)} not set",
-                            "set " + ", ".join(WORKSPACE_VARIABLES) + " to the Azure ML workspace to register in")
-        try:
-            from azure.ai.ml import MLClient
-            from azure.identity import DefaultAzureCredential
-        except ImportError as error:
-            raise SpecError(None, f"azureml registry: {error.name or 'azure-ai-ml'} is not installed",
-                            EXTRA_HINT) from None
-        client = MLClient(DefaultAzureCredential(), values["SUBSCRIPTION_ID"], values["RESOURCE_GROUP_NAME"],
-                          values["WORKSPACE_NAME"], show_progress=False)
-        return cls(client)
+        return cls(workspace_client("azureml registry", "to register in", environ, settings))
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -164,3 +149,23 @@ def _default_lock_file(ml_client: Any) -> Path:
                          ("subscription_id", "resource_group_name", "workspace_name"))
     key = hashlib.sha256(workspace.encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"pytest-promptflow-azureml-{key}.lock"
+
+
+def workspace_client(who: str, purpose: str, environ: Mapping[str, str] | None = None,
+                     settings: Mapping[str, str] | None = None) -> Any:
+    """An ``MLClient`` for the workspace named by ``settings`` (keys in lower case) or else ``environ``;
+    a missing variable or SDK is one line starting with ``who``."""
+    environ = os.environ if environ is None else environ
+    settings = settings or {}
+    values = {var: settings.get(var.lower()) or environ.get(var, "") for var in WORKSPACE_VARIABLES}
+    missing = [var for var, value in values.items() if not value]
+    if missing:
+        raise SpecError(None, f"{who}: {', '.join(missing)} not set",
+                        "set " + ", ".join(WORKSPACE_VARIABLES) + f" to the Azure ML workspace {purpose}")
+    try:
+        from azure.ai.ml import MLClient
+        from azure.identity import DefaultAzureCredential
+    except ImportError as error:
+        raise SpecError(None, f"{who}: {error.name or 'azure-ai-ml'} is not installed", EXTRA_HINT) from None
+    return MLClient(DefaultAzureCredential(), values["SUBSCRIPTION_ID"], values["RESOURCE_GROUP_NAME"],
+                    values["WORKSPACE_NAME"], show_progress=False)
