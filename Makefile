@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup chromium evals test
+.PHONY: setup chromium evals test ci-evals release
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,3 +27,25 @@ test: setup chromium
 	$(VENV)/bin/ruff check pytest_promptflow
 	$(VENV)/bin/mypy pytest_promptflow
 	$(PY) -m pytest tests/ -q
+
+# What the pipelines run (azure-pipelines.yml, .github/workflows/promptflow.yml); a developer runs the
+# same targets. LLM answers are replayed when a store is committed in .promptflow-llm/ (a miss fails
+# its test), else answered from the local store or the model (the default cache mode).
+REPORTS ?= reports
+LLM ?= $(if $(shell git ls-files .promptflow-llm 2>/dev/null | head -n 1),replay,cache)
+CI_FLAGS = --junit-xml=$(REPORTS)/junit.xml --promptflow-report $(REPORTS)/promptflow --promptflow-llm=$(LLM)
+
+ci-evals: setup
+	$(PY) -m pytest evals/ -v $(CI_FLAGS)
+
+# The release gate: the whole suite, then register in REGISTRY, deploy to TARGET and test the
+# endpoint on ENDPOINT_ROWS rows. In the pipelines, their approval step comes before this target.
+ENV ?= dev
+TARGET ?= local
+REGISTRY ?= mlflow
+ENDPOINT_ROWS ?= 5
+RELEASE_FLAGS = --promptflow-release --promptflow-env $(ENV) --promptflow-target $(TARGET) \
+	--promptflow-registry $(REGISTRY) --promptflow-endpoint-rows $(ENDPOINT_ROWS)
+
+release: setup
+	$(PY) -m pytest evals/ -v $(CI_FLAGS) $(RELEASE_FLAGS)
