@@ -59,17 +59,17 @@ def load_experiment(path: Path, env: str | None = None) -> ExperimentSpec:
     """Read an experiment.yaml (GenAIOps template format + our keys), with the ``env`` overlay applied.
 
     Paths are relative to the file's folder. An overlay ``<stem>.<env><suffix>`` beside the file
-    replaces each top-level key it has, whole (``evaluators:`` left empty clears them).
+    replaces each top-level key it has, whole (``evaluators:`` left empty clears them). As in the
+    template, an environment without an overlay uses the base file: one ``--promptflow-env dev``
+    serves use cases that need a dev overlay and ones that do not.
     Every problem is a SpecError naming file:line and the fix.
     """
     path = Path(path)
     sections = _sections(path, _read_yaml(path), overlay=False)
     if env:
         overlay = path.with_name(f"{path.stem}.{env}{path.suffix}")
-        if not overlay.is_file():
-            raise SpecError(Where(overlay), f"no overlay for environment {env!r} beside {path.name}",
-                            f"create {overlay.name}, or choose an environment that has an overlay")
-        sections.update(_sections(overlay, _read_yaml(overlay), overlay=True))
+        if overlay.is_file():
+            sections.update(_sections(overlay, _read_yaml(overlay), overlay=True))
     for key, example in (("flow", "flows/<flow folder>"), ("datasets", "a list of '- name: ..., source: ...'")):
         if key not in sections:
             raise SpecError(Where(path), f"experiment is missing required key {key!r}", f"add '{key}: {example}'")

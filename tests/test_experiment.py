@@ -475,10 +475,9 @@ def test_overlay_errors_point_at_the_overlay(case: Path) -> None:
     assert_error(error(path, "pr"), overlay, 1, "unknown key 'datasetz'", "did you mean 'datasets'?")
 
 
-def test_missing_overlay(case: Path) -> None:
+def test_an_environment_without_an_overlay_reads_the_base_file(case: Path) -> None:
     path = write(case, TEMPLATE)
-    assert_error(error(path, "prod"), case / "experiment.prod.yaml", None, "no overlay for environment 'prod'",
-                 "create experiment.prod.yaml")
+    assert load_experiment(path, "prod") == load_experiment(path)
 
 
 def test_overlay_name_follows_the_file(case: Path) -> None:
