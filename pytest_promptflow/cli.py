@@ -1,4 +1,5 @@
-"""The ``pytest-promptflow`` command: approve, reject and list the releases the gate wrote."""
+"""The ``pytest-promptflow`` command: approve, reject and list the releases the gate wrote; list and stop
+the local target's endpoints."""
 
 from __future__ import annotations
 
@@ -7,26 +8,35 @@ import getpass
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from pytest_promptflow import approvals
+from pytest_promptflow.deploy.base import DeployError
 from pytest_promptflow.errors import SpecError
 
+if TYPE_CHECKING:
+    from pytest_promptflow.deploy.local import LocalTarget
+
 _ROOT_FILES = ("pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
+#: ``promptflow_deploy_dir``'s default, relative to the project root.
+DEPLOY_DIR = ".promptflow-deploy"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    folder = args.dir or find_release_dir(Path.cwd())
     try:
+        if args.command in ("deployments", "stop"):
+            _local_endpoints(args)
+            return 0
+        folder = args.dir or find_release_dir(Path.cwd())
         if args.command == "approve":
             print(approvals.approve(folder, args.release, args.by or default_user(), args.note))
         elif args.command == "reject":
             print(approvals.reject(folder, args.release, args.by or default_user(), args.reason))
         else:
             _list(folder)
-    except SpecError as error:
+    except (SpecError, DeployError) as error:
         print(f"pytest-promptflow: error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -34,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pytest-promptflow", description="Approve, reject and list the "
-                                     "releases that pytest --promptflow-release wrote.")
+                                     "releases that pytest --promptflow-release wrote; list and stop the local "
+                                     "endpoints it deployed.")
     commands = parser.add_subparsers(dest="command", required=True)
     folder = argparse.ArgumentParser(add_help=False)
     folder.add_argument("--dir", type=Path, help="the releases folder (default: promptflow_release_dir of the "
@@ -48,7 +59,55 @@ def _parser() -> argparse.ArgumentParser:
     reject.add_argument("--reason", required=True, help="why it is rejected")
     reject.add_argument("--by", help="who rejects (default: git config user.name, or the OS user)")
     commands.add_parser("releases", parents=[folder], help="list pending, approved and rejected releases")
+    state = argparse.ArgumentParser(add_help=False)
+    state.add_argument("--dir", type=Path, help="the local target's endpoints (default: promptflow_deploy_dir of "
+                                                f"the project around the current folder, or ./{DEPLOY_DIR})")
+    commands.add_parser("deployments", parents=[state], help="list the local endpoints, their traffic and deployments")
+    stop = commands.add_parser("stop", parents=[state], help="stop one local deployment, or a whole endpoint")
+    stop.add_argument("endpoint", help="the endpoint, as `pytest-promptflow deployments` lists it")
+    stop.add_argument("deployment", nargs="?", help="the deployment to stop (default: all, and the router)")
     return parser
+
+
+def _local_endpoints(args: argparse.Namespace) -> None:
+    from pytest_promptflow.deploy.local import LocalTarget
+
+    root = project_root(Path.cwd())
+    target = LocalTarget(args.dir or root / (_ini_value(root, "promptflow_deploy_dir") or DEPLOY_DIR))
+    endpoints = target.endpoints()
+    if args.command == "deployments":
+        for endpoint in endpoints:
+            _show(target, endpoint)
+        if not endpoints:
+            print(f"no endpoints in {target.state_dir}")
+        return
+    if args.endpoint not in endpoints:
+        raise DeployError(f"no endpoint {args.endpoint!r} in {target.state_dir}; "
+                          f"it has: {', '.join(endpoints) or 'none'}")
+    if args.deployment is None:
+        target.stop(args.endpoint)
+        print(f"stopped endpoint {args.endpoint}")
+        return
+    known = target.deployments(args.endpoint)
+    if args.deployment not in known:
+        raise DeployError(f"endpoint {args.endpoint!r} has no deployment {args.deployment!r}; "
+                          f"it has: {', '.join(known) or 'none'}")
+    target.remove(args.endpoint, args.deployment)
+    print(f"stopped deployment {args.deployment} of endpoint {args.endpoint}")
+
+
+def _show(target: LocalTarget, endpoint: str) -> None:
+    try:
+        router = target.router_url(endpoint)
+    except DeployError:
+        router = "router not running"
+    traffic = target.traffic(endpoint)
+    split = " ".join(f"{name}={share}%" for name, share in traffic.items()) or "none"
+    print(f"{endpoint}  {router}  traffic {split}")
+    for name, deployment in target.deployments(endpoint).items():
+        model = deployment.model
+        print(f"  {name:<8} {model.get('name', '?')} v{model.get('version', '?')}  {traffic.get(name, 0):>3}%  "
+              f"{'running  ' if deployment.url else ''}{deployment.detail}")
 
 
 def _list(folder: Path) -> None:
@@ -72,21 +131,27 @@ def default_user() -> str:
 
 
 def find_release_dir(start: Path) -> Path:
-    """``promptflow_release_dir`` of the nearest project folder above ``start`` (pytest's rootdir, roughly)."""
+    """``promptflow_release_dir`` of the nearest project folder above ``start``."""
+    root = project_root(start)
+    return approvals.release_dir(root, _ini_value(root, "promptflow_release_dir"))
+
+
+def project_root(start: Path) -> Path:
+    """The nearest folder above ``start`` with a pytest or project config file (pytest's rootdir, roughly)."""
     for folder in (start, *start.parents):
         if any((folder / name).is_file() for name in _ROOT_FILES):
-            return approvals.release_dir(folder, _ini_value(folder))
-    return approvals.release_dir(start)
+            return folder
+    return start
 
 
-def _ini_value(folder: Path) -> str | None:
-    """``promptflow_release_dir`` from ``pytest.ini`` or ``pyproject.toml`` in ``folder``, if set there."""
+def _ini_value(folder: Path, key: str) -> str | None:
+    """Ini option ``key`` from ``pytest.ini`` or ``pyproject.toml`` in ``folder``, if set there."""
     if (folder / "pytest.ini").is_file():
         import configparser
 
         ini = configparser.ConfigParser()
         ini.read(folder / "pytest.ini", encoding="utf-8")
-        return ini.get("pytest", "promptflow_release_dir", fallback=None)
+        return ini.get("pytest", key, fallback=None)
     if (folder / "pyproject.toml").is_file():
         try:
             import tomllib
@@ -97,7 +162,7 @@ def _ini_value(folder: Path) -> str | None:
                 options = tomllib.load(file).get("tool", {}).get("pytest", {}).get("ini_options", {})
         except (OSError, ValueError):  # pytest itself reports a broken pyproject.toml
             return None
-        value = options.get("promptflow_release_dir")
+        value = options.get(key)
         return str(value) if value else None
     return None
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import SpecError, Where
-from .flows import DAG_FILE, FlowTarget, resolve_dag
+from .flows import DAG_FILE, FLEX_FILE, FlowTarget, resolve_dag
 
 #: A flex class entry's init arguments, written beside flow.flex.yaml (names of connections, never keys).
 INIT_FILE = "flow.init.json"
@@ -69,6 +69,17 @@ def package_flow(
     if target.kind == "flex" and init:
         (dest / INIT_FILE).write_text(_init_json(init, where), encoding="utf-8")
     return dest, content_hash(dest)
+
+
+def flow_file(folder: Path) -> Path:
+    """The packaged flow's file: flow.dag.yaml, flow.flex.yaml, or its one .prompty."""
+    for name in (DAG_FILE, FLEX_FILE):
+        if (folder / name).is_file():
+            return folder / name
+    prompties = sorted(folder.glob("*.prompty"))
+    if len(prompties) != 1:
+        raise FileNotFoundError(f"{folder} holds no packaged flow (flow.dag.yaml, flow.flex.yaml or one .prompty)")
+    return prompties[0]
 
 
 def content_hash(folder: Path) -> str:

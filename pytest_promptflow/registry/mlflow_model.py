@@ -22,9 +22,9 @@ import mlflow.models
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
-from pytest_promptflow.flows import DAG_FILE, FLEX_FILE, Runner, load_promptflow, load_target
+from pytest_promptflow.flows import Runner, load_promptflow, load_target
 from pytest_promptflow.llm.connections import resolve_connection
-from pytest_promptflow.packaging import INIT_FILE
+from pytest_promptflow.packaging import INIT_FILE, flow_file
 from pytest_promptflow.registry.mlflow_registry import FLOW_ARTIFACT
 
 logger = logging.getLogger("pytest_promptflow.registry")
@@ -75,17 +75,6 @@ def flow_runner(folder: Path) -> Runner:
         init = json.loads((folder / INIT_FILE).read_text(encoding="utf-8"))
     connections = {name: _connection(name, kind) for name, kind in target.connections(init).items()}
     return target.executor({}, {}, connections, init)
-
-
-def flow_file(folder: Path) -> Path:
-    """The packaged flow's file: flow.dag.yaml, flow.flex.yaml, or its one .prompty."""
-    for name in (DAG_FILE, FLEX_FILE):
-        if (folder / name).is_file():
-            return folder / name
-    prompties = sorted(folder.glob("*.prompty"))
-    if len(prompties) != 1:
-        raise FileNotFoundError(f"{folder} holds no packaged flow (flow.dag.yaml, flow.flex.yaml or one .prompty)")
-    return prompties[0]
 
 
 def _rows(model_input: Any) -> list[Mapping[str, Any]]:

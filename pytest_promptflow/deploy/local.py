@@ -1,0 +1,282 @@
+"""The local target: each deployment is promptflow's serving app in its own process on 127.0.0.1, and each
+endpoint a router in front of them that splits traffic; both outlive the pytest run that started them.
+
+State lives in ``<state_dir>/<endpoint>/endpoint.json`` (router, traffic, deployments with pid and port),
+replaced whole on every change, which is how the router learns of a new split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import AbstractContextManager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from filelock import FileLock
+
+from pytest_promptflow.deploy.base import PIN_HEADER, DeployError, Deployment, DeploymentSpec
+from pytest_promptflow.deploy.serve import write_json
+from pytest_promptflow.llm.embedded import pid_alive
+
+STATE_FILE = "endpoint.json"
+SERVE = "pytest_promptflow.deploy.serve"
+ROUTER = "pytest_promptflow.deploy.router"
+REQUEST_TIMEOUT = 300.0
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1, whatever HTTP_PROXY says
+#: Processes this Python process started, kept so that stopping one reaps it (no zombie left behind).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class LocalTarget:
+    """Deploys packaged flows as local processes; ``state_dir`` holds every endpoint's state and logs."""
+
+    name = "local"
+    live = True
+
+    def __init__(self, state_dir: Path, start_timeout: float = 120.0) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.start_timeout = start_timeout
+
+    def endpoints(self) -> list[str]:
+        return sorted(path.parent.name for path in self.state_dir.glob(f"*/{STATE_FILE}"))
+
+    def router_url(self, endpoint: str) -> str:
+        router = self._read(endpoint)["router"]
+        if not router or not _running(router["pid"], ROUTER):
+            raise DeployError(f"endpoint {endpoint!r} has no running router in {self.state_dir}")
+        return f"http://127.0.0.1:{router['port']}"
+
+    def stats(self, endpoint: str) -> dict[str, Any]:
+        """What the router counted since it started: traffic, and requests, errors, latency per deployment."""
+        return dict(_request(f"{self.router_url(endpoint)}/stats"))
+
+    def deployments(self, endpoint: str) -> dict[str, Deployment]:
+        found = {}
+        for name, entry in self._read(endpoint)["deployments"].items():
+            running = _running(entry["pid"], SERVE)
+            url = f"http://127.0.0.1:{entry['port']}/score" if running else ""
+            detail = f"pid {entry['pid']} on 127.0.0.1:{entry['port']}" if running else \
+                f"not running (was pid {entry['pid']}; log {entry['log']})"
+            found[name] = Deployment(endpoint, name, entry["model"], url=url, detail=detail)
+        return found
+
+    def traffic(self, endpoint: str) -> dict[str, int]:
+        return dict(self._read(endpoint)["traffic"])
+
+    def deploy(self, spec: DeploymentSpec) -> Deployment:
+        endpoint, name = _checked(spec.endpoint), _checked(spec.deployment)
+        folder = self.state_dir / endpoint / name
+        log = folder.with_suffix(".log")
+        with self._locked():
+            state = self._read(endpoint)
+            if name in state["deployments"]:
+                self._drop(state, name)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            started: list[tuple[int, str]] = []
+            try:
+                shutil.copytree(spec.folder, folder / "flow")
+                env = _environment(spec.settings.environment_variables)
+                entry = self._start(SERVE, ["--flow-dir", str(folder / "flow")], folder / "port.json", log,
+                                    spec.project_dir, env, started)
+                if not state["router"] or not _running(state["router"]["pid"], ROUTER):
+                    state["router"] = self._start(ROUTER, ["--state", str(self._path(endpoint))],
+                                                  self.state_dir / endpoint / "router.json",
+                                                  self.state_dir / endpoint / "router.log", self.state_dir,
+                                                  _environment({}), started)
+            except BaseException as error:
+                self._abandon(endpoint, state, folder, started)
+                if isinstance(error, (DeployError, OSError)):
+                    raise DeployError(f"deployment {name!r} of endpoint {endpoint!r}: {error}") from None
+                raise
+            entry.update(model=dict(spec.model), folder=str(folder / "flow"), log=str(log),
+                         started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            state["deployments"][name] = entry
+            state["traffic"][name] = 0
+            self._write(endpoint, state)
+        return self.deployments(endpoint)[name]
+
+    def invoke(self, endpoint: str, deployment: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Sent through the endpoint's router, pinned to ``deployment``, as a client would; a prompty's text
+        answer is ``{"output": text}``, as the suite records it."""
+        answer = _request(f"{self.router_url(endpoint)}/score", inputs, {PIN_HEADER: deployment})
+        return answer if isinstance(answer, dict) else {"output": answer}
+
+    def set_traffic(self, endpoint: str, split: Mapping[str, int]) -> None:
+        with self._locked():
+            state = self._read(endpoint)
+            unknown = sorted(set(split) - set(state["deployments"]))
+            if unknown:
+                raise DeployError(f"endpoint {endpoint!r} has no deployment {', '.join(unknown)}; "
+                                  f"it has: {', '.join(state['deployments']) or 'none'}")
+            shares = list(split.values())
+            if any(type(share) is not int or not 0 <= share <= 100 for share in shares) or sum(shares) != 100:
+                raise DeployError(f"traffic {dict(split)} is not whole percents 0..100 summing to 100")
+            state["traffic"] = {name: int(split.get(name, 0)) for name in state["deployments"]}
+            self._write(endpoint, state)
+
+    def remove(self, endpoint: str, deployment: str) -> None:
+        with self._locked():
+            state = self._read(endpoint)
+            if deployment in state["deployments"]:
+                self._drop(state, deployment)
+            if state["deployments"]:
+                self._write(endpoint, state)
+            else:
+                self._close(endpoint, state)
+
+    def stop(self, endpoint: str) -> None:
+        """Removes every deployment of ``endpoint`` and its router; nothing if it is gone."""
+        with self._locked():
+            state = self._read(endpoint)
+            for name in list(state["deployments"]):
+                self._drop(state, name)
+            self._close(endpoint, state)
+
+    # -- state and processes --------------------------------------------------------------
+
+    def _path(self, endpoint: str) -> Path:
+        return self.state_dir / _checked(endpoint) / STATE_FILE
+
+    def _read(self, endpoint: str) -> dict[str, Any]:
+        try:
+            state = json.loads(self._path(endpoint).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            state = {}
+        except (OSError, ValueError) as error:
+            raise DeployError(f"{self._path(endpoint)} is unreadable ({error}); stop the endpoint") from None
+        return {"router": state.get("router"), "traffic": state.get("traffic") or {},
+                "deployments": state.get("deployments") or {}}
+
+    def _write(self, endpoint: str, state: dict[str, Any]) -> None:
+        self._path(endpoint).parent.mkdir(parents=True, exist_ok=True)
+        write_json(self._path(endpoint), state)
+
+    def _locked(self) -> AbstractContextManager[Any]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.state_dir / "deploy.lock"), timeout=self.start_timeout * 2 + 60)
+
+    def _drop(self, state: dict[str, Any], name: str) -> None:
+        """Stops deployment ``name`` and deletes its files and entry (the caller writes the state)."""
+        entry = state["deployments"].pop(name)
+        state["traffic"].pop(name, None)
+        _stop(entry["pid"], SERVE)
+        shutil.rmtree(Path(entry["folder"]).parent, ignore_errors=True)
+        Path(entry["log"]).unlink(missing_ok=True)
+
+    def _abandon(self, endpoint: str, state: dict[str, Any], folder: Path, started: list[tuple[int, str]]) -> None:
+        """Undoes a failed deploy: stops what it started and deletes its files, but keeps its log."""
+        for pid, module in started:
+            _stop(pid, module)
+        shutil.rmtree(folder, ignore_errors=True)
+        if state["deployments"]:
+            self._write(endpoint, state)
+        else:  # nothing left to serve: no router either
+            if state["router"]:
+                _stop(state["router"]["pid"], ROUTER)
+            self._path(endpoint).unlink(missing_ok=True)
+
+    def _close(self, endpoint: str, state: dict[str, Any]) -> None:
+        if state["router"]:
+            _stop(state["router"]["pid"], ROUTER)
+        shutil.rmtree(self.state_dir / endpoint, ignore_errors=True)
+
+    def _start(self, module: str, args: list[str], port_file: Path, log: Path, cwd: Path,
+               env: dict[str, str], started: list[tuple[int, str]]) -> dict[str, Any]:
+        """Starts ``module`` detached and waits until it answers /health; its {pid, port}."""
+        port_file.unlink(missing_ok=True)
+        with open(log, "wb") as out:
+            process = subprocess.Popen([sys.executable, "-m", module, *args, "--port-file", str(port_file)],
+                                       stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                       cwd=cwd, env=env, start_new_session=True)
+        _children[process.pid] = process
+        started.append((process.pid, module))
+        what = "the router" if module == ROUTER else "the flow server"
+        deadline = time.monotonic() + self.start_timeout
+        while process.poll() is None:
+            try:
+                port = int(json.loads(port_file.read_text(encoding="utf-8"))["port"])
+                _request(f"http://127.0.0.1:{port}/health", timeout=2)
+                return {"pid": process.pid, "port": port}
+            except (OSError, ValueError, KeyError, DeployError):
+                if time.monotonic() > deadline:
+                    raise DeployError(_failure(f"{what} was not ready within {self.start_timeout:g} s", log)) from None
+                time.sleep(0.1)
+        raise DeployError(_failure(f"{what} exited with code {process.returncode}", log))
+
+
+def _request(url: str, body: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None,
+             timeout: float = REQUEST_TIMEOUT) -> Any:
+    """GET ``url`` (POST ``body`` as JSON if given): the JSON answered; DeployError for anything else."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with _direct.open(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise DeployError(f"HTTP {error.code}: {error.read()[:300].decode(errors='replace').strip()}") from None
+    except ValueError as error:
+        raise DeployError(f"{url} answered no JSON ({error})") from None
+    except OSError as error:
+        raise DeployError(f"{url} did not answer ({getattr(error, 'reason', error)})") from None
+
+
+def _running(pid: int, module: str) -> bool:
+    """Whether ``pid`` runs ``module`` (pids are reused: never signal one that does not); reaps our own."""
+    process = _children.get(pid)
+    if process is not None:
+        if process.poll() is None:
+            return True
+        del _children[pid]
+        return False
+    try:
+        return pid_alive(pid) and module.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return pid_alive(pid)  # no /proc here: trust the pid
+
+
+def _stop(pid: int, module: str) -> None:
+    """SIGTERM to the process group of ``pid`` (started in its own session), SIGKILL if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not _running(pid, module):
+            return
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _running(pid, module):
+            time.sleep(0.05)
+
+
+def _environment(extra: Mapping[str, Any]) -> dict[str, str]:
+    """This process's environment plus ``extra``; the package importable even from a source checkout."""
+    env = {**os.environ, **{key: str(value) for key, value in extra.items()}}
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _checked(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise DeployError(f"{name!r} is not a valid endpoint or deployment name (letters, digits, '-', '_', '.')")
+    return name
+
+
+def _failure(what: str, log: Path) -> str:
+    """One line: what happened, the log's last line (serve.py ends with ``cannot serve DIR: why``), the log."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    return f"{what}: {lines[-1] if lines else '(empty log)'} (log: {log})"
