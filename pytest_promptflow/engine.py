@@ -198,7 +198,7 @@ def _timed(run_row: Callable[[Mapping[str, Any]], RowOutcome], site: str, index:
             outcome = run_row(inputs)
         except Exception as exc:  # the engine itself never loses a row
             outcome = RowOutcome(None, type(exc).__name__, str(exc))
-        latency = time.perf_counter() - start
+        latency = time.perf_counter() - start if outcome.latency is None else outcome.latency
     return Row(index, data, inputs, outcome.outputs, outcome.error_type, outcome.error_message, latency,
                calls.llm_calls, calls.cache_hits, calls.prompt_tokens, calls.completion_tokens, calls.cost,
                tuple(calls.replay_misses))

@@ -32,6 +32,7 @@ class RowOutcome:
     outputs: Mapping[str, Any] | None
     error_type: str | None = None
     error_message: str | None = None
+    latency: float | None = None  # measured elsewhere (an endpoint's answer), else timed by the engine
 
 
 @dataclass(frozen=True, eq=False)

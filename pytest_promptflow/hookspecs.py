@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 import pytest
 
 if TYPE_CHECKING:
+    from .deploy.answers import Answer
+    from .deploy.base import Target
+    from .deploy.rollout import Rollout
     from .registry.base import Registry
 
 
@@ -44,4 +47,27 @@ class ReleaseHooks:
 
             def pytest_promptflow_release_record(config, record):
                 record["ticket"] = os.environ.get("CHANGE_TICKET", "")
+        """
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_promptflow_deploy_target(self, config: pytest.Config, name: str) -> Target | None:
+        """The deployment target called ``name`` (``--promptflow-target NAME``, ini ``promptflow_target``),
+        instead of a built-in one, or a new one. Any object with the methods of
+        ``pytest_promptflow.deploy.base.Target`` will do; ``live`` targets get the endpoint test::
+
+            def pytest_promptflow_deploy_target(config, name):
+                if name == "appservice":
+                    return AppServiceTarget(os.environ["APP_SERVICE_PLAN"])
+        """
+
+    def pytest_promptflow_endpoint_test(self, config: pytest.Config, rollout: Rollout,
+                                        answers: dict[str, list[Answer]]) -> list[str] | None:
+        """More checks on a new deployment before it gets traffic: return one line per failure (any
+        line fails it: it is removed and the split stays as it was). ``answers`` are its answers to
+        the released cells' rows by dataset (inputs, outputs or error, latency); ``rollout.target``
+        can send more::
+
+            def pytest_promptflow_endpoint_test(config, rollout, answers):
+                hello = rollout.target.invoke(rollout.endpoint, rollout.deployment, {"text": "hello"})
+                return [] if hello.get("category") else [f"no category for 'hello': {hello}"]
         """

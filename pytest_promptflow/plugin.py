@@ -129,6 +129,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where a release registers (default: ini promptflow_registry, mlflow)")
     group.addoption("--promptflow-require-approval", action="store_true", default=None,
                     help="a release waits for `pytest-promptflow approve` (default: ini promptflow_release_approval)")
+    group.addoption("--promptflow-target", metavar="TARGET", default=None,
+                    help="where a release deploys: local, docker, kubernetes, azureml or none "
+                    "(default: ini promptflow_target, local)")
+    group.addoption("--promptflow-endpoint-rows", metavar="N", type=_natural, default=None,
+                    help="rows of each dataset the endpoint test sends to a new deployment (default: ini "
+                    "promptflow_endpoint_rows; 0: all)")
+    group.addoption("--promptflow-endpoint-answers", metavar="FILE", default=None,
+                    help="(used by the endpoint test) answer each flow's rows from a deployment's answers in FILE")
+    parser.addini("promptflow_target", "where a release deploys: local, docker, kubernetes, azureml or none",
+                  default="local")
+    parser.addini("promptflow_deployment_config", "the GenAIOps template's deployment_config.json, relative to "
+                  "the rootdir (optional)", default="deployment_config.json")
+    parser.addini("promptflow_endpoint_rows", "rows of each dataset the endpoint test sends (0: all)", default="0")
+    parser.addini("promptflow_endpoint_latency", "seconds within which a new deployment answers 95% of the endpoint "
+                  "test's requests", default="60")
+    parser.addini("promptflow_deploy_dir", "the local target's endpoints, relative to the rootdir",
+                  default=".promptflow-deploy")
     parser.addini("promptflow_registry", "where a release registers: mlflow or azureml", default="mlflow")
     parser.addini("promptflow_release_approval", "a release waits for a recorded approval", type="bool",
                   default=False)
@@ -165,6 +182,7 @@ def pytest_configure(config: pytest.Config) -> None:
         llm=llm_settings(config),
         workers=int(workerinput.get("workercount", 1)),
         progress=progress_factory(config),
+        answers=_endpoint_answers(config),
     )
     reports = config.stash[REPORTS] = Reports(
         config.rootpath, _report_folder(config), _flow_lines(config.getini("promptflow_primary_metrics")),
@@ -172,12 +190,22 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.pluginmanager.register(ReportsPlugin(config, reports), "promptflow-reports")
     register_tracking(config)
-    if config.getoption("promptflow_release"):
+    if config.getoption("promptflow_release") and not config.getoption("promptflow_endpoint_answers"):
         from .release import ReleasePlugin
 
         config.pluginmanager.register(ReleasePlugin(config, _release_settings(config), reports), "promptflow-release")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(config), "promptflow-xdist")
+
+
+def _endpoint_answers(config: pytest.Config) -> Any:
+    """In the endpoint test's child pytest: the deployments' answers that stand in for their flows."""
+    path = config.getoption("promptflow_endpoint_answers")
+    if not path:
+        return None
+    from .deploy.answers import EndpointAnswers
+
+    return EndpointAnswers.read(Path(path))
 
 
 def _release_settings(config: pytest.Config) -> Any:
@@ -196,6 +224,36 @@ def _release_settings(config: pytest.Config) -> Any:
         report_folder=config.stash[REPORTS].folder,
         store=project_store(config),
         rootdir=config.rootpath,
+        deploy=_deploy_settings(config, release_dir),
+    )
+
+
+def _deploy_settings(config: pytest.Config, release_dir: Path) -> Any:
+    from .deploy.stage import TARGETS, DeploySettings
+
+    def path(value: str) -> Path:
+        return Path(value) if Path(value).is_absolute() else config.rootpath / value
+
+    target = config.getoption("promptflow_target") or config.getini("promptflow_target")
+    if target == "none":
+        return None
+    if target not in TARGETS and not config.pluginmanager.hook.pytest_promptflow_deploy_target.get_hookimpls():
+        raise pytest.UsageError(f"pytest-promptflow: no deployment target {target!r}: use one of "
+                                f"{', '.join(TARGETS)}, or add it with a pytest_promptflow_deploy_target hook")
+    config_file = config.getini("promptflow_deployment_config")
+    try:
+        rows = _option_or_ini(config, "promptflow_endpoint_rows", _natural)
+        latency = _positive_float(config.getini("promptflow_endpoint_latency"))
+    except (ValueError, argparse.ArgumentTypeError) as error:
+        raise pytest.UsageError(f"pytest-promptflow: {error}") from None
+    return DeploySettings(
+        target=target,
+        config_file=path(config_file) if config_file else None,
+        env=config.getoption("promptflow_env") or "",
+        rows=rows,
+        latency=latency,
+        state_dir=path(config.getini("promptflow_deploy_dir")),
+        output_dir=(config.stash[REPORTS].folder or release_dir) / "deploy",
     )
 
 

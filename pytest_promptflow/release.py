@@ -35,6 +35,7 @@ class ReleaseSettings:
     report_folder: Path | None
     store: Any  # reporting.tracking.Tracking: the MLflow store the mlflow registry writes to
     rootdir: Path
+    deploy: Any = None  # deploy.stage.DeploySettings; None: register only
 
 
 def choose(flow: Mapping[str, Any], pins: Mapping[str, str]) -> tuple[str | None, str]:
@@ -75,14 +76,23 @@ class Release:
         self.settings = settings
         self.document = document
         self._registry: Any = None
+        self.packages: dict[str, dict[str, Any]] = {}  # flow -> its packaged folder and connections
+        self.scratch = Path(tempfile.gettempdir())  # where flows are packaged: a folder of run's
 
     def run(self, blocked: Mapping[str, str]) -> list[dict[str, Any]]:
-        records = []
-        for flow in self.document["flows"]:
-            record = self._flow(flow, blocked.get(flow["flow"]))
+        """Each flow's record: decision, registered versions and, with a target, its deployment."""
+        with tempfile.TemporaryDirectory(prefix="pytest-promptflow-release-") as scratch:
+            self.scratch = Path(scratch)
+            records = [self._flow(flow, blocked.get(flow["flow"])) for flow in self.document["flows"]]
+            if self.settings.deploy is not None:
+                from .deploy.stage import DeployStage
+
+                DeployStage(self.config, self.settings.deploy, self.document).run(records, self.packages)
+        for record in records:
             self.config.hook.pytest_promptflow_release_record(config=self.config, record=record)
+            if record["decision"] == "released":
+                self.registry().record_release(record)
             self._write(record)
-            records.append(record)
         return records
 
     def _flow(self, flow: Mapping[str, Any], blocked: str | None) -> dict[str, Any]:
@@ -133,26 +143,25 @@ class Release:
         if not source:
             return {**record, "decision": "not released",
                     "reason": f"flow {flow['flow']} is a Python callable: only flow folders and files are registered"}
-        with tempfile.TemporaryDirectory(prefix="pytest-promptflow-release-") as scratch:
-            try:  # packaged first: a flow that cannot be packaged writes nothing to the registry
-                target = load_target(Path(source), Path(source).parent)
-                folder, content_hash = package_flow(target, record["variants"], record["overrides"],
-                                                    Path(scratch) / "flow", init=cells[0].get("init") or None)
-                registry = self.registry()
-                with registry.lock():
-                    datasets = {}
-                    for cell in cells:
-                        if cell["dataset_path"] not in datasets:
-                            datasets[cell["dataset_path"]] = registry.register_dataset(
-                                cell["dataset"], Path(cell["dataset_path"]), cell["dataset_hash"])
-                    tags = _model_tags(record, [v.as_json() for v in datasets.values()])
-                    model = registry.register_flow(flow["flow"], folder, content_hash, tags)
-                    record.update(decision="released", datasets=[v.as_json() for v in datasets.values()],
-                                  model=model.as_json())
-                    registry.record_release(record)
-            except SpecError as error:
-                return {**record, "decision": "not released", "reason": str(error)}
-        return record
+        try:  # packaged first: a flow that cannot be packaged writes nothing to the registry
+            target = load_target(Path(source), Path(source).parent)
+            init = cells[0].get("init") or None
+            folder, content_hash = package_flow(target, record["variants"], record["overrides"],
+                                                self.scratch / flow["flow"], init=init)
+            registry = self.registry()
+            with registry.lock():
+                datasets = {}
+                for cell in cells:
+                    if cell["dataset_path"] not in datasets:
+                        datasets[cell["dataset_path"]] = registry.register_dataset(
+                            cell["dataset"], Path(cell["dataset_path"]), cell["dataset_hash"])
+                tags = _model_tags(record, [v.as_json() for v in datasets.values()])
+                model = registry.register_flow(flow["flow"], folder, content_hash, tags)
+        except SpecError as error:
+            return {**record, "decision": "not released", "reason": str(error)}
+        self.packages[flow["flow"]] = {"folder": folder, "connections": target.connections(init)}
+        return {**record, "decision": "released", "datasets": [v.as_json() for v in datasets.values()],
+                "model": model.as_json()}
 
     def registry(self) -> Any:
         """The configured registry, made only when a flow is about to be registered."""
@@ -211,6 +220,26 @@ def summary_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
             lines.append(f"{head} by {approval.get('by', '?')}: {approval.get('reason', '')}")
         else:
             lines.append(f"{head}: {record['reason']}")
+        if record.get("deployment"):
+            lines += deployment_lines(record["flow"], record["deployment"])
+    return lines
+
+
+def deployment_lines(flow: str, deployment: Mapping[str, Any]) -> list[str]:
+    """Where the flow now serves and with what split, or the table of why its deployment was undone."""
+    head = f"promptflow deploy: {flow}: {deployment['target']}"
+    split = ", ".join(f"{name} {share}%" for name, share in sorted(deployment.get("split", {}).items()))
+    where = f"endpoint {deployment.get('endpoint', '?')}, deployment {deployment.get('deployment', '?')}"
+    status = deployment["status"]
+    if status in ("serving", "unchanged", "built"):
+        said = {"serving": "serving", "unchanged": "unchanged, already serving", "built": "built (not deployed here)"}
+        detail = f" ({deployment['detail']})" if deployment.get("detail") else ""
+        lines = [f"{head} {where}: {said[status]}; traffic {split}{detail}"]
+    else:
+        previous = ", ".join(f"{n} {s}%" for n, s in sorted(deployment.get("previous_split", {}).items())) or "none"
+        lines = [f"{head} {where}: {status.upper()}; traffic stays {previous}"]
+    lines += [f"    {note}" for note in deployment.get("notes", [])]
+    lines += [f"    FAILED {failure}" for failure in deployment.get("failures", [])]
     return lines
 
 
@@ -254,8 +283,13 @@ class ReleasePlugin:
                 blocked.setdefault(flow["flow"], f"{len(skipped)} of its items did not pass, e.g. {skipped[0]}")
         records = Release(self.config, self.settings, document).run(blocked)
         self.lines = summary_lines(records)
+        failed = [r["flow"] for r in records if r.get("deployment", {}).get("failures")]
+        if failed:  # the suite passed, but what it released does not serve: the session fails
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            self.lines.append(f"promptflow release: FAILED: the new deployment of {', '.join(failed)} did not deploy "
+                              "or failed its endpoint test, and got no traffic")
 
     @pytest.hookimpl(trylast=True)  # after the comparison tables it follows from
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for line in self.lines:
-            terminalreporter.write_line(line)
+            terminalreporter.write_line(line, red="FAILED" in line)

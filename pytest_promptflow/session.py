@@ -44,8 +44,10 @@ class PromptflowSession:
 
     def __init__(self, rootdir: Path, concurrency: int, selection: str | None,
                  shared_dir: Path | None = None, owner_pid: int | None = None,
-                 llm: LLMSettings | None = None, workers: int = 1, progress: ObserverFactory | None = None) -> None:
+                 llm: LLMSettings | None = None, workers: int = 1, progress: ObserverFactory | None = None,
+                 answers: Any = None) -> None:
         self.rootdir = rootdir
+        self.answers = answers  # deploy.answers.EndpointAnswers: a deployment answers its flow's rows
         self.selection = selection
         self.llm = llm or LLMSettings(store=rootdir / ".promptflow-llm")
         self.workers = workers
@@ -129,12 +131,15 @@ class PromptflowSession:
     def rows(self, dataset: DatasetSpec) -> list[dict[str, Any]]:
         from .datasets import load_rows
 
-        return load_rows(dataset)
+        rows = load_rows(dataset)
+        return rows[:self.answers.rows] if self.answers is not None and self.answers.rows else rows
 
     def run(self, planned: PlannedCell) -> Run:
-        connections = self.connections(planned.target, planned.spec.connections, planned.init)
-        run = self.engine.run(planned.target, planned.cell, self.rows(planned.cell.dataset), connections,
-                              planned.init)
+        target: Any = planned.target
+        if self.answers is not None:
+            target = self.answers.target(planned.target, planned.cell.dataset.name) or target
+        connections = self.connections(target, planned.spec.connections, planned.init)
+        run = self.engine.run(target, planned.cell, self.rows(planned.cell.dataset), connections, planned.init)
         if run.replay_misses:
             raise replay_error(run.replay_misses)
         return run

@@ -47,7 +47,9 @@ def released(project: Project) -> Project:
 
 
 def release(project: Project, *args: str) -> pytest.RunResult:
-    return run(project.pytester, "--promptflow-release", "--promptflow-report", "reports", *args)
+    """A release that registers only (tests/test_deploy_release.py deploys)."""
+    return run(project.pytester, "--promptflow-release", "--promptflow-target", "none", "--promptflow-report",
+               "reports", *args)
 
 
 def versions(project: Project) -> dict[str, list[str]]:
@@ -183,7 +185,7 @@ def pytest_promptflow_release_record(config, record):
 
 def test_two_releases_at_once_make_one_version(released: Project) -> None:
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--promptflow-release",
-               "--promptflow-report", "reports"]
+               "--promptflow-target", "none", "--promptflow-report", "reports"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     runs = [subprocess.Popen(command, cwd=released.pytester.path, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]

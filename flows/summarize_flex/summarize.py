@@ -2,10 +2,20 @@
 
 # No `from __future__ import annotations`: promptflow reads the init annotations as classes
 # (param.annotation.__name__) to find connection-typed arguments.
+from typing import TypedDict
+
 from promptflow.connections import AzureOpenAIConnection
 from promptflow.tracing import trace
 
 PROMPT = "{text}\n\nSummarize the text above in one sentence."
+
+
+class Summary(TypedDict):
+    """The outputs; a TypedDict (not a plain dict) because promptflow serves only typed outputs."""
+
+    summary: str
+    words: int
+    within_budget: bool
 
 
 class Summarizer:
@@ -34,7 +44,7 @@ class Summarizer:
         self.seed = seed
 
     @trace
-    def __call__(self, text: str) -> dict:
+    def __call__(self, text: str) -> Summary:
         reply = self.client.chat.completions.create(
             model=self.deployment_name,
             messages=[{"role": "user", "content": PROMPT.format(text=text)}],
@@ -44,7 +54,7 @@ class Summarizer:
         )
         summary = _first_sentence(reply.choices[0].message.content or "")
         words = len(summary.split())
-        return {"summary": summary, "words": words, "within_budget": words <= self.max_words}
+        return Summary(summary=summary, words=words, within_budget=words <= self.max_words)
 
 
 def _first_sentence(text: str) -> str:

@@ -1,0 +1,150 @@
+"""The release's last stage: every registered flow deployed, its endpoint tested, then promoted or rolled back.
+
+All new deployments go up first (each beside what serves, with no traffic), then one endpoint test
+covers them all (one child pytest for the whole suite), then each flow's traffic moves or its new
+deployment goes. Built-only targets (Docker, Kubernetes) write their artifacts with the split and
+say that the endpoint test runs where they are deployed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pytest
+
+from ..errors import SpecError
+from .answers import EndpointAnswers
+from .base import DeployError, DeploymentSpec, Target
+from .endpoint_test import answer_failures, ask, rerun_items, verdict_failures
+from .rollout import Rollout, deploy, plan, promote, roll_back, sample_request
+from .settings import deployment_settings
+
+TARGETS = ("local", "docker", "kubernetes", "azureml", "none")
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    target: str  # one of TARGETS, or a name a pytest_promptflow_deploy_target hook knows
+    config_file: Path | None  # the template's deployment_config.json
+    env: str
+    rows: int  # rows of each dataset the endpoint test sends (0: all)
+    latency: float  # p95 seconds the endpoint must answer within
+    state_dir: Path  # the local target's endpoints
+    output_dir: Path  # built artifacts and the endpoint test's files
+
+
+def make_target(config: pytest.Config, settings: DeploySettings) -> Target | None:
+    """A hook's target for the name, else the built-in one; None for ``none``."""
+    found = config.hook.pytest_promptflow_deploy_target(config=config, name=settings.target)
+    if found is not None or settings.target == "none":
+        return found
+    if settings.target == "local":
+        from .local import LocalTarget
+
+        return LocalTarget(settings.state_dir)
+    if settings.target == "docker":
+        from .docker import DockerTarget
+
+        return DockerTarget(settings.output_dir / "docker")
+    if settings.target == "kubernetes":
+        from .kubernetes import KubernetesTarget
+
+        return KubernetesTarget(settings.output_dir / "kubernetes")
+    if settings.target == "azureml":
+        from .azureml import AzureMLTarget
+
+        return AzureMLTarget.from_environment(os.environ)
+    raise DeployError(f"no pytest_promptflow_deploy_target hook made a target called {settings.target!r}")
+
+
+class DeployStage:
+    def __init__(self, config: pytest.Config, settings: DeploySettings, document: Mapping[str, Any]) -> None:
+        self.config = config
+        self.settings = settings
+        self.document = document
+
+    def run(self, records: Sequence[dict[str, Any]], packages: Mapping[str, Mapping[str, Any]]) -> None:
+        """Deploys each released record's package (by flow), writing ``record["deployment"]``."""
+        released = [r for r in records if r["decision"] == "released"]
+        if not released:
+            return
+        try:
+            target = make_target(self.config, self.settings)
+        except (DeployError, SpecError) as error:  # e.g. Azure ML settings missing from the environment
+            for record in released:
+                record["deployment"] = {"target": self.settings.target, "status": "failed", "failures": [str(error)]}
+            return
+        if target is None:
+            return
+        rollouts = []
+        for record in released:
+            rollout = self._deploy(target, record, packages[record["flow"]])
+            if rollout is not None:
+                rollouts.append(rollout)
+        tested = [r for r in rollouts if r.status == "deployed" and target.live]
+        if tested:
+            self._test(tested, {r["flow"]: r for r in released})
+        for rollout in rollouts:
+            if rollout.status != "deployed":
+                continue
+            try:
+                promote(rollout) if not rollout.failures else roll_back(rollout)
+            except DeployError as error:
+                rollout.failures.append(f"{'rollback' if rollout.failures else 'moving traffic'} failed: {error}")
+                rollout.status = "failed"
+            if not target.live and rollout.status == "serving":
+                rollout.status = "built"
+        for rollout in rollouts:
+            next(r for r in released if r["flow"] == rollout.flow)["deployment"] = rollout.as_json()
+
+    def _deploy(self, target: Target, record: dict[str, Any], package: Mapping[str, Any]) -> Rollout | None:
+        settings = deployment_settings(self.settings.config_file, target.name, self.settings.env, record["flow"])
+        model = {**record["model"], "registry": record["registry"]}
+        try:
+            rollout = plan(target, record["flow"], settings, model)
+        except DeployError as error:
+            record["deployment"] = {"target": target.name, "status": "failed", "failures": [str(error)]}
+            return None
+        if rollout.status == "unchanged":
+            return rollout
+        spec = DeploymentSpec(rollout.endpoint, rollout.deployment, record["flow"], Path(package["folder"]), model,
+                              dict(package["connections"]), settings, self.config.rootpath, self.settings.output_dir)
+        try:
+            deploy(rollout, spec)
+            probe = sample_request(settings, self.settings.config_file) if target.live else None
+            if probe is not None:
+                target.invoke(rollout.endpoint, rollout.deployment, probe[1])
+        except DeployError as error:
+            rollout.failures.append(str(error))
+            if rollout.deployed is not None:  # up but failing its probe: no traffic, no process left
+                rollout.status = "deployed"
+            else:
+                rollout.status = "failed"
+        return rollout
+
+    def _test(self, rollouts: Sequence[Rollout], records: Mapping[str, Mapping[str, Any]]) -> None:
+        """Every deployment answers its flow's released cells; then the suite judges those answers."""
+        answers, nodeids = {}, []
+        flows = {flow["flow"]: flow for flow in self.document["flows"]}
+        for rollout in rollouts:
+            if rollout.failures:
+                continue
+            record = records[rollout.flow]
+            cells = [c for c in flows[rollout.flow]["cells"] if c["config"] == record["configuration"]]
+            answers[rollout.flow] = ask(rollout.target, rollout.endpoint, rollout.deployment, cells,
+                                        self.settings.rows)
+            rollout.failures += answer_failures(cells, answers[rollout.flow], self.settings.latency)
+            nodeids += sorted({item["nodeid"] for cell in cells for item in cell["items"]})
+        if not answers:
+            return
+        code, document, tail = rerun_items(self.config, EndpointAnswers(self.settings.rows, answers),
+                                           sorted(set(nodeids)), self.settings.output_dir / "endpoint-test")
+        for rollout in rollouts:
+            if rollout.flow in answers:
+                rollout.failures += verdict_failures(document, rollout.flow, code, tail)
+                for extra in self.config.hook.pytest_promptflow_endpoint_test(
+                        config=self.config, rollout=rollout, answers=answers[rollout.flow]):
+                    rollout.failures += list(extra or [])

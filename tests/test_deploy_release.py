@@ -1,0 +1,169 @@
+"""The release's deployment end to end on the local target: real serving processes and a real router
+on 127.0.0.1, the endpoint test in a child pytest, then traffic moved or the deployment rolled back."""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.request
+from collections import Counter
+from typing import Any, Iterator
+
+import pytest
+from conftest import Project, outcomes, run
+
+from pytest_promptflow.deploy.local import LocalTarget
+
+TEST = '''\
+import pytest
+
+
+@pytest.mark.promptflow(flow="flows/clf", data="data/small.jsonl", variants={"classify": "variant_0"})
+def test_accuracy(flow_run):
+    result = flow_run.evaluate("flows/ev", mapping={"groundtruth": "${data.label}",
+                                                    "prediction": "${run.outputs.category}"})
+    assert result.metrics["accuracy"] >= 0.75
+'''
+#: the decorate node raises where the deployment sets CLF_BROKEN: the suite passes, the endpoint cannot
+BREAKABLE_DECORATE = '''\
+import os
+
+from promptflow.core import tool
+
+
+@tool
+def decorate(label: str, upper: bool = False) -> str:
+    if os.environ.get("CLF_BROKEN"):
+        raise RuntimeError("broken on purpose")
+    return label
+'''
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _mlflow_loaded() -> None:
+    import mlflow.pyfunc  # noqa: F401  (numpy cannot be imported twice by in-process runs)
+
+
+@pytest.fixture
+def local(project: Project) -> Iterator[LocalTarget]:
+    """The project's local endpoints; every one is stopped after the test, whatever happened."""
+    target = LocalTarget(project.path / ".promptflow-deploy")
+    yield target
+    for endpoint in target.endpoints():
+        for name in list(target.deployments(endpoint)):
+            target.remove(endpoint, name)
+
+
+@pytest.fixture
+def shipped(project: Project) -> Project:
+    project.dag_flow("clf")
+    project.write("flows/clf/decorate.py", BREAKABLE_DECORATE)
+    project.eval_flow("ev")
+    project.data("small")
+    project.pytester.makepyfile(test_clf=TEST)
+    return project
+
+
+def release(project: Project, *args: str) -> pytest.RunResult:
+    return run(project.pytester, "--promptflow-release", "--promptflow-report", "reports", *args)
+
+
+def deployment_config(project: Project, **entry: Any) -> None:
+    project.write("deployment_config.json", json.dumps({"local_endpoint": [{"ENV_NAME": "dev", **entry}]}))
+
+
+def post(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[dict[str, Any], str]:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json",
+                                                                      **(headers or {})})
+    with _direct.open(request, timeout=30) as response:
+        return json.loads(response.read()), response.headers.get("azureml-model-deployment", "")
+
+
+def test_a_green_release_ends_with_a_live_local_endpoint(shipped: Project, local: LocalTarget) -> None:
+    result = release(shipped)
+    assert outcomes(result) == {"passed": 1}, result.stdout.str()
+    result.stdout.fnmatch_lines(["promptflow deploy: clf: local endpoint clf, deployment blue: serving; "
+                                 "traffic blue 100%*"])
+    answer, served_by = post(local.router_url("clf") + "/score", {"text": "a good day"})
+    assert answer == {"category": "positive"} and served_by == "blue"
+    record = json.loads((shipped.path / "reports/release-clf.json").read_text())
+    assert record["deployment"]["status"] == "serving" and record["deployment"]["split"] == {"blue": 100}
+
+    again = release(shipped)
+    again.stdout.fnmatch_lines(["promptflow deploy: clf: local endpoint clf, deployment blue: unchanged*"])
+    assert list(local.deployments("clf")) == ["blue"]
+
+
+def test_a_changed_flow_deploys_green_beside_blue_and_the_router_splits_as_configured(
+        shipped: Project, local: LocalTarget) -> None:
+    deployment_config(shipped, CURRENT_DEPLOYMENT_TRAFFIC_ALLOCATION="30")
+    assert release(shipped, "--promptflow-env", "dev").ret == 0
+    decorate = shipped.path / "flows/clf/decorate.py"
+    decorate.write_text(decorate.read_text() + "\n# a changed prompt\n")
+    result = release(shipped, "--promptflow-env", "dev")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["promptflow deploy: clf: local endpoint clf, deployment green: serving; "
+                                 "traffic blue 70%, green 30%*"])
+    assert local.traffic("clf") == {"blue": 70, "green": 30}
+
+    requests = 400
+    before = local.stats("clf")["deployments"]  # the endpoint tests' requests went through the router too
+    served = Counter()
+    for _ in range(requests):
+        answer, by = post(local.router_url("clf") + "/score", {"text": "good food"})
+        served[by] += 1
+        assert answer == {"category": "positive"}
+    after = local.stats("clf")["deployments"]
+    assert {name: after[name]["requests"] - before.get(name, {"requests": 0})["requests"] for name in after} \
+        == dict(served)
+    sigma = math.sqrt(requests * 0.3 * 0.7)
+    assert abs(served["green"] - 0.3 * requests) < 4 * sigma, served
+
+    pinned = {post(local.router_url("clf") + "/score", {"text": "good food"},
+                   {"azureml-model-deployment": "blue"})[1] for _ in range(20)}
+    assert pinned == {"blue"}
+
+
+def test_a_deployment_that_fails_its_endpoint_test_gets_no_traffic_and_fails_the_session(
+        shipped: Project, local: LocalTarget) -> None:
+    deployment_config(shipped, CURRENT_DEPLOYMENT_TRAFFIC_ALLOCATION="50")
+    assert release(shipped, "--promptflow-env", "dev").ret == 0
+    blue = local.deployments("clf")["blue"]
+    deployment_config(shipped, CURRENT_DEPLOYMENT_TRAFFIC_ALLOCATION="50",
+                      ENVIRONMENT_VARIABLES={"CLF_BROKEN": "1"})
+    decorate = shipped.path / "flows/clf/decorate.py"
+    decorate.write_text(decorate.read_text() + "\n# a changed prompt\n")
+
+    result = release(shipped, "--promptflow-env", "dev")
+    assert result.ret == 1 and outcomes(result) == {"passed": 1}
+    result.stdout.fnmatch_lines([
+        "promptflow deploy: clf: local endpoint clf, deployment green: ROLLED BACK; traffic stays blue 100%",
+        "    FAILED dataset small: 4 of 4 rows the flow answered in the suite failed at the endpoint*",
+        "    FAILED dataset small: *accuracy* failed on the endpoint's answers*",
+        "promptflow release: FAILED: the new deployment of clf did not deploy or failed its endpoint test, "
+        "and got no traffic",
+    ])
+    assert local.traffic("clf") == {"blue": 100} and list(local.deployments("clf")) == ["blue"]
+    assert local.deployments("clf")["blue"].model == blue.model
+    answer, served_by = post(local.router_url("clf") + "/score", {"text": "a bad day"})
+    assert answer == {"category": "negative"} and served_by == "blue"
+
+
+def test_a_first_deployment_that_fails_leaves_no_endpoint(shipped: Project, local: LocalTarget) -> None:
+    deployment_config(shipped, ENVIRONMENT_VARIABLES={"CLF_BROKEN": "1"})
+    result = release(shipped, "--promptflow-env", "dev")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["promptflow deploy: clf: local endpoint clf, deployment blue: ROLLED BACK; "
+                                 "traffic stays none"])
+    assert local.endpoints() == []
+    record = json.loads((shipped.path / "reports/release-clf.json").read_text())
+    assert record["decision"] == "released" and record["deployment"]["status"] == "rolled back"
+    answers = json.loads((shipped.path / "reports/deploy/endpoint-test/answers.json").read_text())
+    assert all(a["outputs"] is None and "broken on purpose" in a["error"] for a in answers["flows"]["clf"]["small"])
+
+
+def test_an_unknown_target_is_a_usage_error(shipped: Project) -> None:
+    result = release(shipped, "--promptflow-target", "moon")
+    result.stderr.fnmatch_lines(["*no deployment target 'moon': use one of local, docker, kubernetes, azureml, none*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
