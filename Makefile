@@ -39,11 +39,11 @@ ci-evals: setup
 	$(PY) -m pytest evals/ -v $(CI_FLAGS)
 
 # The release gate: the whole suite, then register in REGISTRY, deploy to TARGET and test the
-# endpoint on ENDPOINT_ROWS rows. In the pipelines, their approval step comes before this target.
+# endpoint on ENDPOINT_ROWS rows of each dataset (0: all). In the pipelines, their approval step comes before this target.
 ENV ?= dev
 TARGET ?= local
 REGISTRY ?= mlflow
-ENDPOINT_ROWS ?= 5
+ENDPOINT_ROWS ?= 0
 RELEASE_FLAGS = --promptflow-release --promptflow-env $(ENV) --promptflow-target $(TARGET) \
 	--promptflow-registry $(REGISTRY) --promptflow-endpoint-rows $(ENDPOINT_ROWS)
 

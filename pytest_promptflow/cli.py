@@ -97,10 +97,12 @@ def _local_endpoints(args: argparse.Namespace) -> None:
 
 
 def _show(target: LocalTarget, endpoint: str) -> None:
+    """The endpoint, its split, and per deployment what the router counted: the A/B comparison."""
     try:
         router = target.router_url(endpoint)
+        counted = target.stats(endpoint)["deployments"]
     except DeployError:
-        router = "router not running"
+        router, counted = "router not running", {}
     traffic = target.traffic(endpoint)
     split = " ".join(f"{name}={share}%" for name, share in traffic.items()) or "none"
     print(f"{endpoint}  {router}  traffic {split}")
@@ -108,6 +110,10 @@ def _show(target: LocalTarget, endpoint: str) -> None:
         model = deployment.model
         print(f"  {name:<8} {model.get('name', '?')} v{model.get('version', '?')}  {traffic.get(name, 0):>3}%  "
               f"{'running  ' if deployment.url else ''}{deployment.detail}")
+        if name in counted:
+            seen = counted[name]
+            print(f"           {seen['requests']} requests, {seen['errors']} errors, latency mean "
+                  f"{seen['latency_mean']:.3f} s, p95 {seen['latency_p95']:.3f} s")
 
 
 def _list(folder: Path) -> None:

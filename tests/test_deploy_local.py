@@ -220,6 +220,7 @@ def test_redeploying_replaces_the_process_and_the_cli_lists_and_stops(
     assert [line.split()[0] for line in listed if not line.startswith(" ")] == ["shop", "solo"]
     assert f"solo  {target.router_url('solo')}  traffic blue=0%" in listed
     assert any(line.split()[:5] == ["blue", "echo", "vgreen", "0%", "running"] for line in listed)
+    assert "           1 requests, 0 errors, latency mean " in "\n".join(listed)  # solo's blue, invoked once
 
     crashed = psutil.Process(int(second.detail.split()[1]))  # detail: "pid N on 127.0.0.1:PORT"
     crashed.kill()

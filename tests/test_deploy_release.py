@@ -167,3 +167,35 @@ def test_an_unknown_target_is_a_usage_error(shipped: Project) -> None:
     result = release(shipped, "--promptflow-target", "moon")
     result.stderr.fnmatch_lines(["*no deployment target 'moon': use one of local, docker, kubernetes, azureml, none*"])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_a_built_only_target_writes_its_artifacts_with_the_split(shipped: Project) -> None:
+    result = release(shipped, "--promptflow-target", "kubernetes")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["promptflow deploy: clf: kubernetes endpoint clf, deployment blue: built (not "
+                                 "deployed here); traffic blue 100%*"])
+    manifests = (shipped.path / "reports/deploy/kubernetes/clf/manifests.yaml").read_text()
+    assert "kind: HTTPRoute" in manifests and "weight: 100" in manifests
+    assert not (shipped.path / ".promptflow-deploy").exists()
+
+
+def test_hooks_add_a_target_and_an_endpoint_check_that_can_refuse_traffic(
+        shipped: Project, local: LocalTarget) -> None:
+    shipped.write("conftest.py", '''\
+from pytest_promptflow.deploy.local import LocalTarget
+
+
+def pytest_promptflow_deploy_target(config, name):
+    if name == "bench":
+        return LocalTarget(config.rootpath / ".promptflow-deploy")
+
+
+def pytest_promptflow_endpoint_test(config, rollout, answers):
+    answer = rollout.target.invoke(rollout.endpoint, rollout.deployment, {"text": "good and bad"})
+    return [] if answer["category"] == "negative" else [f"mixed text read as {answer['category']}"]
+''')
+    result = release(shipped, "--promptflow-target", "bench")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["promptflow deploy: clf: local endpoint clf, deployment blue: ROLLED BACK*",
+                                 "    FAILED mixed text read as positive"])
+    assert local.endpoints() == []
