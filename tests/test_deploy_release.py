@@ -199,3 +199,24 @@ def pytest_promptflow_endpoint_test(config, rollout, answers):
     result.stdout.fnmatch_lines(["promptflow deploy: clf: local endpoint clf, deployment blue: ROLLED BACK*",
                                  "    FAILED mixed text read as positive"])
     assert local.endpoints() == []
+
+
+def test_a_release_to_azure_ml_goes_through_the_sdk_up_to_the_call(shipped: Project) -> None:
+    """Azure cannot be reached here: the target gets tests/test_deploy_azureml.py's fake MLClient."""
+    shipped.write("conftest.py", '''\
+def pytest_promptflow_deploy_target(config, name):
+    from test_deploy_azureml import FakeMLClient
+
+    from pytest_promptflow.deploy.azureml import AzureMLTarget
+
+    return AzureMLTarget(FakeMLClient(config.rootpath / "fake-workspace"))
+''')
+    result = release(shipped, "--promptflow-target", "azureml")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["promptflow deploy: clf: azureml endpoint clf, deployment blue: serving; "
+                                 "traffic blue 100%*"])
+    record = json.loads((shipped.path / "reports/release-clf.json").read_text())["deployment"]
+    assert record["url"] == "https://clf.westeurope.inference.ml.azure.com/score"
+    answers = json.loads((shipped.path / "reports/deploy/endpoint-test/answers.json").read_text())
+    assert [a["outputs"] for a in answers["flows"]["clf"]["small"]] == [
+        {"category": "positive"}, {"category": "negative"}, {"category": "positive"}, {"category": "negative"}]

@@ -72,7 +72,7 @@ def answer_failures(cells: Sequence[Mapping[str, Any]], answers: Mapping[str, li
 def rerun_items(config: pytest.Config, answers: EndpointAnswers, nodeids: Sequence[str],
                 folder: Path) -> tuple[int, dict[str, Any] | None, str]:
     """The suite's items again in a child pytest, answered by the endpoints: (exit code, its report
-    document, the tail of its output)."""
+    document, its last output line)."""
     folder.mkdir(parents=True, exist_ok=True)
     answers_file = folder / "answers.json"
     answers.write(answers_file)
@@ -86,12 +86,16 @@ def rerun_items(config: pytest.Config, answers: EndpointAnswers, nodeids: Sequen
         command += ["-c", str(config.inipath)]
     if config.getoption("promptflow_env"):
         command += ["--promptflow-env", config.getoption("promptflow_env")]
+    if config.getoption("promptflow_llm_store"):  # the child runs in the rootdir: an absolute path
+        command += ["--promptflow-llm-store",
+                    str((config.invocation_params.dir / config.getoption("promptflow_llm_store")).resolve())]
     environ = {key: value for key, value in os.environ.items() if key not in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER")}
     done = subprocess.run(command, cwd=config.rootpath, env=environ, capture_output=True, text=True, check=False)
     (folder / "pytest.log").write_text(done.stdout + done.stderr, encoding="utf-8")
     document_file = report / "report.json"
     document = json.loads(document_file.read_text(encoding="utf-8")) if document_file.is_file() else None
-    tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+    lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    tail = f"{lines[-1] if lines else 'no output'} (log: {folder / 'pytest.log'})"
     return done.returncode, document, tail
 
 

@@ -89,8 +89,9 @@ def promote(rollout: Rollout) -> None:
 def roll_back(rollout: Rollout) -> None:
     """The new deployment removed, the previous split as it was; the endpoint too if it was new."""
     rollout.target.remove(rollout.endpoint, rollout.deployment)
-    if rollout.previous:
-        rollout.target.set_traffic(rollout.endpoint, rollout.previous)
+    previous = {name: share for name, share in rollout.previous.items() if name != rollout.deployment}
+    if previous:
+        rollout.target.set_traffic(rollout.endpoint, previous)
     rollout.status = "rolled back"
 
 

@@ -91,7 +91,10 @@ class DeployStage:
             if rollout.status != "deployed":
                 continue
             try:
-                promote(rollout) if not rollout.failures else roll_back(rollout)
+                if rollout.failures:
+                    roll_back(rollout)
+                else:
+                    promote(rollout)
             except DeployError as error:
                 rollout.failures.append(f"{'rollback' if rollout.failures else 'moving traffic'} failed: {error}")
                 rollout.status = "failed"
