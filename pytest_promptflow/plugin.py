@@ -229,6 +229,7 @@ def _release_settings(config: pytest.Config) -> Any:
 
 
 def _deploy_settings(config: pytest.Config, release_dir: Path) -> Any:
+    from .deploy.settings import check as check_deployment_config
     from .deploy.stage import TARGETS, DeploySettings
 
     def path(value: str) -> Path:
@@ -244,7 +245,8 @@ def _deploy_settings(config: pytest.Config, release_dir: Path) -> Any:
     try:
         rows = _option_or_ini(config, "promptflow_endpoint_rows", _natural)
         latency = _positive_float(config.getini("promptflow_endpoint_latency"))
-    except (ValueError, argparse.ArgumentTypeError) as error:
+        check_deployment_config(path(config_file) if config_file else None, target)
+    except (ValueError, argparse.ArgumentTypeError, SpecError) as error:
         raise pytest.UsageError(f"pytest-promptflow: {error}") from None
     return DeploySettings(
         target=target,

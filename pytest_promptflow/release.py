@@ -1,6 +1,8 @@
 """The release gate: after a green session, each flow's chosen configuration is approved (when
-required), its datasets and its packaged flow registered (only what changed), and a release record
-written to the report folder and the registry.
+required), its datasets and its packaged flow registered (only what changed), then, with a
+deployment target, deployed beside what serves and tested before it gets traffic (``deploy/stage.py``),
+and a release record written to the report folder and the registry. A deployment that fails its
+endpoint test gets no traffic and fails the session.
 
 It runs once, on the xdist controller (or the only process), after every item, and only when the
 session's exit status is OK. A flow with an item deselected (``-k``, ``--lf``) or skipped is not
@@ -77,7 +79,7 @@ class Release:
         self.document = document
         self._registry: Any = None
         self.packages: dict[str, dict[str, Any]] = {}  # flow -> its packaged folder and connections
-        self.scratch = Path(tempfile.gettempdir())  # where flows are packaged: a folder of run's
+        self.scratch: Path | None = None  # run()'s temporary folder, where flows are packaged
 
     def run(self, blocked: Mapping[str, str]) -> list[dict[str, Any]]:
         """Each flow's record: decision, registered versions and, with a target, its deployment."""
@@ -146,6 +148,7 @@ class Release:
         try:  # packaged first: a flow that cannot be packaged writes nothing to the registry
             target = load_target(Path(source), Path(source).parent)
             init = cells[0].get("init") or None
+            assert self.scratch is not None, "flows are packaged only while Release.run runs"
             folder, content_hash = package_flow(target, record["variants"], record["overrides"],
                                                 self.scratch / flow["flow"], init=init)
             registry = self.registry()
@@ -229,7 +232,8 @@ def deployment_lines(flow: str, deployment: Mapping[str, Any]) -> list[str]:
     """Where the flow now serves and with what split, or the table of why its deployment was undone."""
     head = f"promptflow deploy: {flow}: {deployment['target']}"
     split = ", ".join(f"{name} {share}%" for name, share in sorted(deployment.get("split", {}).items()))
-    where = f"endpoint {deployment.get('endpoint', '?')}, deployment {deployment.get('deployment', '?')}"
+    where = (f"endpoint {deployment['endpoint']}, deployment {deployment['deployment']}" if "endpoint" in deployment
+             else "nothing deployed")
     status = deployment["status"]
     if status in ("serving", "unchanged", "built"):
         said = {"serving": "serving", "unchanged": "unchanged, already serving", "built": "built (not deployed here)"}

@@ -163,6 +163,14 @@ def test_a_first_deployment_that_fails_leaves_no_endpoint(shipped: Project, loca
     assert all(a["outputs"] is None and "broken on purpose" in a["error"] for a in answers["flows"]["clf"]["small"])
 
 
+def test_a_bad_deployment_config_stops_the_session_before_it_runs(shipped: Project) -> None:
+    deployment_config(shipped, CURRENT_DEPLOYMENT_TRAFFIC_ALLOCATION="thirty")
+    result = release(shipped)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "passed" not in result.stdout.str()
+    result.stderr.fnmatch_lines([f"*{shipped.path / 'deployment_config.json'}: CURRENT_DEPLOYMENT_TRAFFIC_ALLOCATION "
+                                 "is 'thirty', not a whole number*"])
+
+
 def test_an_unknown_target_is_a_usage_error(shipped: Project) -> None:
     result = release(shipped, "--promptflow-target", "moon")
     result.stderr.fnmatch_lines(["*no deployment target 'moon': use one of local, docker, kubernetes, azureml, none*"])

@@ -34,17 +34,26 @@ def deployment_settings(path: Path | None, target: str, env: str, flow: str) -> 
     """The settings for ``flow`` on ``target`` in ``env``; the defaults when the file or its entry is absent."""
     if path is None or not path.is_file():
         return DeploymentSettings()
-    document = _load(path)
-    entries = document.get(SECTIONS.get(target, f"{target}_endpoint"), [])
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise SpecError(Where(path), f"{SECTIONS.get(target)} is not a list of objects",
-                        'write "local_endpoint": [{"ENV_NAME": "dev", ...}]')
+    check(path, target)
+    entries = _load(path).get(SECTIONS.get(target, f"{target}_endpoint"), [])
     for entry in sorted(entries, key=lambda e: not e.get("FLOW")):  # an entry for this flow before a general one
         if (entry.get("FLOW") or flow) != flow:
             continue
         if str(entry.get("ENV_NAME", "")) == env or (not env and len(entries) == 1):
             return _settings(entry, Where(path))
     return DeploymentSettings()
+
+
+def check(path: Path | None, target: str) -> None:
+    """Every entry of ``target``'s section read once, so a mistake stops the session before it runs."""
+    if path is None or not path.is_file():
+        return
+    entries = _load(path).get(SECTIONS.get(target, f"{target}_endpoint"), [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise SpecError(Where(path), f"{SECTIONS.get(target)} is not a list of objects",
+                        'write "local_endpoint": [{"ENV_NAME": "dev", ...}]')
+    for entry in entries:
+        _settings(entry, Where(path))
 
 
 def _load(path: Path) -> Mapping[str, Any]:

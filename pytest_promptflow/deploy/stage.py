@@ -104,11 +104,11 @@ class DeployStage:
             next(r for r in released if r["flow"] == rollout.flow)["deployment"] = rollout.as_json()
 
     def _deploy(self, target: Target, record: dict[str, Any], package: Mapping[str, Any]) -> Rollout | None:
-        settings = deployment_settings(self.settings.config_file, target.name, self.settings.env, record["flow"])
         model = {**record["model"], "registry": record["registry"]}
         try:
+            settings = deployment_settings(self.settings.config_file, target.name, self.settings.env, record["flow"])
             rollout = plan(target, record["flow"], settings, model)
-        except DeployError as error:
+        except (DeployError, SpecError) as error:
             record["deployment"] = {"target": target.name, "status": "failed", "failures": [str(error)]}
             return None
         if rollout.status == "unchanged":
@@ -148,6 +148,10 @@ class DeployStage:
         for rollout in rollouts:
             if rollout.flow in answers:
                 rollout.failures += verdict_failures(document, rollout.flow, code, tail)
-                for extra in self.config.hook.pytest_promptflow_endpoint_test(
-                        config=self.config, rollout=rollout, answers=answers[rollout.flow]):
+                try:
+                    extras = self.config.hook.pytest_promptflow_endpoint_test(
+                        config=self.config, rollout=rollout, answers=answers[rollout.flow])
+                except Exception as error:  # a broken check fails the deployment, not the release
+                    extras = [[f"pytest_promptflow_endpoint_test raised {type(error).__name__}: {error}"]]
+                for extra in extras:
                     rollout.failures += list(extra or [])
