@@ -139,8 +139,10 @@ def test_a_deployment_that_fails_its_endpoint_test_gets_no_traffic_and_fails_the
     assert result.ret == 1 and outcomes(result) == {"passed": 1}
     result.stdout.fnmatch_lines([
         "promptflow deploy: clf: local endpoint clf, deployment green: ROLLED BACK; traffic stays blue 100%",
-        "    FAILED dataset small: 4 of 4 rows the flow answered in the suite failed at the endpoint*",
-        "    FAILED dataset small: *accuracy* failed on the endpoint's answers*",
+        "    FAILED dataset small: 4 of 4 rows the flow answered in the suite failed at the endpoint, e.g. row 0: "
+        "DeployError: HTTP 400: *broken on purpose*",
+        "    FAILED dataset small: test_clf.py::test_accuracy[[]clf-classify=variant_0-small[]] failed on the "
+        "endpoint's answers",
         "promptflow release: FAILED: the new deployment of clf did not deploy or failed its endpoint test, "
         "and got no traffic",
     ])
