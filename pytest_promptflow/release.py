@@ -232,16 +232,18 @@ def deployment_lines(flow: str, deployment: Mapping[str, Any]) -> list[str]:
     """Where the flow now serves and with what split, or the table of why its deployment was undone."""
     head = f"promptflow deploy: {flow}: {deployment['target']}"
     split = ", ".join(f"{name} {share}%" for name, share in sorted(deployment.get("split", {}).items()))
-    where = (f"endpoint {deployment['endpoint']}, deployment {deployment['deployment']}" if "endpoint" in deployment
-             else "nothing deployed")
     status = deployment["status"]
-    if status in ("serving", "unchanged", "built"):
+    if "endpoint" not in deployment:  # refused before anything was deployed: nothing moved
+        lines = [f"{head}: nothing deployed"]
+    elif status in ("serving", "unchanged", "built"):
         said = {"serving": "serving", "unchanged": "unchanged, already serving", "built": "built (not deployed here)"}
         detail = f" ({deployment['detail']})" if deployment.get("detail") else ""
-        lines = [f"{head} {where}: {said[status]}; traffic {split}{detail}"]
+        lines = [f"{head} endpoint {deployment['endpoint']}, deployment {deployment['deployment']}: {said[status]}; "
+                 f"traffic {split}{detail}"]
     else:
         previous = ", ".join(f"{n} {s}%" for n, s in sorted(deployment.get("previous_split", {}).items())) or "none"
-        lines = [f"{head} {where}: {status.upper()}; traffic stays {previous}"]
+        lines = [f"{head} endpoint {deployment['endpoint']}, deployment {deployment['deployment']}: "
+                 f"{status.upper()}; traffic stays {previous}"]
     lines += [f"    {note}" for note in deployment.get("notes", [])]
     lines += [f"    FAILED {failure}" for failure in deployment.get("failures", [])]
     return lines

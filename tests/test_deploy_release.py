@@ -152,6 +152,20 @@ def test_a_deployment_that_fails_its_endpoint_test_gets_no_traffic_and_fails_the
     assert answer == {"category": "negative"} and served_by == "blue"
 
 
+def test_a_prior_deployment_that_does_not_exist_is_refused_before_anything_moves(
+        shipped: Project, local: LocalTarget) -> None:
+    assert release(shipped).ret == 0
+    deployment_config(shipped, PRIOR_DEPLOYMENT_NAME="purple", CURRENT_DEPLOYMENT_TRAFFIC_ALLOCATION="50")
+    decorate = shipped.path / "flows/clf/decorate.py"
+    decorate.write_text(decorate.read_text() + "\n# a changed prompt\n")
+    result = release(shipped, "--promptflow-env", "dev")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["promptflow deploy: clf: local: nothing deployed",
+                                 "    FAILED PRIOR_DEPLOYMENT_NAME 'purple' is not a deployment of endpoint clf "
+                                 "(it has: blue): name one of those, or leave it empty"])
+    assert local.traffic("clf") == {"blue": 100} and list(local.deployments("clf")) == ["blue"]
+
+
 def test_a_first_deployment_that_fails_leaves_no_endpoint(shipped: Project, local: LocalTarget) -> None:
     deployment_config(shipped, ENVIRONMENT_VARIABLES={"CLF_BROKEN": "1"})
     result = release(shipped, "--promptflow-env", "dev")

@@ -58,7 +58,10 @@ def plan(target: Target, flow: str, settings: DeploymentSettings, model: Mapping
     if name == prior:
         raise DeployError(f"the new deployment and the prior one are both {name!r}: name two different deployments "
                           "(CURRENT_DEPLOYMENT_NAME, PRIOR_DEPLOYMENT_NAME)")
-    if prior is None or prior not in existing:
+    if prior is not None and prior not in existing and previous:
+        raise DeployError(f"PRIOR_DEPLOYMENT_NAME {prior!r} is not a deployment of endpoint {endpoint} (it has: "
+                          f"{', '.join(sorted(existing))}): name one of those, or leave it empty")
+    if prior is None or prior not in existing:  # nothing serves: the endpoint's first deployment
         return Rollout(flow, target, endpoint, name, None, {name: 100}, previous)
     current = settings.current_traffic
     rest = 100 - current if settings.prior_traffic is None else settings.prior_traffic
