@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from .registry.base import Registry
 
 
-
 class ReleaseHooks:
     @pytest.hookspec(firstresult=True)
     def pytest_promptflow_release_choice(self, config: pytest.Config, flow: Mapping[str, Any]) -> str | None:

@@ -90,9 +90,40 @@ def test_a_green_release_ends_with_a_live_local_endpoint(shipped: Project, local
     record = json.loads((shipped.path / "reports/release-clf.json").read_text())
     assert record["deployment"]["status"] == "serving" and record["deployment"]["split"] == {"blue": 100}
 
+    answers = json.loads((shipped.path / "reports/deploy/endpoint-test/answers.json").read_text())
+    assert len(answers["flows"]["clf"]["small"]) == 4  # every row of the dataset
+
     again = release(shipped)
     again.stdout.fnmatch_lines(["promptflow deploy: clf: local endpoint clf, deployment blue: unchanged*"])
     assert list(local.deployments("clf")) == ["blue"]
+
+
+def test_a_smoke_subset_sends_the_first_rows_and_judges_only_them(shipped: Project, local: LocalTarget) -> None:
+    result = release(shipped, "--promptflow-endpoint-rows", "2")
+    assert result.ret == 0, result.stdout.str()
+    answers = json.loads((shipped.path / "reports/deploy/endpoint-test/answers.json").read_text())
+    assert [a["inputs"] for a in answers["flows"]["clf"]["small"]] == [{"text": "a good day"}, {"text": "a bad day"}]
+    child = json.loads((shipped.path / "reports/deploy/endpoint-test/report/report.json").read_text())
+    assert [len(cell["rows"]) for flow in child["flows"] for cell in flow["cells"]] == [2]
+
+
+@pytest.mark.parametrize(("setting", "failure"), [
+    ({"TEST_FILE_PATH": "request.json"}, "    FAILED TEST_FILE_PATH request: HTTP 400: *Required input fields [[]'text'[]] are missing*"),
+    ({"ini": "promptflow_endpoint_latency = 0.000001"}, "    FAILED latency p95 * s over 4 requests > 1e-06 s *"),
+])
+def test_the_probe_request_and_the_latency_limit_can_refuse_traffic(
+        shipped: Project, local: LocalTarget, setting: dict[str, str], failure: str) -> None:
+    shipped.write("request.json", json.dumps({"wrong": "input"}))
+    if "ini" in setting:
+        shipped.pytester.makeini(f"[pytest]\n{setting['ini']}\n")
+        deployment_config(shipped)
+    else:
+        deployment_config(shipped, **setting)
+    result = release(shipped, "--promptflow-env", "dev")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["promptflow deploy: clf: local endpoint clf, deployment blue: ROLLED BACK*",
+                                 failure])
+    assert local.endpoints() == []
 
 
 def test_a_changed_flow_deploys_green_beside_blue_and_the_router_splits_as_configured(

@@ -66,7 +66,6 @@ class AnsweredFlow:
     def __init__(self, flow: Any, dataset: str, answers: list[Answer]) -> None:
         self.name = flow.name
         self.identity = ("endpoint", flow.identity, dataset)
-        self._flow = flow
         self._answers = {answer_key(a.inputs): a for a in answers}
         self._input_names = tuple(answers[0].inputs) if answers else ()
 

@@ -77,18 +77,17 @@ def rerun_items(config: pytest.Config, answers: EndpointAnswers, nodeids: Sequen
     answers_file = folder / "answers.json"
     answers.write(answers_file)
     report = folder / "report"
+    from ..plugin import SESSION
+
+    llm = config.stash[SESSION].llm  # the child answers evaluators' LLM calls as this session does
     command = [sys.executable, "-m", "pytest", *nodeids, "-q", "-p", "no:cacheprovider", "-o", "addopts=",
                "--rootdir", str(config.rootpath), "--promptflow-endpoint-answers", str(answers_file),
-               "--promptflow-report", str(report),
-               "--promptflow-llm", config.getini("promptflow_llm") if config.getoption("promptflow_llm") is None
-               else config.getoption("promptflow_llm")]
+               "--promptflow-report", str(report), "--promptflow-llm", llm.mode,
+               "--promptflow-llm-store", str(llm.store)]
     if config.inipath is not None:
         command += ["-c", str(config.inipath)]
     if config.getoption("promptflow_env"):
         command += ["--promptflow-env", config.getoption("promptflow_env")]
-    if config.getoption("promptflow_llm_store"):  # the child runs in the rootdir: an absolute path
-        command += ["--promptflow-llm-store",
-                    str((config.invocation_params.dir / config.getoption("promptflow_llm_store")).resolve())]
     environ = {key: value for key, value in os.environ.items() if key not in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER")}
     done = subprocess.run(command, cwd=config.rootpath, env=environ, capture_output=True, text=True, check=False)
     (folder / "pytest.log").write_text(done.stdout + done.stderr, encoding="utf-8")

@@ -98,7 +98,7 @@ def roll_back(rollout: Rollout) -> None:
     rollout.status = "rolled back"
 
 
-def sample_request(settings: DeploymentSettings, config_file: Path | None) -> tuple[Path, dict[str, Any]] | None:
+def sample_request(settings: DeploymentSettings, config_file: Path | None) -> dict[str, Any] | None:
     """The template's TEST_FILE_PATH request (relative to deployment_config.json), sent once as a probe."""
     if not settings.test_file:
         return None
@@ -106,7 +106,6 @@ def sample_request(settings: DeploymentSettings, config_file: Path | None) -> tu
     if not path.is_absolute() and config_file is not None:
         path = config_file.parent / path
     try:
-        return path, json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as error:
         raise DeployError(f"{path}: TEST_FILE_PATH is not a readable JSON request ({error})") from None
-

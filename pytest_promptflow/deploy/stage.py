@@ -117,15 +117,16 @@ class DeployStage:
                               dict(package["connections"]), settings, self.config.rootpath, self.settings.output_dir)
         try:
             deploy(rollout, spec)
-            probe = sample_request(settings, self.settings.config_file) if target.live else None
-            if probe is not None:
-                target.invoke(rollout.endpoint, rollout.deployment, probe[1])
         except DeployError as error:
             rollout.failures.append(str(error))
-            if rollout.deployed is not None:  # up but failing its probe: no traffic, no process left
-                rollout.status = "deployed"
-            else:
-                rollout.status = "failed"
+            rollout.status = "failed"
+            return rollout
+        try:  # up, and answering the template's sample request (if any) before the rows
+            probe = sample_request(settings, self.settings.config_file) if target.live else None
+            if probe is not None:
+                target.invoke(rollout.endpoint, rollout.deployment, probe)
+        except DeployError as error:  # a failure stays "deployed": it is rolled back like a failed test
+            rollout.failures.append(f"TEST_FILE_PATH request: {error}")
         return rollout
 
     def _test(self, rollouts: Sequence[Rollout], records: Mapping[str, Mapping[str, Any]]) -> None:
