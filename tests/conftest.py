@@ -304,3 +304,7 @@ def junit_properties(path: Path) -> dict[str, dict[str, str]]:
     for case in ET.parse(path).getroot().iter("testcase"):
         found[case.get("name", "")] = {p.get("name", ""): p.get("value", "") for p in case.iter("property")}
     return found
+
+
+#: The corpus's flows and suites are run by test_corpus.py inside pytester, not collected here.
+collect_ignore_glob = ["corpus/*"]
