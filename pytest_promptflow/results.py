@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .engine import Row, Run
+from .errors import SpecError
 from .evaluation import Evaluation, Metrics, MetricValue, evaluate, worst_rows
+from .experiment import no_flow_file
 from .flows import FlowTarget
 
 
@@ -82,6 +84,9 @@ class FlowRun:
         """Score this run with an evaluation flow (path), an azure-ai-evaluation evaluator or a callable."""
         session = self._session
         if isinstance(evaluator, (str, Path)):
+            refused = no_flow_file(str(evaluator), session.rootdir, name or Path(evaluator).name)
+            if refused:
+                raise SpecError(self.planned.spec.where, refused)
             evaluator = session.target(evaluator, session.rootdir, self.planned.spec.where)
         rows = None
         dataset = self.cell.dataset
