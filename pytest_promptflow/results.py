@@ -18,7 +18,8 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
     """Built-in metrics plus every evaluator's, each as a MetricValue that knows its cell and rows.
 
     An evaluator's metric is also reachable as ``<evaluator>.<metric>``; the short name is
-    kept for the first evaluator that reports it.
+    kept for the first evaluator that reports it, and never taken from a built-in: an evaluation
+    flow that logs its own ``error_rate`` has it as ``<evaluator>.error_rate``.
     """
     values: dict[str, float] = dict(run.metrics)
     for ev in evaluations:
