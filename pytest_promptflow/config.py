@@ -33,6 +33,7 @@ class EvaluatorSpec:
     flow: Path | Callable[..., Any]
     datasets: tuple[DatasetSpec, ...] = ()
     where: Where | None = None
+    refused: str = ""  # the one-line reason it cannot run (a folder with no flow file); the rest runs
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,16 @@
 """Evaluators -> per-row scores and aggregate metrics.
 
 An evaluator is an evaluation flow (DAG/flex; its aggregation node's ``log_metric`` calls become
-metrics), an azure-ai-evaluation (or promptflow-evals) evaluator, or any callable returning a
-dict of scores per row. Mappings: ``${data.x}`` and ``${run.outputs.x}`` (``${target.x}`` too).
+metrics, listed first), a ``.prompty`` judge (its answer per row read as a score), an
+azure-ai-evaluation (or promptflow-evals) evaluator, or any callable returning a dict of scores per
+row. Mappings: ``${data.x}`` and ``${run.outputs.x}`` (``${target.x}`` too).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -90,6 +93,9 @@ def evaluate(engine: Engine, run: Run, evaluator: Any, mapping: Mapping[str, str
         raise SpecError(where, f"evaluation data has {len(rows)} rows but the run has {len(run.rows)}",
                         "give the evaluator dataset the same rows, in order, as the dataset it references")
     check_columns(dataset, rows, data_columns(mapping), where)
+    if isinstance(evaluator, FlowTarget) and evaluator.kind == "prompty":
+        judge = _prompty_judge(evaluator, mapping, name or evaluator.name, connections or {}, where)
+        return _evaluate_callable(engine, run, judge, mapping, rows, name or evaluator.name, where)
     if isinstance(evaluator, FlowTarget):
         return _evaluate_flow(engine, run, evaluator, mapping, rows, name or evaluator.name,
                               connections or {}, where)
@@ -153,16 +159,68 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
         errors.append(None)
         done_inputs.append(inputs or {})
         done_lines.append(result)
-    metrics = aggregate(scores)
+    logged: dict[str, float] = {}
     if executor.has_aggregation_node and done_lines:
         aggregated = executor.exec_aggregation(
             inputs={k: [inp.get(k) for inp in done_inputs] for k in flow_inputs},
             aggregation_inputs={k: [ln.aggregation_inputs.get(k) for ln in done_lines]
                                 for k in done_lines[0].aggregation_inputs},
         )
-        metrics.update({k: float(v) for k, v in (aggregated.metrics or {}).items() if _is_number(v)})
-    metrics.update(_spend(spent))
-    return Evaluation(name, run.cell.dataset.name, tuple(scores), tuple(errors), metrics)
+        logged = {k: float(v) for k, v in (aggregated.metrics or {}).items() if _is_number(v)}
+    # the flow's own log_metric calls first (the first is the primary metric), then means of per-row outputs
+    means = {k: v for k, v in aggregate(scores).items() if k not in logged}
+    return Evaluation(name, run.cell.dataset.name, tuple(scores), tuple(errors),
+                      {**logged, **means, **_spend(spent)})
+
+
+class JudgeFailed(Exception):
+    """A prompty judge's row that did not answer (its error becomes the row's error)."""
+
+
+def _prompty_judge(target: FlowTarget, mapping: Mapping[str, str], name: str, connections: Mapping[str, Any],
+                   where: Where | None) -> Callable[..., Mapping[str, Any]]:
+    """A ``.prompty`` judge as a callable evaluator: its answer per row, read by ``judge_scores``. Its model
+    comes from our connections, as for a prompty flow under test (``FlowTarget.executor``)."""
+    runner = target.executor({}, {}, connections)
+    unknown = [k for k in mapping if runner.input_names and k not in runner.input_names]
+    if unknown:
+        raise SpecError(where, f"evaluator {name} has no input {', '.join(unknown)}",
+                        f"its inputs are: {', '.join(runner.input_names)}")
+    declares_outputs = bool(target.definition.get("outputs"))
+
+    def judge(**inputs: Any) -> Mapping[str, Any]:
+        outcome = runner(inputs)
+        if outcome.outputs is None:
+            raise JudgeFailed(f"{outcome.error_type}: {outcome.error_message}")
+        answer: Any = outcome.outputs if declares_outputs else outcome.outputs.get("output", outcome.outputs)
+        return judge_scores(name, answer)
+
+    return judge
+
+
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_TAGGED_SCORE = re.compile(rf"<S2>\D*?({_NUMBER}).*?</S2>", re.DOTALL)  # azure-ai-evaluation's judges
+
+
+def judge_scores(name: str, answer: Any) -> dict[str, Any]:
+    """A judge's answer as scores: a JSON object's fields (numeric text as numbers), else one score named
+    ``name``: the number the text is (or tags as ``<S2>``), or the text itself, kept as a non-numeric score."""
+    if isinstance(answer, str):
+        try:
+            answer = json.loads(answer)
+        except ValueError:
+            tagged = _TAGGED_SCORE.search(answer)
+            return {name: float(tagged.group(1)) if tagged else answer.strip()}
+    if isinstance(answer, Mapping):
+        return {str(key): _as_score(value) for key, value in flatten(answer).items()}
+    return {name: _as_score(answer)}
+
+
+def _as_score(value: Any) -> Any:
+    """A number given as text (``"5"``, as judges often write it) as a number; anything else unchanged."""
+    if isinstance(value, str) and re.fullmatch(_NUMBER, value.strip()):
+        return float(value)
+    return value
 
 
 def _in_scope(site: str, function: Callable[[int], Any], spent: list[ledger.RowCalls]) -> Callable[[int], Any]:

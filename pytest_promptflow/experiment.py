@@ -383,8 +383,10 @@ def _evaluators(src: _Src, base_dir: Path, standard: Mapping[str, DatasetSpec]) 
         if name in specs:
             raise SpecError(_at(src.path, item, "name"), f"two evaluators are named {name!r}", "rename one")
         flow_key = "flow" if "flow" in item else "name"  # the template defaults the flow to the name
-        flow = _flow_path(_text(src.path, item, flow_key, what) or "", base_dir, _at(src.path, item, flow_key),
-                          f"{what} flow")
+        raw_flow = _text(src.path, item, flow_key, what) or ""
+        refused = no_flow_file(raw_flow, base_dir, name)
+        flow = (_resolve(base_dir, raw_flow) if refused
+                else _flow_path(raw_flow, base_dir, _at(src.path, item, flow_key), f"{what} flow"))
         entries = _list_node(src.path, item, "datasets", what, "name: <standard dataset>", empty_ok=False)
         datasets: dict[str, DatasetSpec] = {}
         for number, _ in enumerate(entries):
@@ -393,8 +395,28 @@ def _evaluators(src: _Src, base_dir: Path, standard: Mapping[str, DatasetSpec]) 
                 raise SpecError(_at(src.path, entries, number), f"{what} lists dataset {spec.name!r} twice",
                                 "remove one")
             datasets[spec.name] = spec
-        specs[name] = EvaluatorSpec(name, flow, tuple(datasets.values()), _at(src.path, items, index))
+        specs[name] = EvaluatorSpec(name, flow, tuple(datasets.values()), _at(src.path, items, index),
+                                    refused=refused)
     return tuple(specs.values())
+
+
+def no_flow_file(raw: str, base_dir: Path, name: str) -> str:
+    """Why an evaluator folder with no flow file cannot run (problem; fix), or "" when it is not such a folder.
+
+    The GenAIOps template's use cases ship evaluator folders of ``eval_*.py`` scripts with no flow file
+    (``eval_use_case(run_name, data_id, column_mapping)`` stubs that print); its evaluation step hands
+    the folder to ``pf`` as a flow, so they run nowhere. Such an evaluator is refused alone: the rest of
+    the experiment runs.
+    """
+    folder = _resolve(base_dir, raw)
+    if not folder.is_dir() or any((folder / file).is_file() for file in FLOW_FILES):
+        return ""
+    scripts = sorted(path.name for path in folder.glob("*.py"))
+    holds = f" (it holds {', '.join(scripts[:3])}{', ...' if len(scripts) > 3 else ''})" if scripts else ""
+    entry = f"{Path(scripts[0]).stem}:<function or class>" if scripts else "<module>:<function or class>"
+    return (f"evaluator {name}: folder {raw} has no flow file{holds}, so it is not run; add {raw}/flow.flex.yaml "
+            f"with 'entry: {entry}' taking the mapped columns and returning a dict of scores, or point flow at "
+            "an evaluation flow folder")
 
 
 def _evaluator_dataset(path: Path, entries: list[Any], index: int, base_dir: Path,

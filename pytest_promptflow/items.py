@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from .errors import SpecError
+from .errors import SpecError, Where
 from .thresholds import check
 
 
@@ -30,6 +30,9 @@ class ExperimentFile(pytest.File):
         except SpecError as error:  # one failing item; the rest of the session still runs
             yield BadSpecItem.from_parent(self, name=self.path.stem, error=error)
             return
+        for evaluator in (e for e in spec.evaluators if e.refused):  # refused alone, in one line
+            where = evaluator.where or Where(self.path)
+            warnings.warn_explicit(evaluator.refused, pytest.PytestWarning, str(where.path), where.line or 0)
         for cell in planned:
             yield ExperimentItem.from_parent(self, name=f"{spec.name}[{cell.id}]", planned=cell)
 
@@ -82,8 +85,10 @@ class ExperimentItem(pytest.Item):
             if threshold.metric not in metrics:
                 close = difflib.get_close_matches(threshold.metric, list(metrics), n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
+                refused = [f"{e.where}: {e.refused}" for e in self.planned.spec.evaluators
+                           if e.refused and threshold.metric.startswith(f"{e.name}.")]
                 raise SpecError(threshold.where, f"threshold on unknown metric {threshold.metric!r}",
-                                f"{hint}metrics of this cell: {', '.join(sorted(metrics))}")
+                                refused[0] if refused else f"{hint}metrics of this cell: {', '.join(sorted(metrics))}")
         verdicts = check(thresholds, metrics)
         self.verdicts = [{"metric": v.threshold.metric, "op": v.threshold.op, "threshold": v.threshold.value,
                           "actual": v.actual, "passed": v.passed} for v in verdicts]

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .engine import Row, Run
+from .errors import SpecError
 from .evaluation import Evaluation, Metrics, MetricValue, evaluate, worst_rows
+from .experiment import no_flow_file
 from .flows import FlowTarget
 
 
@@ -16,7 +18,8 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
     """Built-in metrics plus every evaluator's, each as a MetricValue that knows its cell and rows.
 
     An evaluator's metric is also reachable as ``<evaluator>.<metric>``; the short name is
-    kept for the first evaluator that reports it.
+    kept for the first evaluator that reports it, and never taken from a built-in: an evaluation
+    flow that logs its own ``error_rate`` has it as ``<evaluator>.error_rate``.
     """
     values: dict[str, float] = dict(run.metrics)
     for ev in evaluations:
@@ -82,6 +85,9 @@ class FlowRun:
         """Score this run with an evaluation flow (path), an azure-ai-evaluation evaluator or a callable."""
         session = self._session
         if isinstance(evaluator, (str, Path)):
+            refused = no_flow_file(str(evaluator), session.rootdir, name or Path(evaluator).name)
+            if refused:
+                raise SpecError(self.planned.spec.where, refused)
             evaluator = session.target(evaluator, session.rootdir, self.planned.spec.where)
         rows = None
         dataset = self.cell.dataset

@@ -149,7 +149,7 @@ class PromptflowSession:
         from .evaluation import evaluate
 
         results = []
-        for evaluator in planned.spec.evaluators:
+        for evaluator in (e for e in planned.spec.evaluators if not e.refused):  # refused: warned at collection
             target = self.evaluator_target(evaluator, planned.spec.where)
             for dataset in evaluator.datasets:
                 if (dataset.reference or dataset.name) != planned.cell.dataset.name:

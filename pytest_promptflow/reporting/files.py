@@ -13,7 +13,9 @@ DOCUMENT = "report.json"
 
 
 def write_reports(document: Mapping[str, Any], folder: Path) -> None:
+    """report.json keeps each cell's metrics in the order they were reported (built-ins, then each
+    evaluator's: its logged metrics first), the order the primary metric is chosen by."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / DOCUMENT).write_text(json.dumps(document, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    (folder / DOCUMENT).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
     write_csv(document, folder)
     write_html(document, folder / HTML)
