@@ -2,8 +2,10 @@
 
 It sits in the HTTP client's ``send`` (see ``intercept``), so it sees each request the OpenAI SDK
 (and so promptflow's LLM tool, prompty and azure-ai-evaluation) makes, whatever built the client.
-Only POSTs to ``.../chat/completions``, ``.../completions`` and ``.../embeddings`` are handled;
-everything else passes through untouched.
+Only POSTs to ``.../chat/completions``, ``.../completions``, ``.../embeddings`` and ``.../responses``
+(the Responses API: OpenAI's ``/v1/responses``, Azure's ``/openai/responses`` and
+``/openai/deployments/<d>/responses``) are handled; everything else passes through untouched. A
+streamed answer is read whole, stored as its event-stream text and replayed as such.
 
 When retries run out, or replay finds no stored answer, the call raises an ``openai.OpenAIError``
 subclass: the SDK passes those on without its own retries and promptflow's LLM tool treats them as
@@ -34,7 +36,7 @@ from .retry import retry_after, should_retry
 from .settings import LLMSettings
 from .store import Answer, CallRequest, Store
 
-_ENDPOINT = re.compile(r"/(chat/completions|completions|embeddings)/?$")
+_ENDPOINT = re.compile(r"/(chat/completions|completions|embeddings|responses)/?$")
 _DEPLOYMENT = re.compile(r"/deployments/([^/]+)/")
 _SECRET_HEADERS = ("api-key", "authorization", "ocp-apim-subscription-key", "x-api-key")
 CACHE_HEADER = "x-pytest-promptflow-cache"
