@@ -71,6 +71,7 @@ class CallLayer:
         self.store = Store(settings.store)
         self.workers = workers
         self._endpoints: dict[str, tuple[str, str]] = {}  # base URL -> (provider, connection name)
+        self._routes: dict[str, Callable[[], str]] = {}  # base URL -> where its requests really go
         self._gates: dict[str, Gate] = {}
         self._lock = threading.Lock()
         self.tally: collections.Counter[str] = collections.Counter()  # "from store", "live", "failed", ...
@@ -82,14 +83,22 @@ class CallLayer:
         with self._lock:
             self._endpoints[base] = (provider or _origin(base), connection)
 
+    def route(self, base_url: str, resolve: Callable[[], str]) -> None:
+        """Requests under ``base_url`` are sent under the address ``resolve()`` gives instead, asked for
+        only when one must be sent: a model behind it starts only if called, never for a stored answer."""
+        with self._lock:
+            self._routes[base_url.rstrip("/")] = resolve
+
     # -- the two entry points, one per client kind --
     def send(self, http: ModuleType, original: Callable[..., Any], client: Any, request: Any, **kwargs: Any) -> Any:
         call = self._describe(request)
         if call is None:
+            self._reroute(http, request)
             return original(client, request, **kwargs)
         stored = self._stored(http, call, request)
         if stored is not None:
             return stored
+        self._reroute(http, request)
         _set_timeout(request, self.settings.retry.timeout)
         failure, wait = "", None
         for attempt in range(self.settings.retry.attempts):
@@ -112,10 +121,12 @@ class CallLayer:
                          **kwargs: Any) -> Any:
         call = self._describe(request)
         if call is None:
+            self._reroute(http, request)
             return await original(client, request, **kwargs)
         stored = self._stored(http, call, request)
         if stored is not None:
             return stored
+        self._reroute(http, request)  # may start the model: blocks this event loop once
         _set_timeout(request, self.settings.retry.timeout)
         failure, wait = "", None
         for attempt in range(self.settings.retry.attempts):
@@ -159,6 +170,17 @@ class CallLayer:
                 return self._endpoints[max(matches, key=len)]
         origin = _origin(url)
         return origin, urlsplit(origin).netloc
+
+    def _reroute(self, http: ModuleType, request: Any) -> None:
+        """Points a request under a ``route``d base URL at the address that route resolves to."""
+        url = str(request.url)
+        with self._lock:
+            base = max((b for b in self._routes if url.startswith(b + "/")), key=len, default=None)
+            resolve = self._routes[base] if base is not None else None
+        if base is None or resolve is None:
+            return
+        request.url = http.URL(resolve().rstrip("/") + url[len(base):])
+        request.headers["Host"] = request.url.netloc.decode("ascii")
 
     def _gate(self, connection: str) -> Gate:
         with self._lock:
