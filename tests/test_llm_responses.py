@@ -1,11 +1,13 @@
 """The OpenAI Responses API: the embedded model answers it (whole and streamed), and the call layer
-stores, replays and counts it like chat completions. The openai SDK makes every request."""
+stores, replays, retries and counts it like chat completions. The openai SDK makes every request."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -17,6 +19,7 @@ from pytest_promptflow.llm.accounting import Usage, usage_of
 from pytest_promptflow.llm.calls import CallLayer, ReplayMiss
 from pytest_promptflow.llm.embedded import EmbeddedModel
 from pytest_promptflow.llm.intercept import activate
+from pytest_promptflow.llm.retry import RetryPolicy
 from pytest_promptflow.llm.settings import LLMSettings
 
 PROVIDER = "embedded:test"
@@ -160,3 +163,41 @@ def test_a_second_identical_call_is_answered_from_the_store_and_replays_with_no_
     assert ask(DEAD)[0] == live
     with pytest.raises(ReplayMiss):
         client(f"{DEAD}/v1").responses.create(**{**ASK, "input": "Capital of Spain?"})
+
+
+class Flaky(BaseHTTPRequestHandler):
+    """Fails the first /v1/responses request with HTTP 500 and answers every later one."""
+
+    attempts = 0
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).attempts += 1
+        chat = {"choices": [{"message": {"content": "Paris"}}], "usage": {"prompt_tokens": 9, "completion_tokens": 1}}
+        status, answer = (500, {"error": {"message": "boom"}}) if self.attempts == 1 else (
+            200, translate.response_object(body, chat, "m"))
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_a_failed_responses_call_is_retried_by_the_layer_alone(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    layer = CallLayer(LLMSettings(store=tmp_path, retry=RetryPolicy(backoff=0.01)))
+    activate(layer)
+    try:
+        with ledger.scope("test") as calls:
+            answer = client(f"http://127.0.0.1:{server.server_address[1]}/v1").responses.create(**ASK)
+    finally:
+        activate(None)
+        server.shutdown()
+    assert answer.output_text == "Paris" and Flaky.attempts == 2
+    assert layer.tally == {"live": 1} and (calls.prompt_tokens, calls.completion_tokens) == (9, 1)
