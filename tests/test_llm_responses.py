@@ -3,6 +3,7 @@ stores, replays, retries and counts it like chat completions. The openai SDK mak
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -201,3 +202,14 @@ def test_a_failed_responses_call_is_retried_by_the_layer_alone(tmp_path: Path) -
         server.shutdown()
     assert answer.output_text == "Paris" and Flaky.attempts == 2
     assert layer.tally == {"live": 1} and (calls.prompt_tokens, calls.completion_tokens) == (9, 1)
+
+
+def test_the_async_client_is_stored_and_counted_too(address: str, layer: CallLayer) -> None:
+    layer.register(address, "aoai", PROVIDER)
+    ask = openai.AsyncOpenAI(base_url=f"{address}/v1", api_key="not-a-key", max_retries=0).responses.create
+
+    async def twice() -> list[str]:
+        return [(await ask(**{**ASK, "input": "Capital of Italy?"})).output_text for _ in range(2)]
+
+    first, second = asyncio.run(twice())
+    assert first == second and first.strip() and layer.tally == {"live": 1, "from store": 1}
