@@ -16,7 +16,7 @@ from .config import DatasetSpec, data_columns, parse_mapping
 from .datasets import check_columns
 from .engine import Engine, Run
 from .errors import SpecError, Where, replay_error
-from .flows import FlowTarget, executor_inputs
+from .flows import FlowTarget, aggregation_metrics, executor_inputs
 from .llm import ledger
 
 
@@ -154,13 +154,7 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
         done_inputs.append(inputs or {})
         done_lines.append(result)
     metrics = aggregate(scores)
-    if executor.has_aggregation_node and done_lines:
-        aggregated = executor.exec_aggregation(
-            inputs={k: [inp.get(k) for inp in done_inputs] for k in flow_inputs},
-            aggregation_inputs={k: [ln.aggregation_inputs.get(k) for ln in done_lines]
-                                for k in done_lines[0].aggregation_inputs},
-        )
-        metrics.update({k: float(v) for k, v in (aggregated.metrics or {}).items() if _is_number(v)})
+    metrics.update(aggregation_metrics(executor, done_inputs, [line.aggregation_inputs for line in done_lines]))
     metrics.update(_spend(spent))
     return Evaluation(name, run.cell.dataset.name, tuple(scores), tuple(errors), metrics)
 

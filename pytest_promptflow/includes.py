@@ -1,0 +1,102 @@
+"""``additional_includes``: files and folders outside a flow's folder that the flow uses, as ``pf`` resolves them.
+
+A flow.dag.yaml / flow.flex.yaml may list paths relative to its folder (``../shared/utils.py``,
+``../common``). ``pf run`` and ``pf flow build`` copy the folder to a temporary one, then copy each include
+into its top level under its own name (a file as ``utils.py``, a folder as ``common/...``; ``x.zip`` whose
+folder ``x`` exists becomes a zip of that folder) and run the flow there with the key removed
+(promptflow's private ``_merge_local_code_and_additional_includes``). The same here: the engine runs the
+merged copy and a released package is the merged copy, so it runs without the original tree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import threading
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import SpecError, Where
+
+KEY = "additional_includes"
+#: run litter and secrets, never copied
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".runs", ".promptflow", ".env", ".git")
+
+
+def includes_of(definition: Mapping[str, Any]) -> list[str]:
+    return [str(item) for item in definition.get(KEY) or []]
+
+
+def resolve_includes(flow_file: Path, definition: Mapping[str, Any], flow_name: str) -> list[Path]:
+    """Each include as an absolute path; one that does not exist is the one-line error naming it."""
+    found = []
+    for item in includes_of(definition):
+        path = Path(item) if Path(item).is_absolute() else (flow_file.parent / item).resolve()
+        if not path.exists() and _zip_source(path) is None:
+            raise SpecError(_line_of(flow_file, item), f"flow {flow_name}: additional include {item!r} not found "
+                            f"(looked for {path})", "fix the path: additional_includes are relative to the flow "
+                            "folder")
+        found.append(path)
+    return found
+
+
+def copy_includes(includes: list[Path], dest: Path) -> None:
+    """Each include into ``dest``'s top level under its own name, as ``pf`` does (an include wins over a file of
+    the flow folder with the same name)."""
+    for path in includes:
+        source = _zip_source(path)
+        if source is not None:
+            _zip_folder(source, dest / path.name)
+        elif path.is_dir():
+            shutil.copytree(path, dest / path.name, dirs_exist_ok=True, ignore=IGNORED)
+        else:
+            shutil.copy2(path, dest / path.name)
+
+
+def without_includes(definition: Mapping[str, Any]) -> dict[str, Any]:
+    """The flow definition as it reads once its includes are merged in."""
+    return {key: value for key, value in definition.items() if key != KEY}
+
+
+_MERGED: dict[Path, Any] = {}
+_MERGED_LOCK = threading.Lock()
+
+
+def merged_folder(flow_file: Path, definition: Mapping[str, Any], flow_name: str) -> Path:
+    """The flow's folder, or, when it has includes, a merged copy made once per process (removed at exit)."""
+    includes = resolve_includes(flow_file, definition, flow_name)
+    if not includes:
+        return flow_file.parent
+    with _MERGED_LOCK:
+        if flow_file not in _MERGED:
+            temp = tempfile.TemporaryDirectory(prefix=f"pytest-promptflow-{flow_name}-")
+            folder = Path(temp.name)
+            shutil.copytree(flow_file.parent, folder, dirs_exist_ok=True, ignore=IGNORED)
+            copy_includes(includes, folder)
+            _MERGED[flow_file] = temp
+        return Path(_MERGED[flow_file].name)
+
+
+def _zip_source(path: Path) -> Path | None:
+    """The folder an include ``x.zip`` stands for, when there is no such file but a folder ``x``."""
+    folder = path.with_suffix("")
+    return folder if path.suffix == ".zip" and not path.exists() and folder.is_dir() else None
+
+
+def _zip_folder(folder: Path, archive: Path) -> None:
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for root, _, files in os.walk(folder, followlinks=True):
+            for name in sorted(files):
+                file = Path(root) / name
+                zipped.write(file, file.relative_to(folder.parent).as_posix())
+
+
+def _line_of(flow_file: Path, item: str) -> Where:
+    pattern = re.compile(rf"^\s*-\s*['\"]?{re.escape(item)}['\"]?\s*$")
+    for number, text in enumerate(flow_file.read_text(encoding="utf-8").splitlines(), 1):
+        if pattern.match(text):
+            return Where(flow_file, number)
+    return Where(flow_file)
