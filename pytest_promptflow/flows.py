@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .errors import SpecError, Where
-from .includes import merged_folder
+from .includes import merged_folder, without_includes
 from .workdir import InFolder, working_directory
 
 DAG_FILE = "flow.dag.yaml"
@@ -277,8 +277,9 @@ def check_flow(flow: Any, where: Where | None) -> None:
 
 
 def resolve_dag(definition: Mapping[str, Any], variants: Mapping[str, str], overrides: Mapping[str, Any]) -> dict:
-    """The DAG with the chosen variant of every node that has variants, and overrides applied."""
-    dag = copy.deepcopy(dict(definition))
+    """The DAG with the chosen variant of every node that has variants, and overrides applied; without
+    ``additional_includes``, since it runs (and is released) in the flow folder merged with them."""
+    dag = copy.deepcopy(without_includes(definition))
     node_variants = dag.pop("node_variants", None) or {}
     nodes = []
     for node in dag.get("nodes") or []:

@@ -61,6 +61,17 @@ def without_includes(definition: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in definition.items() if key != KEY}
 
 
+def write_flow_file(definition: Mapping[str, Any], path: Path) -> None:
+    """A flow file in block style and the flow's own key order, so it reads like the user's."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+    with path.open("w", encoding="utf-8") as stream:
+        yaml.dump(dict(definition), stream)
+
+
 _MERGED: dict[Path, Any] = {}
 _MERGED_LOCK = threading.Lock()
 
@@ -76,6 +87,7 @@ def merged_folder(flow_file: Path, definition: Mapping[str, Any], flow_name: str
             folder = Path(temp.name)
             shutil.copytree(flow_file.parent, folder, dirs_exist_ok=True, ignore=IGNORED)
             copy_includes(includes, folder)
+            write_flow_file(without_includes(definition), folder / flow_file.name)
             _MERGED[flow_file] = temp
         return Path(_MERGED[flow_file].name)
 
