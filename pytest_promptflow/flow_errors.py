@@ -25,7 +25,9 @@ FIXES = {
     "NodeCircularDependency": "break the cycle: no node may take its input from its own output, directly or "
                               "through other nodes",
     "FlowEntryInitializationError": "fix the entry class's __init__ or the init arguments given to it",
-    "JinjaTemplateError": "fix the template's Jinja syntax",
+    "TemplateSyntaxError": "fix the Jinja syntax of the node's template (its source.path)",
+    "ModuleNotFoundError": "install module {module!r} if it is a package, or check the name of the flow's own "
+                           "module (entry: or source.path)",
 }
 DEFAULT_FIX = "fix the flow (run with -vv to see promptflow's traceback)"
 
@@ -38,10 +40,12 @@ def load_error(exc: BaseException, flow_file: Path, flow_name: str) -> SpecError
     root = _root_cause(inner)
     where = _user_frame(root, flow_file.parent) or _node_line(flow_file, node)
     problem = _problem(inner, root)
-    details = {"file": getattr(where, "path", ""), "connection": _quoted(str(inner), "connection") or "?"}
+    details = {"file": where.path, "connection": _quoted(str(inner), "connection") or "?",
+               "module": getattr(root, "name", None) or "?"}
     if isinstance(where.path, Path) and where.path.is_relative_to(flow_file.parent):
         details["file"] = where.path.relative_to(flow_file.parent)
-    fix = FIXES.get(kind, FIXES.get(type(exc).__name__, DEFAULT_FIX)).format(**details)
+    kinds = (type(root).__name__, kind, type(exc).__name__)
+    fix = next((FIXES[name] for name in kinds if name in FIXES), DEFAULT_FIX).format(**details)
     site = f"flow {flow_name}, node {node}" if node else f"flow {flow_name}"
     return SpecError(where, f"{site}: {problem}", fix)
 
