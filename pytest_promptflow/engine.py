@@ -42,7 +42,7 @@ class Row:
     completion_tokens: int = 0
     cost: float = 0.0
     replay_misses: tuple[str, ...] = ()
-    aggregation_inputs: Mapping[str, Any] = field(default_factory=dict, repr=False)  # for the flow's aggregation
+    aggregation_input: Any = field(default=None, repr=False)  # what the flow's aggregation takes from it
 
     @property
     def failed(self) -> bool:
@@ -201,7 +201,7 @@ def _aggregate(runner: Runner, rows: Sequence[Row], flow_name: str) -> dict[str,
     if runner.aggregate is None or not done:
         return {}
     with ledger.scope(f"flow {flow_name}, aggregation"):
-        return runner.aggregate([row.inputs for row in done], [row.aggregation_inputs for row in done])
+        return runner.aggregate([row.inputs for row in done], [row.aggregation_input for row in done])
 
 
 def _timed(run_row: Callable[[Mapping[str, Any]], RowOutcome], site: str, index: int, data: Mapping[str, Any],
@@ -215,5 +215,5 @@ def _timed(run_row: Callable[[Mapping[str, Any]], RowOutcome], site: str, index:
         latency = time.perf_counter() - start if outcome.latency is None else outcome.latency
     return Row(index, data, inputs, outcome.outputs, outcome.error_type, outcome.error_message, latency,
                calls.llm_calls, calls.cache_hits, calls.prompt_tokens, calls.completion_tokens, calls.cost,
-               tuple(calls.replay_misses), outcome.aggregation_inputs)
+               tuple(calls.replay_misses), outcome.aggregation_input)
 

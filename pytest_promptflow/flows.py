@@ -37,7 +37,7 @@ class RowOutcome:
     error_type: str | None = None
     error_message: str | None = None
     latency: float | None = None  # measured elsewhere (an endpoint's answer), else timed by the engine
-    aggregation_inputs: Mapping[str, Any] = field(default_factory=dict)  # what the aggregation nodes take
+    aggregation_input: Any = None  # what the flow's aggregation takes from this row: see aggregation_input
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,17 +165,31 @@ class FlowTarget:
 
 
 def aggregation_metrics(executor: Any, inputs: Sequence[Mapping[str, Any]],
-                        aggregation_inputs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """Run a flow's aggregation nodes over its completed lines, as ``pf run`` does after the lines: the
-    numbers their ``log_metric`` calls logged. ``inputs`` and ``aggregation_inputs`` are per completed line."""
+                        aggregation_inputs: Sequence[Any]) -> dict[str, float]:
+    """Run a flow's aggregation over its completed lines, as ``pf run`` does after the lines: the numbers its
+    ``log_metric`` calls logged. Per completed line: its ``inputs`` and its ``aggregation_input`` (below)."""
     if not getattr(executor, "has_aggregation_node", False) or not aggregation_inputs:
         return {}
-    names = executor_inputs(executor)
-    result = executor.exec_aggregation(
-        inputs={name: [line.get(name) for line in inputs] for name in names},
-        aggregation_inputs={key: [line.get(key) for line in aggregation_inputs] for key in aggregation_inputs[0]},
-    )
+    if hasattr(executor, "_aggr_func"):  # promptflow's private ScriptExecutor: a flex flow's __aggregate__
+        from promptflow.contracts.types import AttrDict
+
+        lines = [AttrDict(line) if isinstance(line, dict) else line for line in aggregation_inputs]
+        result = executor.exec_aggregation(inputs={}, aggregation_inputs=lines)
+    else:
+        result = executor.exec_aggregation(
+            inputs={name: [line.get(name) for line in inputs] for name in executor_inputs(executor)},
+            aggregation_inputs={key: [line.get(key) for line in aggregation_inputs] for key in aggregation_inputs[0]},
+        )
     return {key: float(value) for key, value in (result.metrics or {}).items() if _is_number(value)}
+
+
+def aggregation_input(line: Any) -> Any:
+    """What a flow's aggregation takes from one of its lines (a promptflow LineResult): a DAG's aggregation
+    inputs, a flex flow's output (the line's outputs are what its ``__aggregate__`` gets, as under pf run)."""
+    if line.node_run_infos:  # a DAG's line ran nodes; a flex flow's ran its entry
+        return dict(line.aggregation_inputs or {})
+    output = line.output
+    return {k: v for k, v in output.items() if k != "line_number"} if isinstance(output, Mapping) else output
 
 
 def _is_number(value: Any) -> bool:
@@ -201,8 +215,8 @@ class Runner:
 
     run: Callable[[Mapping[str, Any]], RowOutcome]
     input_names: tuple[str, ...]
-    #: a flow's aggregation nodes over its completed rows (their inputs, their aggregation inputs) -> metrics
-    aggregate: Callable[[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]], dict[str, float]] | None = None
+    #: a flow's aggregation over its completed rows (their inputs, their aggregation inputs) -> metrics
+    aggregate: Callable[[Sequence[Mapping[str, Any]], Sequence[Any]], dict[str, float]] | None = None
 
     def __call__(self, inputs: Mapping[str, Any]) -> RowOutcome:
         return self.run(inputs)
@@ -302,10 +316,10 @@ def resolve_dag(definition: Mapping[str, Any], variants: Mapping[str, str], over
 def _outcome(line: Any) -> RowOutcome:
     status = str(getattr(line.run_info.status, "value", line.run_info.status))
     if status == "Completed":
-        if not isinstance(line.output, Mapping):  # a prompty answers with its text
-            return RowOutcome({"output": line.output})
+        if not isinstance(line.output, Mapping):  # a prompty (or a flex function) answers with its text
+            return RowOutcome({"output": line.output}, aggregation_input=line.output)
         outputs = {k: v for k, v in line.output.items() if k != "line_number"}
-        return RowOutcome(outputs, aggregation_inputs=dict(getattr(line, "aggregation_inputs", None) or {}))
+        return RowOutcome(outputs, aggregation_input=aggregation_input(line))
     error = line.run_info.error or {}
     debug = error.get("debugInfo") or {}
     inner = debug.get("innerException") or {}
