@@ -346,3 +346,19 @@ def test_traceback_when_asked(option: str, project: Project, pytester: pytest.Py
     result.stdout.fnmatch_lines([LOAD_CASES["python node raises at import"][2], "*Traceback*",
                                  '*raise RuntimeError("broken at import")*'])
     assert outcomes(result) == {"passed": 4, "errors": 1}
+
+
+@pytest.mark.parametrize("role", ["flow", "evaluator"])
+def test_experiment_whose_flow_does_not_load(role: str, project: Project, pytester: pytest.Pytester) -> None:
+    """The experiment's items fail with the one line, whether its flow or its evaluator cannot load."""
+    files, _, line = LOAD_CASES["python node raises at import"]
+    _setup(project, pytester)
+    for name, text in files.items():
+        project.write(f"flows/bad/{name}", text)
+    old = "flow: ../flows/clf" if role == "flow" else "flow: ../flows/ev"
+    experiment = BAD_EXPERIMENT.replace(old, "flow: ../flows/bad", 1)
+    if role == "flow":  # flows/bad has no variants
+        experiment = experiment.replace("variants:\n  nodes:\n    classify: [variant_0]\n", "")
+    project.experiment(experiment, folder="bad")
+    result = run(pytester)
+    _check(result, line, passed=3)
