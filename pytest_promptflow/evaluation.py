@@ -12,11 +12,12 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from .aggregation import aggregation_input, aggregation_metrics
 from .config import DatasetSpec, data_columns, parse_mapping
 from .datasets import check_columns
 from .engine import Engine, Run
 from .errors import SpecError, Where, replay_error
-from .flows import FlowTarget, aggregation_input, aggregation_metrics, executor_inputs
+from .flows import FlowTarget, executor_inputs
 from .llm import ledger
 
 
@@ -154,7 +155,8 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
         done_inputs.append(inputs or {})
         done_lines.append(result)
     metrics = aggregate(scores)
-    metrics.update(aggregation_metrics(executor, done_inputs, [aggregation_input(line) for line in done_lines]))
+    aggregation_inputs = [aggregation_input(line) for line in done_lines]
+    metrics.update(aggregation_metrics(executor, flow_inputs, done_inputs, aggregation_inputs))
     metrics.update(_spend(spent))
     return Evaluation(name, run.cell.dataset.name, tuple(scores), tuple(errors), metrics)
 

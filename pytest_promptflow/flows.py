@@ -10,7 +10,6 @@ import asyncio
 import copy
 import functools
 import inspect
-import math
 import os
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from .aggregation import aggregation_input, aggregation_metrics
 from .errors import SpecError, Where
 from .includes import merged_folder, without_includes
 from .workdir import InFolder, working_directory
@@ -117,7 +117,8 @@ class FlowTarget:
             return _callable_runner(self.func, _with_connection_objects(init, connections))
         executor = self.promptflow_executor(variants, overrides, connections, init)
         names = tuple(self.definition.get("inputs") or {}) if self.kind == "prompty" else executor_inputs(executor)
-        aggregate = functools.partial(aggregation_metrics, executor) if executor.has_aggregation_node else None
+        aggregate = (functools.partial(aggregation_metrics, executor, names) if executor.has_aggregation_node
+                     else None)
         return Runner(lambda inputs: _outcome(executor.exec_line(dict(inputs))), names, aggregate)
 
     def promptflow_executor(
@@ -162,41 +163,6 @@ class FlowTarget:
                                            init_kwargs=dict(init or {}))
         return FlowExecutor.create(_load_prompty(self.path, connections), conns,
                                    working_dir=folder, raise_ex=False)
-
-
-def aggregation_metrics(executor: Any, inputs: Sequence[Mapping[str, Any]],
-                        aggregation_inputs: Sequence[Any]) -> dict[str, float]:
-    """Run a flow's aggregation over its completed lines, as ``pf run`` does after the lines: the numbers its
-    ``log_metric`` calls logged. Per completed line: its ``inputs`` and its ``aggregation_input`` (below)."""
-    if not getattr(executor, "has_aggregation_node", False) or not aggregation_inputs:
-        return {}
-    if hasattr(executor, "_aggr_func"):  # promptflow's private ScriptExecutor: a flex flow's __aggregate__
-        from promptflow.contracts.types import AttrDict
-
-        lines = [AttrDict(line) if isinstance(line, dict) else line for line in aggregation_inputs]
-        result = executor.exec_aggregation(inputs={}, aggregation_inputs=lines)
-    else:
-        result = executor.exec_aggregation(
-            inputs={name: [line.get(name) for line in inputs] for name in executor_inputs(executor)},
-            aggregation_inputs={key: [line.get(key) for line in aggregation_inputs] for key in aggregation_inputs[0]},
-        )
-    return {key: float(value) for key, value in (result.metrics or {}).items() if _is_number(value)}
-
-
-def aggregation_input(line: Any) -> Any:
-    """What a flow's aggregation takes from one of its lines (a promptflow LineResult): a DAG's aggregation
-    inputs, a flex flow's output (the line's outputs are what its ``__aggregate__`` gets, as under pf run)."""
-    if line.node_run_infos:  # a DAG's line ran nodes; a flex flow's ran its entry
-        return dict(line.aggregation_inputs or {})
-    output = line.output
-    return {k: v for k, v in output.items() if k != "line_number"} if isinstance(output, Mapping) else output
-
-
-def _is_number(value: Any) -> bool:
-    """A real number: not a bool, not NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return not (isinstance(value, float) and math.isnan(value))
 
 
 def executor_inputs(executor: Any) -> tuple[str, ...]:
