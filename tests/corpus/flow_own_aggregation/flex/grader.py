@@ -6,4 +6,4 @@ class Grader:
         return {"correct": int(groundtruth.lower() == prediction.lower())}
 
     def __aggregate__(self, line_results: List[dict]) -> dict:
-        return {"accuracy": sum(line.correct for line in line_results) / len(line_results)}
+        return {"exact_rate": sum(line.correct for line in line_results) / len(line_results)}
