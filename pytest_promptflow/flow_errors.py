@@ -34,7 +34,7 @@ DEFAULT_FIX = "fix the flow (run with -vv to see promptflow's traceback)"
 
 def load_error(exc: BaseException, flow_file: Path, flow_name: str) -> SpecError:
     """The one line for ``exc``, raised by promptflow while loading the flow in ``flow_file``."""
-    node = getattr(exc, "_node_name", None)
+    node = getattr(exc, "_node_name", None)  # promptflow's ResolveToolError keeps it private
     inner = getattr(exc, "inner_exception", None) or exc
     kind = type(inner).__name__
     root = _root_cause(inner)
@@ -54,8 +54,13 @@ def _problem(inner: BaseException, root: BaseException) -> str:
     """What went wrong, in the user's terms: the user's own exception when there is one."""
     if not _is_promptflow(root):
         return f"{type(root).__name__}: {root}"
-    message = str(getattr(inner, "message", None) or inner)
-    return re.sub(r"\s+", " ", message).strip()
+    message = re.sub(r"\s+", " ", str(getattr(inner, "message", None) or inner)).strip()
+    if type(inner).__name__ == "GetConnectionError":  # its message speaks of promptflow's connection provider
+        available = re.search(r"Available keys are \[(.*?)\]", message)
+        names = available.group(1).replace("'", "") if available else ""
+        return (f"no connection {_quoted(message, 'connection')!r} for an input typed as a connection "
+                f"(connections here: {names or 'none'})")
+    return message
 
 
 def _is_promptflow(exc: BaseException) -> bool:
