@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import SpecError, Where
 
@@ -32,13 +32,16 @@ FIXES = {
 DEFAULT_FIX = "fix the flow (run with -vv to see promptflow's traceback)"
 
 
-def load_error(exc: BaseException, flow_file: Path, flow_name: str) -> SpecError:
-    """The one line for ``exc``, raised by promptflow while loading the flow in ``flow_file``."""
+def load_error(exc: BaseException, flow_file: Path, flow_name: str, code_folder: Path | None = None,
+               original: Callable[[Path], Path] = lambda path: path) -> SpecError:
+    """The one line for ``exc``, raised by promptflow while loading the flow in ``flow_file`` from ``code_folder``
+    (the flow folder, or its copy merged with its includes: ``original`` maps the copy's files back)."""
     node = getattr(exc, "_node_name", None)  # promptflow's ResolveToolError keeps it private
     inner = getattr(exc, "inner_exception", None) or exc
     kind = type(inner).__name__
     root = _root_cause(inner)
-    where = _user_frame(root, flow_file.parent) or _node_line(flow_file, node)
+    frame = _user_frame(root, code_folder or flow_file.parent)
+    where = Where(original(Path(frame.path)), frame.line) if frame else _node_line(flow_file, node)
     problem = _problem(inner, root)
     details = {"file": where.path, "connection": _quoted(str(inner), "connection") or "?",
                "module": getattr(root, "name", None) or "?"}

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .aggregation import aggregation_input, aggregation_metrics
 from .errors import SpecError, Where
-from .includes import merged_folder, without_includes
+from .includes import merged_folder, original_path, without_includes
 from .workdir import InFolder, working_directory
 
 DAG_FILE = "flow.dag.yaml"
@@ -143,7 +143,10 @@ class FlowTarget:
         except SpecError:
             raise
         except Exception as exc:  # promptflow's load errors, and whatever the user's code raised on import
-            raise (missing_package(self.path.parent, self.name) or load_error(exc, self.path, self.name)) from exc
+            path, definition = self.path, self.definition
+            error = missing_package(path.parent, self.name) or load_error(
+                exc, path, self.name, folder, lambda file: original_path(file, folder or path.parent, path, definition))
+            raise error from exc
         return InFolder(executor, folder)
 
     def _create_executor(self, folder: Path | None, variants: Mapping[str, str], overrides: Mapping[str, Any],

@@ -92,6 +92,20 @@ def merged_folder(flow_file: Path, definition: Mapping[str, Any], flow_name: str
         return Path(_MERGED[flow_file].name)
 
 
+def original_path(path: Path, merged: Path, flow_file: Path, definition: Mapping[str, Any]) -> Path:
+    """Where a file of the merged copy came from: one of the includes (they win, as in ``pf``), else the flow
+    folder; a path outside the copy is its own."""
+    merged = merged.resolve()
+    if merged == flow_file.parent.resolve() or not path.resolve().is_relative_to(merged):
+        return path
+    relative = path.resolve().relative_to(merged)
+    for item in includes_of(definition):
+        include = Path(item) if Path(item).is_absolute() else (flow_file.parent / item).resolve()
+        if relative.parts[0] == include.name:
+            return include.parent / relative
+    return flow_file.parent / relative
+
+
 def _zip_source(path: Path) -> Path | None:
     """The folder an include ``x.zip`` stands for, when there is no such file but a folder ``x``."""
     folder = path.with_suffix("")

@@ -304,6 +304,12 @@ LOAD_CASES = {
         "*flows/bad/flow.dag.yaml:2: flow bad: additional include '../shared/nope.py' not found (looked for *); "
         "fix the path*",
     ),
+    "included module raises at import": (
+        {"flow.dag.yaml": "additional_includes:\n- ../shared/boom.py\n" + ONE_NODE_DAG,
+         "n1.py": "import boom  # noqa: F401\n" + ECHO_NODE, "../shared/boom.py": 'import os\nraise OSError("no disk")\n'},
+        'flow="flows/bad"',
+        "*flows/shared/boom.py:2: flow bad, node n1: OSError: no disk; fix that module*",
+    ),
     "flow=42": ({}, "flow=42", "*test_bad.py:*: flow=42 is not a flow; give a flow folder *"),
     "flow=None": ({}, "flow=None", "*test_bad.py:*: flow=None is not a flow; give a flow folder *"),
 }
