@@ -17,13 +17,33 @@ import tempfile
 import threading
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .errors import SpecError, Where
 
 KEY = "additional_includes"
-#: run litter and secrets, never copied
-IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".runs", ".promptflow", ".env", ".git")
+#: Folders and files that runs, editors and tools leave behind; ``.env`` files hold secrets. Never copied.
+LITTER_DIRS = frozenset({"__pycache__", ".promptflow", ".runs", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+                         ".ipynb_checkpoints", ".git", ".venv", "venv", ".idea", ".vscode"})
+LITTER_SUFFIXES = (".pyc", ".pyo")
+LITTER_FILES = frozenset({".DS_Store", "Thumbs.db", ".env"})
+
+
+def is_litter(path: Path) -> bool:
+    name = path.name
+    return (name in LITTER_DIRS and path.is_dir()) or name in LITTER_FILES or name.startswith(".env.") \
+        or name.endswith(LITTER_SUFFIXES)
+
+
+def _ignored(folder: str, names: list[str]) -> set[str]:
+    """``shutil.copytree``'s ``ignore`` for a package: the litter among ``names``."""
+    return {name for name in names if is_litter(Path(folder) / name)}
+
+
+def _ignored_to_run(folder: str, names: list[str]) -> set[str]:
+    """``shutil.copytree``'s ``ignore`` for the copy a flow runs in: only what runs and tools leave behind (a
+    flow may read its ``.env``, as it can under ``pf run``, which copies everything)."""
+    return {name for name in names if name in LITTER_DIRS and (Path(folder) / name).is_dir()}
 
 
 def includes_of(definition: Mapping[str, Any]) -> list[str]:
@@ -43,7 +63,7 @@ def resolve_includes(flow_file: Path, definition: Mapping[str, Any], flow_name: 
     return found
 
 
-def copy_includes(includes: list[Path], dest: Path) -> None:
+def copy_includes(includes: list[Path], dest: Path, ignore: Callable[[str, list[str]], set[str]] = _ignored) -> None:
     """Each include into ``dest``'s top level under its own name, as ``pf`` does (an include wins over a file of
     the flow folder with the same name)."""
     for path in includes:
@@ -51,7 +71,7 @@ def copy_includes(includes: list[Path], dest: Path) -> None:
         if source is not None:
             _zip_folder(source, dest / path.name)
         elif path.is_dir():
-            shutil.copytree(path, dest / path.name, dirs_exist_ok=True, ignore=IGNORED)
+            shutil.copytree(path, dest / path.name, dirs_exist_ok=True, ignore=ignore)
         else:
             shutil.copy2(path, dest / path.name)
 
@@ -85,8 +105,8 @@ def merged_folder(flow_file: Path, definition: Mapping[str, Any], flow_name: str
         if flow_file not in _MERGED:
             temp = tempfile.TemporaryDirectory(prefix=f"pytest-promptflow-{flow_name}-")
             folder = Path(temp.name)
-            shutil.copytree(flow_file.parent, folder, dirs_exist_ok=True, ignore=IGNORED)
-            copy_includes(includes, folder)
+            shutil.copytree(flow_file.parent, folder, dirs_exist_ok=True, ignore=_ignored_to_run)
+            copy_includes(includes, folder, _ignored_to_run)
             write_flow_file(without_includes(definition), folder / flow_file.name)
             _MERGED[flow_file] = temp
         return Path(_MERGED[flow_file].name)

@@ -21,15 +21,10 @@ from typing import Any, Mapping
 
 from .errors import SpecError, Where
 from .flows import DAG_FILE, FLEX_FILE, FlowTarget, resolve_dag
-from .includes import copy_includes, resolve_includes, without_includes, write_flow_file
+from .includes import copy_includes, is_litter, resolve_includes, without_includes, write_flow_file
 
 #: A flex class entry's init arguments, written beside flow.flex.yaml (names of connections, never keys).
 INIT_FILE = "flow.init.json"
-#: Folders and files that runs, editors and tools leave behind; ``.env`` files hold secrets.
-LITTER_DIRS = frozenset({"__pycache__", ".promptflow", ".runs", ".pytest_cache", ".mypy_cache", ".ruff_cache",
-                         ".ipynb_checkpoints", ".git", ".venv", "venv", ".idea", ".vscode"})
-LITTER_SUFFIXES = (".pyc", ".pyo")
-LITTER_FILES = frozenset({".DS_Store", "Thumbs.db", ".env"})
 _FILE_REFERENCE = re.compile(r"\$\{file:([^}]+)\}")
 
 
@@ -93,17 +88,11 @@ def content_hash(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _is_litter(path: Path) -> bool:
-    name = path.name
-    return (name in LITTER_DIRS and path.is_dir()) or name in LITTER_FILES or name.startswith(".env.") \
-        or name.endswith(LITTER_SUFFIXES)
-
-
 def _copy_folder(source: Path, dest: Path) -> None:
     """Every file of ``source`` except run litter and secrets, keeping the layout (symlinks followed)."""
     skip = dest.resolve()
     for path in sorted(source.iterdir()):
-        if _is_litter(path) or path.resolve() == skip:
+        if is_litter(path) or path.resolve() == skip:
             continue
         if path.is_dir():
             (dest / path.name).mkdir()
