@@ -11,13 +11,13 @@ import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from .config import DatasetSpec, data_columns, parse_mapping
 from .datasets import check_columns
 from .errors import SpecError
-from .flows import FlowTarget, RowOutcome
+from .flows import FlowTarget, RowOutcome, Runner
 from .llm import ledger
 from .matrix import Cell
 
@@ -42,6 +42,7 @@ class Row:
     completion_tokens: int = 0
     cost: float = 0.0
     replay_misses: tuple[str, ...] = ()
+    aggregation_input: Any = field(default=None, repr=False)  # what the flow's aggregation takes from it
 
     @property
     def failed(self) -> bool:
@@ -60,22 +61,26 @@ class Run:
     cell: Cell
     rows: tuple[Row, ...]
     seconds: float
+    #: what the flow's own aggregation nodes logged with ``log_metric`` (an evaluation flow under test)
+    flow_metrics: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def metrics(self) -> dict[str, float]:
-        """Built-in metrics every run has. Latency rests on live rows only (``latency.rows`` of them):
-        with every row answered from the store there is no latency to report."""
+        """The flow's own logged metrics, then the built-in metrics every run has (a logged metric with a
+        built-in's name is kept as ``flow.<name>``). Latency rests on live rows only (``latency.rows`` of
+        them): with every row answered from the store there is no latency to report."""
         live = sorted(r.latency for r in self.rows if not r.cached)
-        metrics = {
+        builtin = {
             "error_rate": sum(r.failed for r in self.rows) / len(self.rows),
             "rows": float(len(self.rows)),
             "latency.rows": float(len(live)),
             **ledger.spend(self.rows),
         }
         if live:
-            metrics["latency.mean"] = statistics.fmean(live)
-            metrics["latency.p95"] = _percentile(live, 0.95)
-        return metrics
+            builtin["latency.mean"] = statistics.fmean(live)
+            builtin["latency.p95"] = _percentile(live, 0.95)
+        logged = {(f"flow.{name}" if name in builtin else name): value for name, value in self.flow_metrics.items()}
+        return {**logged, **builtin}
 
     @property
     def latency_note(self) -> str:
@@ -163,7 +168,7 @@ class Engine:
         finally:
             if observer is not None:
                 observer.close()
-        return Run(cell, tuple(results), time.perf_counter() - start)
+        return Run(cell, tuple(results), time.perf_counter() - start, _aggregate(runner, results, target.name))
 
     def map(self, function: Callable[[Any], Any], items: Sequence[Any],
             observer: RowObserver | None = None) -> list[Any]:
@@ -190,6 +195,15 @@ class Engine:
             return [future.result() for future in futures]
 
 
+def _aggregate(runner: Runner, rows: Sequence[Row], flow_name: str) -> dict[str, float]:
+    """The flow's aggregation nodes over its completed rows, after them, as ``pf run`` runs them."""
+    done = [row for row in rows if not row.failed]
+    if runner.aggregate is None or not done:
+        return {}
+    with ledger.scope(f"flow {flow_name}, aggregation"):
+        return runner.aggregate([row.inputs for row in done], [row.aggregation_input for row in done])
+
+
 def _timed(run_row: Callable[[Mapping[str, Any]], RowOutcome], site: str, index: int, data: Mapping[str, Any],
            inputs: Mapping[str, Any]) -> Row:
     with ledger.scope(site) as calls:
@@ -201,5 +215,5 @@ def _timed(run_row: Callable[[Mapping[str, Any]], RowOutcome], site: str, index:
         latency = time.perf_counter() - start if outcome.latency is None else outcome.latency
     return Row(index, data, inputs, outcome.outputs, outcome.error_type, outcome.error_message, latency,
                calls.llm_calls, calls.cache_hits, calls.prompt_tokens, calls.completion_tokens, calls.cost,
-               tuple(calls.replay_misses))
+               tuple(calls.replay_misses), outcome.aggregation_input)
 

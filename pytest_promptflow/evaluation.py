@@ -15,6 +15,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from .aggregation import aggregation_input, aggregation_metrics, is_number
 from .config import DatasetSpec, data_columns, parse_mapping
 from .datasets import check_columns
 from .engine import Engine, Run
@@ -159,19 +160,11 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
         errors.append(None)
         done_inputs.append(inputs or {})
         done_lines.append(result)
-    logged: dict[str, float] = {}
-    if executor.has_aggregation_node and done_lines:
-        aggregated = executor.exec_aggregation(
-            inputs={k: [inp.get(k) for inp in done_inputs] for k in flow_inputs},
-            aggregation_inputs={k: [ln.aggregation_inputs.get(k) for ln in done_lines]
-                                for k in done_lines[0].aggregation_inputs},
-        )
-        logged = {k: float(v) for k, v in (aggregated.metrics or {}).items() if _is_number(v)}
+    logged = aggregation_metrics(executor, flow_inputs, done_inputs, [aggregation_input(line) for line in done_lines])
     # the flow's own log_metric calls first (the first is the primary metric), then means of per-row outputs
     means = {k: v for k, v in aggregate(scores).items() if k not in logged}
     return Evaluation(name, run.cell.dataset.name, tuple(scores), tuple(errors),
                       {**logged, **means, **_spend(spent)})
-
 
 class JudgeFailed(Exception):
     """A prompty judge's row that did not answer (its error becomes the row's error)."""
@@ -265,15 +258,9 @@ def aggregate(scores: Sequence[Mapping[str, Any] | None]) -> dict[str, float]:
             if key.endswith("_result") and str(value).lower() in ("pass", "fail"):
                 columns.setdefault(key[: -len("_result")] + "_pass_rate", []).append(
                     1.0 if str(value).lower() == "pass" else 0.0)
-            elif _is_number(value):
+            elif is_number(value):
                 columns.setdefault(key, []).append(float(value))
     return {key: statistics.fmean(values) for key, values in columns.items() if values}
-
-
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return not (isinstance(value, float) and math.isnan(value))
 
 
 def _callable_name(evaluator: Any) -> str:
@@ -285,7 +272,7 @@ def worst_rows(run: Run, evaluations: Sequence[Evaluation], metric: str, limit: 
     def per_row(i: int) -> float | None:
         for ev in evaluations:
             row = ev.scores[i] or {}
-            numeric = {k: v for k, v in row.items() if _is_number(v) and not k.endswith("_threshold")}
+            numeric = {k: v for k, v in row.items() if is_number(v) and not k.endswith("_threshold")}
             if metric in numeric:
                 return float(numeric[metric])
             if len(numeric) == 1:

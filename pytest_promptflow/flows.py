@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import inspect
 import os
 import sys
@@ -16,9 +17,12 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
+from .aggregation import aggregation_input, aggregation_metrics
 from .errors import SpecError, Where
+from .includes import merged_folder, original_path, without_includes
+from .workdir import InFolder, working_directory
 
 DAG_FILE = "flow.dag.yaml"
 FLEX_FILE = "flow.flex.yaml"
@@ -33,6 +37,7 @@ class RowOutcome:
     error_type: str | None = None
     error_message: str | None = None
     latency: float | None = None  # measured elsewhere (an endpoint's answer), else timed by the engine
+    aggregation_input: Any = None  # what the flow's aggregation takes from this row: see aggregation_input
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,7 +117,9 @@ class FlowTarget:
             return _callable_runner(self.func, _with_connection_objects(init, connections))
         executor = self.promptflow_executor(variants, overrides, connections, init)
         names = tuple(self.definition.get("inputs") or {}) if self.kind == "prompty" else executor_inputs(executor)
-        return Runner(lambda inputs: _outcome(executor.exec_line(dict(inputs))), names)
+        aggregate = (functools.partial(aggregation_metrics, executor, names) if executor.has_aggregation_node
+                     else None)
+        return Runner(lambda inputs: _outcome(executor.exec_line(dict(inputs))), names, aggregate)
 
     def promptflow_executor(
         self,
@@ -121,21 +128,44 @@ class FlowTarget:
         connections: Mapping[str, Any],
         init: Mapping[str, Any] | None = None,
     ) -> Any:
-        """promptflow's own executor for this flow: it runs lines and, for evaluation flows, the aggregation."""
+        """promptflow's own executor for this flow: it runs lines and, for evaluation flows, the aggregation.
+
+        It loads and runs in the flow's folder (merged with its ``additional_includes``), as under ``pf run``;
+        a failure to load is the one line that names the file, the node and the fix.
+        """
+        from .flow_errors import load_error, missing_package
+
+        assert self.path is not None
+        folder = merged_folder(self.path, self.definition, self.name) if self.kind != "prompty" else self.folder
+        try:
+            with working_directory(folder):
+                executor = self._create_executor(folder, variants, overrides, connections, init)
+        except SpecError:
+            raise
+        except Exception as exc:  # promptflow's load errors, and whatever the user's code raised on import
+            path, definition = self.path, self.definition
+            error = missing_package(path.parent, self.name) or load_error(
+                exc, path, self.name, folder, lambda file: original_path(file, folder or path.parent, path, definition))
+            raise error from exc
+        return InFolder(executor, folder)
+
+    def _create_executor(self, folder: Path | None, variants: Mapping[str, str], overrides: Mapping[str, Any],
+                         connections: Mapping[str, Any], init: Mapping[str, Any] | None) -> Any:
         FlowExecutor = load_promptflow()
         conns = {name: conn._to_execution_connection_dict() for name, conn in connections.items()}
         if self.kind == "dag":
-            with tempfile.TemporaryDirectory(prefix="pytest-promptflow-") as folder:
-                flow_file = Path(folder) / DAG_FILE
+            with tempfile.TemporaryDirectory(prefix="pytest-promptflow-") as temp:
+                flow_file = Path(temp) / DAG_FILE
                 _dump_yaml(resolve_dag(self.definition, variants, overrides), flow_file)
-                return FlowExecutor.create(flow_file, conns, working_dir=self.folder, raise_ex=False)
+                return FlowExecutor.create(flow_file, conns, working_dir=folder, raise_ex=False)
         if self.kind == "flex":
+            assert folder is not None and self.path is not None
             with _ENTRY_IMPORT_LOCK:
-                _forget_foreign_entry_module(str(self.definition.get("entry", "")), self.folder)
-                return FlowExecutor.create(self.path, conns, working_dir=self.folder, raise_ex=False,
+                _forget_foreign_entry_module(str(self.definition.get("entry", "")), folder)
+                return FlowExecutor.create(folder / self.path.name, conns, working_dir=folder, raise_ex=False,
                                            init_kwargs=dict(init or {}))
         return FlowExecutor.create(_load_prompty(self.path, connections), conns,
-                                   working_dir=self.folder, raise_ex=False)
+                                   working_dir=folder, raise_ex=False)
 
 
 def executor_inputs(executor: Any) -> tuple[str, ...]:
@@ -154,6 +184,8 @@ class Runner:
 
     run: Callable[[Mapping[str, Any]], RowOutcome]
     input_names: tuple[str, ...]
+    #: a flow's aggregation over its completed rows (their inputs, their aggregation inputs) -> metrics
+    aggregate: Callable[[Sequence[Mapping[str, Any]], Sequence[Any]], dict[str, float]] | None = None
 
     def __call__(self, inputs: Mapping[str, Any]) -> RowOutcome:
         return self.run(inputs)
@@ -197,6 +229,7 @@ def load_promptflow() -> Any:
 
 def load_target(flow: str | Path | Callable[..., Any], base_dir: Path, where: Where | None = None) -> FlowTarget:
     """A FlowTarget from a path (folder, flow file, .prompty) or a callable."""
+    check_flow(flow, where)
     if callable(flow) and not isinstance(flow, (str, Path)):
         name = getattr(flow, "__name__", type(flow).__name__)
         return FlowTarget(name=name, kind="callable", func=flow)
@@ -216,9 +249,20 @@ def load_target(flow: str | Path | Callable[..., Any], base_dir: Path, where: Wh
                     "give a flow folder (flow.dag.yaml / flow.flex.yaml), a .prompty file, or a callable")
 
 
+def check_flow(flow: Any, where: Where | None) -> None:
+    """A flow is a path (str or Path) or a callable; anything else is the one line that says so."""
+    if isinstance(flow, (str, Path)) and str(flow).strip():
+        return
+    if callable(flow) and not isinstance(flow, (str, Path)):
+        return
+    raise SpecError(where, f"flow={flow!r} is not a flow",
+                    "give a flow folder (flow.dag.yaml / flow.flex.yaml) or a .prompty file as a path, or a callable")
+
+
 def resolve_dag(definition: Mapping[str, Any], variants: Mapping[str, str], overrides: Mapping[str, Any]) -> dict:
-    """The DAG with the chosen variant of every node that has variants, and overrides applied."""
-    dag = copy.deepcopy(dict(definition))
+    """The DAG with the chosen variant of every node that has variants, and overrides applied; without
+    ``additional_includes``, since it runs (and is released) in the flow folder merged with them."""
+    dag = copy.deepcopy(without_includes(definition))
     node_variants = dag.pop("node_variants", None) or {}
     nodes = []
     for node in dag.get("nodes") or []:
@@ -241,9 +285,10 @@ def resolve_dag(definition: Mapping[str, Any], variants: Mapping[str, str], over
 def _outcome(line: Any) -> RowOutcome:
     status = str(getattr(line.run_info.status, "value", line.run_info.status))
     if status == "Completed":
-        if not isinstance(line.output, Mapping):  # a prompty answers with its text
-            return RowOutcome({"output": line.output})
-        return RowOutcome({k: v for k, v in line.output.items() if k != "line_number"})
+        if not isinstance(line.output, Mapping):  # a prompty (or a flex function) answers with its text
+            return RowOutcome({"output": line.output}, aggregation_input=line.output)
+        outputs = {k: v for k, v in line.output.items() if k != "line_number"}
+        return RowOutcome(outputs, aggregation_input=aggregation_input(line))
     error = line.run_info.error or {}
     debug = error.get("debugInfo") or {}
     inner = debug.get("innerException") or {}
@@ -303,9 +348,18 @@ def _read_prompty_front_matter(path: Path) -> dict:
     if len(parts) < 3:
         raise SpecError(Where(path, 1), "prompty file has no front matter between --- lines",
                         "see promptflow's prompty format")
-    from ruamel.yaml import YAML
+    from ruamel.yaml import YAML, YAMLError
 
-    return YAML(typ="safe").load(parts[1]) or {}
+    try:
+        data = YAML(typ="safe").load(parts[1]) or {}
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None  # parts[1] starts on the first --- line
+        raise SpecError(Where(path, line), f"prompty front matter: YAML syntax error: {getattr(exc, 'problem', exc)}",
+                        "fix the YAML between the --- lines") from exc
+    if not isinstance(data, dict):
+        raise SpecError(Where(path, 2), "prompty front matter is not a YAML mapping", "see promptflow's prompty format")
+    return data
 
 
 def _load_prompty(path: Path | None, connections: Mapping[str, Any]) -> Any:

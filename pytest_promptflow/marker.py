@@ -10,6 +10,7 @@ import pytest
 
 from .config import STRATEGIES, DatasetSpec, ExperimentSpec, VariantsSpec
 from .errors import SpecError, Where
+from .flows import check_flow
 
 ARGUMENTS = ("flow", "data", "variants", "overrides", "strategy", "mappings", "init", "name")
 
@@ -30,6 +31,7 @@ def spec_from_marker(
     if "flow" not in kwargs or "data" not in kwargs:
         raise SpecError(where, "promptflow marker needs flow= and data=",
                         'e.g. @pytest.mark.promptflow(flow="flows/sentiment", data="evals/data/sentiment.jsonl")')
+    check_flow(kwargs["flow"], where)
     strategy = kwargs.get("strategy", "matrix")
     if strategy not in STRATEGIES:
         raise SpecError(where, f"unknown strategy {strategy!r}", f"use one of {', '.join(STRATEGIES)}")

@@ -21,14 +21,10 @@ from typing import Any, Mapping
 
 from .errors import SpecError, Where
 from .flows import DAG_FILE, FLEX_FILE, FlowTarget, resolve_dag
+from .includes import copy_includes, is_litter, resolve_includes, without_includes, write_flow_file
 
 #: A flex class entry's init arguments, written beside flow.flex.yaml (names of connections, never keys).
 INIT_FILE = "flow.init.json"
-#: Folders and files that runs, editors and tools leave behind; ``.env`` files hold secrets.
-LITTER_DIRS = frozenset({"__pycache__", ".promptflow", ".runs", ".pytest_cache", ".mypy_cache", ".ruff_cache",
-                         ".ipynb_checkpoints", ".git", ".venv", "venv", ".idea", ".vscode"})
-LITTER_SUFFIXES = (".pyc", ".pyo")
-LITTER_FILES = frozenset({".DS_Store", "Thumbs.db", ".env"})
 _FILE_REFERENCE = re.compile(r"\$\{file:([^}]+)\}")
 
 
@@ -64,8 +60,9 @@ def package_flow(
         _copy_prompty(target.path, dest)
     else:
         _copy_folder(target.path.parent, dest)
+        _merge_includes(target, dest)
     if target.kind == "dag" and (target.definition.get("node_variants") or overrides):
-        _write_dag(resolve_dag(target.definition, variants, overrides), dest / DAG_FILE)
+        write_flow_file(resolve_dag(target.definition, variants, overrides), dest / DAG_FILE)
     if target.kind == "flex" and init:
         (dest / INIT_FILE).write_text(_init_json(init, where), encoding="utf-8")
     return dest, content_hash(dest)
@@ -91,17 +88,11 @@ def content_hash(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _is_litter(path: Path) -> bool:
-    name = path.name
-    return (name in LITTER_DIRS and path.is_dir()) or name in LITTER_FILES or name.startswith(".env.") \
-        or name.endswith(LITTER_SUFFIXES)
-
-
 def _copy_folder(source: Path, dest: Path) -> None:
     """Every file of ``source`` except run litter and secrets, keeping the layout (symlinks followed)."""
     skip = dest.resolve()
     for path in sorted(source.iterdir()):
-        if _is_litter(path) or path.resolve() == skip:
+        if is_litter(path) or path.resolve() == skip:
             continue
         if path.is_dir():
             (dest / path.name).mkdir()
@@ -137,15 +128,14 @@ def _check_variants(target: FlowTarget, variants: Mapping[str, str], where: Wher
                             f"choose one of {', '.join(node_variants[node][1])}")
 
 
-def _write_dag(dag: Mapping[str, Any], path: Path) -> None:
-    """Block style in the flow's own key order, so the released flow reads like the user's."""
-    from ruamel.yaml import YAML
-
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
-    with path.open("w", encoding="utf-8") as stream:
-        yaml.dump(dict(dag), stream)
+def _merge_includes(target: FlowTarget, dest: Path) -> None:
+    """The flow's ``additional_includes`` copied in as ``pf flow build`` does, and the key dropped from the
+    packaged flow file: every deployment target builds from the package, without the original tree."""
+    assert target.path is not None
+    includes = resolve_includes(target.path, target.definition, target.name)
+    if includes:
+        copy_includes(includes, dest)
+        write_flow_file(without_includes(target.definition), dest / target.path.name)
 
 
 def _init_json(init: Mapping[str, Any], where: Where) -> str:

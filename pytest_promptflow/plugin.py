@@ -373,7 +373,10 @@ def pytest_runtest_makereport(
     """A SpecError raised while an item runs is shown as its one line, not a traceback."""
     report = yield
     if call.excinfo is not None and isinstance(call.excinfo.value, SpecError):
-        report.longrepr = str(call.excinfo.value)
+        from .flow_errors import with_traceback
+
+        show = item.config.get_verbosity() >= 2 or item.config.getoption("tbstyle") == "long"
+        report.longrepr = with_traceback(call.excinfo.value, show)
     if report.when == "call" or (report.when == "setup" and report.failed):
         record = item.config.stash[REPORTS].record(item, report)
         if record is not None:

@@ -189,3 +189,182 @@ def test_bad_marker(case: str, project: Project, pytester: pytest.Pytester) -> N
     result = run(pytester)
     # the good experiment, both tests of test_good.py and the bad test's neighbour in its own module
     _check(result, line, passed=4)
+
+
+ONE_NODE_DAG = """\
+inputs:
+  text:
+    type: string
+outputs:
+  out:
+    type: string
+    reference: ${n1.output}
+nodes:
+- name: n1
+  type: python
+  source:
+    type: code
+    path: n1.py
+  inputs:
+    text: ${inputs.text}
+"""
+ECHO_NODE = "from promptflow.core import tool\n\n\n@tool\ndef echo(text: str) -> str:\n    return text\n"
+CONNECTION_NODE = """\
+from promptflow.connections import {kind}
+from promptflow.core import tool
+
+
+@tool
+def echo(text: str, conn: {kind}) -> str:
+    return text
+"""
+CYCLE_DAG = ONE_NODE_DAG.replace("${inputs.text}", "${n2.output}") + """\
+- name: n2
+  type: python
+  source:
+    type: code
+    path: n1.py
+  inputs:
+    text: ${n1.output}
+"""
+FLEX_INIT_BOOM = """\
+class Answer:
+    def __init__(self, prefix: str = ""):
+        raise ValueError("no model here")
+
+    def __call__(self, text: str) -> str:
+        return self.prefix + text
+"""
+BROKEN_PROMPTY = """\
+---
+name: bad
+model:
+  api: chat
+  configuration: [type: azure_openai
+inputs:
+  text:
+    type: string
+---
+system:
+{{text}}
+"""
+
+#: case -> (files of flows/bad, the marker's arguments, the expected line)
+LOAD_CASES = {
+    "python node raises at import": (
+        {"flow.dag.yaml": ONE_NODE_DAG, "n1.py": 'import os\nraise RuntimeError("broken at import")\n'},
+        'flow="flows/bad"',
+        "*flows/bad/n1.py:2: flow bad, node n1: RuntimeError: broken at import; fix that module (`python n1.py`*",
+    ),
+    "node cycle": (
+        {"flow.dag.yaml": CYCLE_DAG, "n1.py": ECHO_NODE},
+        'flow="flows/bad"',
+        "*flows/bad/flow.dag.yaml: flow bad: *circular dependency*['n1', 'n2']*; break the cycle*",
+    ),
+    "missing tool file": (
+        {"flow.dag.yaml": ONE_NODE_DAG},
+        'flow="flows/bad"',
+        "*flows/bad/flow.dag.yaml:9: flow bad, node n1: *Tool file 'n1.py' can not be found*; check the node's "
+        "source.path*",
+    ),
+    "unknown connection": (
+        {"flow.dag.yaml": ONE_NODE_DAG.replace("    text: ${inputs.text}", "    text: ${inputs.text}\n    conn: "
+                                               "my_conn"),
+         "n1.py": CONNECTION_NODE.format(kind="CustomConnection")},
+        'flow="flows/bad"',
+        "*flows/bad/flow.dag.yaml:9: flow bad, node n1: *connection 'my_conn'*; define connection 'my_conn' in*",
+    ),
+    "connection of an unsupported kind": (
+        {"flow.dag.yaml": ONE_NODE_DAG.replace("    text: ${inputs.text}", "    text: ${inputs.text}\n    conn: "
+                                               "search"),
+         "n1.py": CONNECTION_NODE.format(kind="CognitiveSearchConnection")},
+        'flow="flows/bad"',
+        "*flows/bad/flow.dag.yaml:9: flow bad, node n1: *connection 'search'*; define connection 'search' in*",
+    ),
+    "missing package of a flow": (
+        {"flow.dag.yaml": ONE_NODE_DAG, "requirements.txt": "# what the flow needs\nnot-installed-pkg-xyz>=1.0\n",
+         "n1.py": "import not_installed_pkg_xyz\n" + ECHO_NODE},
+        'flow="flows/bad"',
+        "*flows/bad/requirements.txt:2: flow bad: package 'not-installed-pkg-xyz' that its requirements.txt names "
+        "is not installed; pip install -r *flows/bad/requirements.txt",
+    ),
+    "flex init that raises": (
+        {"flow.flex.yaml": "entry: boom:Answer\n", "boom.py": FLEX_INIT_BOOM},
+        'flow="flows/bad", init={"prefix": "> "}',
+        "*flows/bad/boom.py:3: flow bad: ValueError: no model here; fix the entry class's __init__*",
+    ),
+    "prompty with broken front matter": (
+        {"bad.prompty": BROKEN_PROMPTY},
+        'flow="flows/bad/bad.prompty"',
+        "*flows/bad/bad.prompty:6: prompty front matter: YAML syntax error: *; fix the YAML between the --- lines",
+    ),
+    "missing additional include": (
+        {"flow.dag.yaml": "additional_includes:\n- ../shared/nope.py\n" + ONE_NODE_DAG, "n1.py": ECHO_NODE},
+        'flow="flows/bad"',
+        "*flows/bad/flow.dag.yaml:2: flow bad: additional include '../shared/nope.py' not found (looked for *); "
+        "fix the path*",
+    ),
+    "included module raises at import": (
+        {"flow.dag.yaml": "additional_includes:\n- ../shared/boom.py\n" + ONE_NODE_DAG,
+         "n1.py": "import boom  # noqa: F401\n" + ECHO_NODE, "../shared/boom.py": 'import os\nraise OSError("no disk")\n'},
+        'flow="flows/bad"',
+        "*flows/shared/boom.py:2: flow bad, node n1: OSError: no disk; fix that module*",
+    ),
+    "flow=42": ({}, "flow=42", "*test_bad.py:*: flow=42 is not a flow; give a flow folder *"),
+    "flow=None": ({}, "flow=None", "*test_bad.py:*: flow=None is not a flow; give a flow folder *"),
+}
+
+
+def _bad_flow_project(case: str, project: Project, pytester: pytest.Pytester) -> None:
+    files, arguments, _ = LOAD_CASES[case]
+    _setup(project, pytester)
+    for name, text in files.items():
+        project.write(f"flows/bad/{name}", text)
+    pytester.makepyfile(test_bad=f"""
+        import pytest
+
+        def echo(text):
+            return {{"text": text}}
+
+        @pytest.mark.promptflow(flow=echo, data="data/small.jsonl")
+        def test_neighbour(flow_run):
+            assert len(flow_run.rows) == 4
+
+        @pytest.mark.promptflow({arguments}, data="data/small.jsonl")
+        def test_bad(flow_run):
+            pass
+    """)
+
+
+@pytest.mark.parametrize("case", list(LOAD_CASES))
+def test_flow_that_does_not_load(case: str, project: Project, pytester: pytest.Pytester) -> None:
+    """One line for the flow's item; the good DAG flow's experiment and the other tests pass."""
+    _bad_flow_project(case, project, pytester)
+    result = run(pytester)
+    _check(result, LOAD_CASES[case][2], passed=4)
+
+
+@pytest.mark.parametrize("option", ["--tb=long", "-vv"])
+def test_traceback_when_asked(option: str, project: Project, pytester: pytest.Pytester) -> None:
+    """-vv or --tb=long shows the original exception's traceback below the line."""
+    _bad_flow_project("python node raises at import", project, pytester)
+    result = run(pytester, option)
+    result.stdout.fnmatch_lines([LOAD_CASES["python node raises at import"][2], "*Traceback*",
+                                 '*raise RuntimeError("broken at import")*'])
+    assert outcomes(result) == {"passed": 4, "errors": 1}
+
+
+@pytest.mark.parametrize("role", ["flow", "evaluator"])
+def test_experiment_whose_flow_does_not_load(role: str, project: Project, pytester: pytest.Pytester) -> None:
+    """The experiment's items fail with the one line, whether its flow or its evaluator cannot load."""
+    files, _, line = LOAD_CASES["python node raises at import"]
+    _setup(project, pytester)
+    for name, text in files.items():
+        project.write(f"flows/bad/{name}", text)
+    old = "flow: ../flows/clf" if role == "flow" else "flow: ../flows/ev"
+    experiment = BAD_EXPERIMENT.replace(old, "flow: ../flows/bad", 1)
+    if role == "flow":  # flows/bad has no variants
+        experiment = experiment.replace("variants:\n  nodes:\n    classify: [variant_0]\n", "")
+    project.experiment(experiment, folder="bad")
+    result = run(pytester)
+    _check(result, line, passed=3)

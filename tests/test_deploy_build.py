@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -352,3 +353,21 @@ def test_a_broken_state_file_and_a_missing_docker_command_are_deploy_errors(make
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(DeployError, match="docker build -t tiny-llm:3 .* could not start"):
         DockerTarget(tmp_path / "elsewhere", engine=True).deploy(spec)
+
+
+def test_docker_context_holds_the_flows_additional_includes(make_spec, tmp_path):
+    """The package has its additional_includes merged in, so promptflow's build (and the image) needs no
+    original tree."""
+    source = write_flow(tmp_path / "flows" / "with_include", "additional_includes:\n- ../../shared/shout.py\n"
+                        + PYTHON_DAG)
+    (source / "shout.py").unlink()
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "shout.py").write_text(SHOUT_PY, encoding="utf-8")
+    spec = make_spec(flow="with_include")
+    shutil.rmtree(tmp_path / "shared")
+
+    files = build_context(spec, tmp_path / "context")
+
+    names = {path.relative_to(tmp_path / "context").as_posix() for path in files}
+    assert {"flow/flow.dag.yaml", "flow/shout.py"} <= names
+    assert "additional_includes" not in (tmp_path / "context" / "flow" / "flow.dag.yaml").read_text(encoding="utf-8")

@@ -51,7 +51,8 @@ from promptflow.core import tool
 
 @tool
 def echo(text: str) -> str:
-    return "COLOR:" + text
+    with open("color.txt", encoding="utf-8") as stream:  # relative to the flow folder, as under pf flow serve
+        return stream.read().strip() + ":" + text
 '''
 
 _direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -61,7 +62,8 @@ def echo_flow(folder: Path, color: str, script: str = "echo.py") -> Path:
     """A flow answering ``{"answer": "<color>:<text>"}``; naming another ``script`` makes it unloadable."""
     folder.mkdir(parents=True)
     (folder / "flow.dag.yaml").write_text(ECHO_FLOW.replace("echo.py", script), encoding="utf-8")
-    (folder / "echo.py").write_text(ECHO_PY.replace("COLOR", color), encoding="utf-8")
+    (folder / "echo.py").write_text(ECHO_PY, encoding="utf-8")
+    (folder / "color.txt").write_text(color, encoding="utf-8")
     return folder
 
 

@@ -159,3 +159,63 @@ def test_a_choice_the_flow_does_not_have_is_refused_before_anything_is_copied(
     with pytest.raises(SpecError, match=problem.replace("(", r"\(")):
         package(flow, tmp_path / "pkg", variants, overrides)
     assert not (tmp_path / "pkg").exists()
+
+
+CLASSIFY_WITH_HELPER = """\
+from helpers import label
+from promptflow.core import tool
+
+
+@tool
+def classify(text: str, temperature: float = 0.0) -> str:
+    return label(text)
+"""
+HELPERS_PY = """\
+def label(text: str) -> str:
+    with open("words/good.txt", encoding="utf-8") as stream:  # relative to the (merged) flow folder
+        good = stream.read().split()
+    return "positive" if any(word in text for word in good) else "negative"
+"""
+
+
+def write_flow_with_includes(root: Path) -> Path:
+    """flows/inc, whose node imports a module of ../shared and reads a file of folder ../common/words."""
+    flow = root / "flows" / "inc"
+    dag = DAG_FLOW.replace("inputs:\n  text:", "additional_includes:\n- ../shared/helpers.py\n- ../common/words\n"
+                           "inputs:\n  text:", 1)
+    files = {flow / "flow.dag.yaml": dag, flow / "always.py": ALWAYS_PY, flow / "decorate.py": DECORATE_PY,
+             flow / "classify.py": CLASSIFY_WITH_HELPER, root / "flows" / "shared" / "helpers.py": HELPERS_PY,
+             root / "flows" / "common" / "words" / "good.txt": "good\n"}
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return flow
+
+
+def test_package_holds_the_additional_includes_and_runs_without_the_original_tree(tmp_path: Path,
+                                                                                 _promptflow_loaded: None):
+    flow = write_flow_with_includes(tmp_path)
+    cell = load_target(flow, flow.parent).executor({}, {}, {})
+    folder, _ = package(flow, tmp_path / "pkg", {}, {})
+
+    assert (folder / "helpers.py").read_text(encoding="utf-8") == HELPERS_PY  # in its top level, as pf does
+    assert (folder / "words" / "good.txt").is_file()
+    assert "additional_includes" not in YAML(typ="safe").load((folder / "flow.dag.yaml").read_text(encoding="utf-8"))
+    for name in ("shared", "common"):
+        for path in sorted((tmp_path / "flows" / name).rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+    released = load_target(folder, folder).executor({}, {}, {})
+    rows = [{"text": row["text"]} for row in SMALL]
+    assert [released(row) for row in rows] == [cell(row) for row in rows]
+    assert cell(rows[0]).outputs == {"category": "positive"}
+
+
+def test_a_missing_include_is_one_line_naming_the_flow_file_and_the_include(tmp_path: Path):
+    flow = write_flow_with_includes(tmp_path)
+    (tmp_path / "flows" / "shared" / "helpers.py").unlink()
+
+    with pytest.raises(SpecError) as error:
+        package(flow, tmp_path / "pkg", {}, {})
+    assert str(error.value) == (f"{flow / 'flow.dag.yaml'}:2: flow inc: additional include '../shared/helpers.py' "
+                                f"not found (looked for {tmp_path / 'flows' / 'shared' / 'helpers.py'}); fix the path: "
+                                "additional_includes are relative to the flow folder")

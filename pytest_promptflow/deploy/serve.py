@@ -26,7 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port-file", type=Path, required=True, help="where to write {pid, port} once listening")
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
-    state = args.port_file.resolve().parent
+    args.port_file = args.port_file.resolve()  # the flow folder becomes the working directory
+    state = args.port_file.parent
     _promptflow_home(state / "pf-home")
     try:
         app = create_app(args.flow_dir.resolve(), state)
@@ -61,6 +62,7 @@ def create_app(folder: Path, state: Path) -> Any:
     connections = [_connection(name, kind, embedded) for name, kind in target.connections(init).items()]
     _prompty_connections({connection.name: connection for connection in connections})
     os.environ["PROMPTFLOW_PROJECT_PATH"] = str(folder)  # promptflow's serving reads its flow folder from here
+    os.chdir(folder)  # a flow opens files relative to its folder, as under pf flow serve and in the image (cd /flow)
     return promptflow_app(engine="flask", flow_file_path=path, connection_provider=lambda: connections,
                           init=init or {})
 

@@ -1,0 +1,16 @@
+import pytest
+
+
+@pytest.mark.promptflow(flow="flow", data="data.jsonl")
+def test_accuracy(flow_run):
+    assert flow_run.metrics["accuracy"] == 0.75
+    assert flow_run.metrics["rows"] == 4
+    # the class flow as an evaluator: its __aggregate__ gives the evaluation's metric
+    result = flow_run.evaluate("flex", mapping={"groundtruth": "${data.groundtruth}",
+                                                "prediction": "${data.prediction}"})
+    assert result.metrics["exact_rate"] == 0.75
+
+
+@pytest.mark.promptflow(flow="flex", data="data.jsonl")
+def test_flex_exact_rate(flow_run):
+    assert flow_run.metrics["exact_rate"] == 0.75
