@@ -73,8 +73,9 @@ class PromptflowSession:
         node_variants = target.node_variants()
         variants = spec.variants or default_variants(node_variants, spec.where)
         target.check_overrides(variants.overrides, variants.where)
-        cells = expand(target.name, variants, node_variants, spec.datasets)
-        init = {**target.default_init(), **(spec.init if init is None else init)} or None
+        given = spec.init if init is None else init
+        cells = expand(target.name, variants, node_variants, spec.datasets, given)
+        init = {**target.default_init(), **given} or None
         return [PlannedCell(spec, target, cell, init) for cell in narrow(cells, self.selection)]
 
     # -- running --

@@ -254,3 +254,43 @@ def test_flow_run_evaluate_with_init_instantiates_a_class_evaluator(project: Pro
     assert outcomes(result) == {"passed": 1, "failed": 1}, result.stdout.str()
     result.stdout.fnmatch_lines(["*evaluator <lambda> is given init, but it is not a class; give init to a class "
                                  "evaluator or an evaluation flow, or drop it*"])
+
+
+def test_cells_that_differ_only_in_init_are_different_cells(project: Project, pytester: pytest.Pytester) -> None:
+    """Their ids and the reports' configuration name the init values; a connection by its name."""
+    import csv
+
+    project.write("flows/flexcls/flow.flex.yaml", "entry: conn_entry:Classifier\n")
+    project.write("flows/flexcls/conn_entry.py", '''\
+class Classifier:
+    def __init__(self, word: str, llm_connection: str = ""):
+        self.word = word
+
+    def __call__(self, text: str) -> dict:
+        return {"category": "positive" if self.word in text else "negative"}
+''')
+    project.data("small")
+    pytester.makepyfile(test_init_cells="""
+        import pytest
+
+        def hit(category, label):
+            return {"hit": float(category == label)}
+
+        MAPPING = {"category": "${run.outputs.category}", "label": "${data.label}"}
+
+        @pytest.mark.promptflow(flow="flows/flexcls", data="data/small.jsonl", init={"word": "good"})
+        def test_a(flow_run):
+            assert flow_run.evaluate(hit, MAPPING).metrics["hit"] == 1.0
+
+        @pytest.mark.promptflow(flow="flows/flexcls", data="data/small.jsonl",
+                                init={"word": "bad", "llm_connection": "aoai"})
+        def test_b(flow_run):
+            assert flow_run.evaluate(hit, MAPPING).metrics["hit"] == 0.25
+    """)
+    result = run(pytester, "-v", "--promptflow-llm=replay", "--promptflow-report", "out")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*test_a?flexcls-word=good-small? PASSED*",
+                                 "*test_b?flexcls-word=bad-llm_connection=aoai-small? PASSED*"])
+    with (pytester.path / "out" / "metrics.csv").open(newline="") as stream:
+        configs = {row["config"]: row["best"] for row in csv.DictReader(stream)}
+    assert set(configs) == {"word=good", "word=bad-llm_connection=aoai"}
