@@ -77,14 +77,18 @@ class FlowTarget:
 
         Named by: an LLM node's ``connection``, a prompty's configuration, a node input whose tool
         parameter is typed as a connection (promptflow's tool metadata, read here), and init arguments:
-        ``connection`` / ``*_connection`` (promptflow passes the connection object in their place) and a
-        model configuration's ``connection``.
+        one flow.flex.yaml's ``init:`` types as a connection, ``connection`` / ``*_connection`` (promptflow
+        passes the connection object in their place) and a model configuration's ``connection``.
         """
         from .llm.connections import model_config_connection
 
         found: dict[str, tuple[str, str]] = {}
+        declared = {key: str((spec or {}).get("type", "")) for key, spec in (self.definition.get("init") or {}).items()
+                    if isinstance(spec, Mapping)} if self.kind == "flex" else {}
         for key, value in (init or {}).items():
-            if isinstance(value, str) and (key == "connection" or key.endswith("_connection")):
+            if isinstance(value, str) and declared.get(key, "").endswith("Connection"):
+                found[value] = (declared[key], f"init {key}")  # flow.flex.yaml types it: init: {key: {type: ...}}
+            elif isinstance(value, str) and (key == "connection" or key.endswith("_connection")):
                 found[value] = ("AzureOpenAIConnection", f"init {key}")
             elif named := model_config_connection(value):
                 found[named[0]] = (named[1], f"init {key}")

@@ -294,3 +294,34 @@ class Classifier:
     with (pytester.path / "out" / "metrics.csv").open(newline="") as stream:
         configs = {row["config"]: row["best"] for row in csv.DictReader(stream)}
     assert set(configs) == {"word=good", "word=bad-llm_connection=aoai"}
+
+
+def test_flex_yaml_init_types_name_connections(project: Project) -> None:
+    from pytest_promptflow.flows import load_target
+
+    project.write("flows/typed/flow.flex.yaml",
+                  "entry: typed_entry:Flow\ninit:\n  search:\n    type: CustomConnection\n  label:\n    type: string\n")
+    target = load_target("flows/typed", project.path)
+    init = {"search": "my_search", "label": "x", "model_config": {"connection": "oai", "model": "gpt-4o"}}
+    assert target.connections(init) == {"my_search": "CustomConnection", "oai": "OpenAIConnection"}
+
+
+def test_a_served_flow_gets_its_model_configuration_from_our_connections(
+        project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A released flex flow's flow.init.json names a connection; the serving app gets it resolved (here
+    from the environment), not from promptflow's connection store, which does not know it."""
+    from promptflow.core import _prompty_utils
+
+    from pytest_promptflow.deploy.serve import create_app
+
+    project.write("flow/flow.flex.yaml", "entry: served_entry:Probe\n")
+    project.write("flow/served_entry.py", MODEL_CONFIG_FLOW.replace("-> dict:", "-> str:").replace(
+        'return {"endpoint": self.endpoint.startswith("http"), "label": self.label}', "return self.endpoint"))
+    project.write("flow/flow.init.json", '{"model_config": {"connection": "aoai", "azure_deployment": "gpt"}}')
+    monkeypatch.setenv("AOAI_API_KEY", "k")
+    monkeypatch.setenv("AOAI_API_BASE", "https://env.example/")
+    monkeypatch.setenv("PROMPTFLOW_PROJECT_PATH", "")  # create_app sets it; restored afterwards
+    monkeypatch.setattr(_prompty_utils, "get_connection_by_name", _prompty_utils.get_connection_by_name)
+    app = create_app(project.path / "flow", project.path)
+    response = app.test_client().post("/score", json={"text": "x"})
+    assert (response.status_code, response.get_json()) == (200, "https://env.example/")
