@@ -66,8 +66,15 @@ def _label(value: Any) -> str:
         for name in ("connection", "azure_deployment", "model"):
             if isinstance(fields.get(name), str) and fields[name]:
                 return _label(fields[name])
-    text = json.dumps(value, sort_keys=True, default=repr)
+    text = json.dumps(value, sort_keys=True, default=_stable)
     return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def _stable(value: Any) -> Any:
+    """What of a non-JSON value goes into its label's hash: the same in every process (xdist workers
+    must agree on ids), so its fields or its type's name, never a repr with an address."""
+    fields = getattr(value, "__dict__", None)
+    return fields if isinstance(fields, dict) and fields else getattr(value, "__qualname__", type(value).__qualname__)
 
 
 def _short_override_names(keys: Sequence[str]) -> dict[str, str]:

@@ -96,3 +96,15 @@ def test_init_is_named_in_the_cell_id() -> None:
     cells = expand("chat", VariantsSpec(), {}, DATA[:1], init={"word": "good", "api_key": "sk-secret"})
     assert [c.id for c in cells] == ["chat-word=good-easy"]
     assert cells[0].key != expand("chat", VariantsSpec(), {}, DATA[:1], init={"word": "bad"})[0].key
+
+
+def test_init_labels_are_the_same_in_every_process() -> None:
+    """xdist workers collect separately: a label must not depend on an object's address."""
+    class Retriever:
+        def __init__(self) -> None:
+            self.top_k = 3
+
+    first, second = init_labels({"retriever": Retriever(), "score": len}), init_labels({"retriever": Retriever(),
+                                                                                         "score": len})
+    assert first == second
+    assert init_labels({"retriever": Retriever()}) != init_labels({"retriever": SimpleNamespace(top_k=4)})
