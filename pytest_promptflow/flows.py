@@ -141,7 +141,7 @@ class FlowTarget:
     ) -> Runner:
         """What runs one row with the chosen variants, overrides and connections."""
         if self.kind == "callable":
-            return _callable_runner(self.func, _with_connection_objects(init, connections))
+            return _callable_runner(self.func, with_connection_objects(init, connections))
         executor = self.promptflow_executor(variants, overrides, connections, init)
         names = tuple(self.definition.get("inputs") or {}) if self.kind == "prompty" else executor_inputs(executor)
         return Runner(lambda inputs: _outcome(executor.exec_line(dict(inputs))), names)
@@ -284,7 +284,7 @@ def _outcome(line: Any) -> RowOutcome:
     return RowOutcome(None, error_type, message)
 
 
-def _with_connection_objects(init: Mapping[str, Any] | None, connections: Mapping[str, Any]) -> dict[str, Any]:
+def with_connection_objects(init: Mapping[str, Any] | None, connections: Mapping[str, Any]) -> dict[str, Any]:
     """A class flow's init with connection names replaced by the resolved connection objects."""
     return {key: connections.get(value, value) if isinstance(value, str) else value
             for key, value in resolve_model_configs(init, connections).items()}

@@ -172,7 +172,7 @@ class PromptflowSession:
         """(what scores, its connections, a flow's init): an evaluation flow's init is its ``init.json``
         under the given one; a class evaluator given init is instantiated with it (connections and model
         configurations resolved)."""
-        from .flows import _with_connection_objects
+        from .flows import with_connection_objects
 
         if isinstance(evaluator, FlowTarget):
             init = {**evaluator.default_init(), **(init or {})} or None
@@ -185,7 +185,7 @@ class PromptflowSession:
                             "give init to a class evaluator or an evaluation flow, or drop it")
         connections = self.connections(load_target(evaluator, self.rootdir), declared, init)
         try:
-            return evaluator(**_with_connection_objects(init, connections)), {}, None
+            return evaluator(**with_connection_objects(init, connections)), {}, None
         except Exception as exc:  # a user's __init__: one line, not a traceback
             raise SpecError(where, f"evaluator {name}: its __init__ raised {type(exc).__name__}: {exc}",
                             "check the evaluator's init arguments") from None
