@@ -130,10 +130,27 @@ def test_embedded_fallback_openai(tmp_path: Path) -> None:
     assert (got.connection.base_url, got.connection.api_key) == (URL + "/v1", "embedded-model")
 
 
-def test_unsupported_kind_says_what_to_use(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="'search' is a CognitiveSearchConnection, .*; use one of "
-                                        "AzureOpenAIConnection, OpenAIConnection, CustomConnection"):
-        resolve(tmp_path, "search", kind="CognitiveSearchConnection")
+def test_other_kind_without_credentials_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="'search' is a CognitiveSearchConnection, which cannot be made without "
+                                        "credentials; declare it .* or a .env line search=.*, or make the tool take "
+                                        "one of AzureOpenAIConnection, OpenAIConnection, CustomConnection"):
+        resolve(tmp_path, "search", kind="CognitiveSearchConnection",
+                declared={"search": ConnectionSpec("search", "CognitiveSearchConnection", {"api_key": ""})})
+
+
+def test_other_kind_from_declared_credentials_or_dotenv(tmp_path: Path) -> None:
+    from promptflow.connections import CognitiveSearchConnection, SerpConnection
+
+    declared = {"search": ConnectionSpec("search", "CognitiveSearchConnection",
+                                         {"api_key": SECRET, "api_base": "https://s/"}, Where("e.yaml", 4))}
+    got = resolve(tmp_path, "search", "CognitiveSearchConnection", declared=declared)
+    assert isinstance(got.connection, CognitiveSearchConnection) and got.connection.api_base == "https://s/"
+    assert (got.embedded, got.source) == (False, "e.yaml:4")
+    dotenv(tmp_path, "serp=" + json.dumps({"api_key": SECRET}))
+    assert isinstance(resolve(tmp_path, "serp", "SerpConnection").connection, SerpConnection)
+    dotenv(tmp_path, "serp=" + json.dumps({"api_base": "https://x/"}))
+    with pytest.raises(SpecError, match=r"^\.env:1: connection 'serp' \(SerpConnection\): .*api_key"):
+        resolve(tmp_path, "serp", "SerpConnection")
 
 
 CUSTOM = "CustomConnection"

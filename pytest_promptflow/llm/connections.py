@@ -59,8 +59,7 @@ def resolve_connection(
     if kind == CUSTOM:
         return _resolve_custom(name, declared, Path(project_dir), environ, embedded)
     if kind not in KINDS:
-        raise SpecError(None, f"connection {name!r} is a {kind}, which cannot be made without credentials",
-                        f"use one of {', '.join(KINDS)} (a CustomConnection can carry any configs and secrets)")
+        return _resolve_other(name, kind, declared, Path(project_dir))
     found = (
         _from_declared(name, declared)
         or _from_dotenv(name, Path(project_dir) / ".env")
@@ -100,6 +99,27 @@ def _resolve_custom(name: str, declared: Mapping[str, ConnectionSpec], project_d
                for key, value in secrets.items()}
     return Resolved(_custom(configs, secrets), embedded=True, source=f"embedded model at {url}",
                     address=_endpoint(configs))
+
+
+def _resolve_other(name: str, kind: str, declared: Mapping[str, ConnectionSpec], project_dir: Path) -> Resolved:
+    """A connection of another promptflow type (CognitiveSearchConnection, SerpConnection, ...): only from
+    credentials declared in experiment.yaml or on a ``.env`` line; the embedded model cannot stand in."""
+    import promptflow.connections
+
+    spec = declared.get(name)
+    found = ({**spec.values, **spec.configs, **spec.secrets}, str(spec.where or "experiment.yaml")) if spec else None
+    found = found if found and any(found[0].values()) else _dotenv_entry(name, project_dir / ".env")
+    make = getattr(promptflow.connections, kind, None)
+    if not found or not any(found[0].values()) or not callable(make):
+        raise SpecError(None, f"connection {name!r} is a {kind}, which cannot be made without credentials",
+                        "declare it with its credentials in experiment.yaml connections or a .env line "
+                        f"{name}={{...}}, or make the tool take one of {', '.join(KINDS)}")
+    values, source = found
+    try:
+        return Resolved(make(**{key: value for key, value in values.items() if value != ""}), embedded=False,
+                        source=source)
+    except TypeError as exc:  # a required field is missing
+        raise SpecError(source, f"connection {name!r} ({kind}): {exc}", f"give the fields a {kind} takes") from None
 
 
 def _custom(configs: Mapping[str, str], secrets: Mapping[str, str]) -> Any:
