@@ -33,6 +33,7 @@ class EvaluatorSpec:
     flow: Path | Callable[..., Any]
     datasets: tuple[DatasetSpec, ...] = ()
     where: Where | None = None
+    init: Mapping[str, Any] = field(default_factory=dict)  # a class evaluator's (or flex evaluation flow's)
     refused: str = ""  # the one-line reason it cannot run (a folder with no flow file); the rest runs
 
 
@@ -70,6 +71,7 @@ class ExperimentSpec:
     variants: VariantsSpec | None = None  # None: template file without our keys
     thresholds: tuple[Threshold, ...] = ()
     where: Where | None = None
+    init: Mapping[str, Any] = field(default_factory=dict)  # a class or flex flow's init arguments
 
 
 #: ``${data.col}``, ``${run.outputs.x}`` or ``${target.x}`` (the same as ``${run.outputs.x}``).

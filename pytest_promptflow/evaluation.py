@@ -85,9 +85,9 @@ def resolve_row(mapping: Mapping[str, str], data: Mapping[str, Any], outputs: Ma
 
 def evaluate(engine: Engine, run: Run, evaluator: Any, mapping: Mapping[str, str], *, dataset: DatasetSpec,
              name: str | None = None, data: Sequence[Mapping[str, Any]] | None = None,
-             connections: Mapping[str, Any] | None = None) -> Evaluation:
+             connections: Mapping[str, Any] | None = None, init: Mapping[str, Any] | None = None) -> Evaluation:
     """Score ``run`` with ``evaluator``; ``data`` (rows of ``dataset``, aligned with the run's) defaults to the
-    run's own rows."""
+    run's own rows. ``init``: a flex evaluation flow's init arguments."""
     where = dataset.where
     rows = [row.data for row in run.rows] if data is None else list(data)
     if len(rows) != len(run.rows):
@@ -99,7 +99,7 @@ def evaluate(engine: Engine, run: Run, evaluator: Any, mapping: Mapping[str, str
         return _evaluate_callable(engine, run, judge, mapping, rows, name or evaluator.name, where)
     if isinstance(evaluator, FlowTarget):
         return _evaluate_flow(engine, run, evaluator, mapping, rows, name or evaluator.name,
-                              connections or {}, where)
+                              connections or {}, where, init)
     return _evaluate_callable(engine, run, evaluator, mapping, rows, name or _callable_name(evaluator), where)
 
 
@@ -125,8 +125,8 @@ def _evaluate_callable(engine: Engine, run: Run, evaluator: Callable[..., Any], 
 
 def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mapping[str, str],
                    rows: Sequence[Mapping[str, Any]], name: str, connections: Mapping[str, Any],
-                   where: Where | None) -> Evaluation:
-    executor = target.promptflow_executor({}, {}, connections)
+                   where: Where | None, init: Mapping[str, Any] | None = None) -> Evaluation:
+    executor = target.promptflow_executor({}, {}, connections, init)
     flow_inputs = list(executor_inputs(executor))
     unknown = [k for k in mapping if flow_inputs and k not in flow_inputs]
     if unknown:

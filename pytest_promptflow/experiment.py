@@ -28,9 +28,9 @@ from .thresholds import Threshold
 from .thresholds import parse as parse_threshold
 
 # runtime (the template's Azure ML runtime name) is accepted and ignored: runs are local
-TOP_KEYS = ("name", "flow", "connections", "datasets", "evaluators", "runtime", "variants", "thresholds")
+TOP_KEYS = ("name", "flow", "connections", "datasets", "evaluators", "runtime", "variants", "thresholds", "init")
 DATASET_KEYS = ("name", "source", "description", "mappings")
-EVALUATOR_KEYS = ("name", "flow", "datasets")
+EVALUATOR_KEYS = ("name", "flow", "datasets", "init")
 EVALUATOR_DATASET_KEYS = ("name", "reference", "source", "description", "mappings")
 VARIANTS_KEYS = ("strategy", "nodes", "overrides")
 FLOW_FILES = ("flow.dag.yaml", "flow.dag.yml", "flow.flex.yaml", "flow.flex.yml")
@@ -83,7 +83,8 @@ def load_experiment(path: Path, env: str | None = None) -> ExperimentSpec:
     evaluators = _evaluators(sections["evaluators"], base_dir, standard) if "evaluators" in sections else ()
     variants = _variants(sections["variants"]) if "variants" in sections else None
     thresholds = _thresholds(sections["thresholds"]) if "thresholds" in sections else ()
-    return ExperimentSpec(name, flow, datasets, evaluators, connections, variants, thresholds, Where(path))
+    init = _init(sections["init"].path, sections["init"].node, "init", "experiment") if "init" in sections else {}
+    return ExperimentSpec(name, flow, datasets, evaluators, connections, variants, thresholds, Where(path), init)
 
 
 # --- reading and locating -----------------------------------------------------------------------
@@ -343,6 +344,11 @@ def _connections(src: _Src) -> tuple[ConnectionSpec, ...]:
     return tuple(specs.values())
 
 
+def _init(path: Path, node: Any, key: str, what: str) -> dict[str, Any]:
+    """A class or flex flow's init arguments: a mapping of plain values (a connection by its name)."""
+    return {str(k): _plain(v) for k, v in _mapping_node(path, node, key, what).items()}
+
+
 def _expand(value: Any) -> str:
     """A connection value with each ``${VAR}`` read from the environment (unset: empty)."""
     if value is None:
@@ -395,7 +401,8 @@ def _evaluators(src: _Src, base_dir: Path, standard: Mapping[str, DatasetSpec]) 
                 raise SpecError(_at(src.path, entries, number), f"{what} lists dataset {spec.name!r} twice",
                                 "remove one")
             datasets[spec.name] = spec
-        specs[name] = EvaluatorSpec(name, flow, tuple(datasets.values()), _at(src.path, items, index),
+        init = _init(src.path, item, "init", what) if "init" in item else {}
+        specs[name] = EvaluatorSpec(name, flow, tuple(datasets.values()), _at(src.path, items, index), init,
                                     refused=refused)
     return tuple(specs.values())
 

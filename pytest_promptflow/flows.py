@@ -1,7 +1,8 @@
 """Flow targets: DAG (flow.dag.yaml with node_variants), flex (flow.flex.yaml), .prompty, callables.
 
-A target knows its variants and connections without importing promptflow (collection stays
-cheap); ``executor`` builds the thing that runs one row, importing promptflow only then.
+A target knows its variants and the connections its YAML names without importing promptflow
+(collection stays cheap); the connections only a tool's signature types, and ``executor``, which
+builds the thing that runs one row, import promptflow, when a flow runs.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import copy
 import functools
 import inspect
+import json
 import os
 import sys
 import tempfile
@@ -26,6 +28,7 @@ from .workdir import InFolder, working_directory
 
 DAG_FILE = "flow.dag.yaml"
 FLEX_FILE = "flow.flex.yaml"
+INIT_FILE = "init.json"  # a class flow's init arguments beside its flow.flex.yaml (the GenAIOps template's)
 PROVIDER_CONNECTION = {"AzureOpenAI": "AzureOpenAIConnection", "OpenAI": "OpenAIConnection"}
 
 
@@ -71,28 +74,57 @@ class FlowTarget:
         return str(self.path)
 
     def connections(self, init: Mapping[str, Any] | None = None) -> dict[str, str]:
-        """Connection name -> connection type, for every node (and variant) that names one.
+        """Connection name -> connection type, for every node (and variant) and init argument that names one."""
+        return {name: kind for name, (kind, _) in self.connection_uses(init).items()}
 
-        A flex or class flow names its connections through init arguments called ``connection``
-        or ``*_connection`` (promptflow passes it the connection object in their place).
+    def connection_uses(self, init: Mapping[str, Any] | None = None) -> dict[str, tuple[str, str]]:
+        """Connection name -> (connection type, the node or init argument that names it).
+
+        Named by: an LLM node's ``connection``, a prompty's configuration, a node input whose tool
+        parameter is typed as a connection (promptflow's tool metadata, read here), and init arguments:
+        one flow.flex.yaml's ``init:`` types as a connection, ``connection`` / ``*_connection`` (promptflow
+        passes the connection object in their place) and a model configuration's ``connection``.
         """
-        found: dict[str, str] = {
-            value: "AzureOpenAIConnection"
-            for key, value in (init or {}).items()
-            if isinstance(value, str) and (key == "connection" or key.endswith("_connection"))
-        }
-        nodes = list(self.definition.get("nodes") or [])
-        for cfg in (self.definition.get("node_variants") or {}).values():
-            nodes += [v.get("node") or {} for v in (cfg.get("variants") or {}).values()]
+        from .llm.connections import model_config_connection
+
+        found: dict[str, tuple[str, str]] = {}
+        declared = {key: str((spec or {}).get("type", "")) for key, spec in (self.definition.get("init") or {}).items()
+                    if isinstance(spec, Mapping)} if self.kind == "flex" else {}
+        for key, value in (init or {}).items():
+            if isinstance(value, str) and declared.get(key, "").endswith("Connection"):
+                found[value] = (declared[key], f"init {key}")  # flow.flex.yaml types it: init: {key: {type: ...}}
+            elif isinstance(value, str) and (key == "connection" or key.endswith("_connection")):
+                found[value] = ("AzureOpenAIConnection", f"init {key}")
+            elif named := model_config_connection(value):
+                found[named[0]] = (named[1], f"init {key}")
+        nodes = self._all_nodes()
         for node in nodes:
             name = node.get("connection")
             if isinstance(name, str):
-                found[name] = PROVIDER_CONNECTION.get(node.get("provider", ""), "AzureOpenAIConnection")
+                found[name] = (PROVIDER_CONNECTION.get(node.get("provider", ""), "AzureOpenAIConnection"),
+                               str(node.get("name")))
+        if self.kind == "dag" and self.folder is not None and any(n.get("type") != "llm" for n in nodes):
+            from .node_connections import typed_connections
+
+            load_promptflow()
+            found.update(typed_connections(nodes, self.folder))
         if self.kind == "prompty":
             config = (self.definition.get("model") or {}).get("configuration") or {}
             kind = "OpenAIConnection" if config.get("type") == "openai" else "AzureOpenAIConnection"
-            found[config.get("connection") or "aoai"] = kind
+            found[config.get("connection") or "aoai"] = (kind, "model.configuration")
         return found
+
+    def _all_nodes(self) -> list[Mapping[str, Any]]:
+        """The DAG's nodes and every variant's node."""
+        nodes = list(self.definition.get("nodes") or [])
+        for name, cfg in (self.definition.get("node_variants") or {}).items():
+            nodes += [{"name": name, **(v.get("node") or {})} for v in (cfg.get("variants") or {}).values()]
+        return nodes
+
+    def default_init(self) -> dict[str, Any]:
+        """A class flow's ``init.json`` beside its flow.flex.yaml, read by default as the template does."""
+        path = self.folder / INIT_FILE if self.kind == "flex" and self.folder is not None else None
+        return read_init_json(path) if path is not None and path.is_file() else {}
 
     def check_overrides(self, overrides: Mapping[str, Any], where: Where | None) -> None:
         nodes = {n.get("name"): n for n in self.definition.get("nodes") or []}
@@ -114,7 +146,7 @@ class FlowTarget:
     ) -> Runner:
         """What runs one row with the chosen variants, overrides and connections."""
         if self.kind == "callable":
-            return _callable_runner(self.func, _with_connection_objects(init, connections))
+            return _callable_runner(self.func, with_connection_objects(init, connections))
         executor = self.promptflow_executor(variants, overrides, connections, init)
         names = tuple(self.definition.get("inputs") or {}) if self.kind == "prompty" else executor_inputs(executor)
         aggregate = (functools.partial(aggregation_metrics, executor, names) if executor.has_aggregation_node
@@ -163,7 +195,7 @@ class FlowTarget:
             with _ENTRY_IMPORT_LOCK:
                 _forget_foreign_entry_module(str(self.definition.get("entry", "")), folder)
                 return FlowExecutor.create(folder / self.path.name, conns, working_dir=folder, raise_ex=False,
-                                           init_kwargs=dict(init or {}))
+                                           init_kwargs=resolve_model_configs(init, connections))
         return FlowExecutor.create(_load_prompty(self.path, connections), conns,
                                    working_dir=folder, raise_ex=False)
 
@@ -297,10 +329,35 @@ def _outcome(line: Any) -> RowOutcome:
     return RowOutcome(None, error_type, message)
 
 
-def _with_connection_objects(init: Mapping[str, Any] | None, connections: Mapping[str, Any]) -> dict[str, Any]:
+def with_connection_objects(init: Mapping[str, Any] | None, connections: Mapping[str, Any]) -> dict[str, Any]:
     """A class flow's init with connection names replaced by the resolved connection objects."""
     return {key: connections.get(value, value) if isinstance(value, str) else value
-            for key, value in (init or {}).items()}
+            for key, value in resolve_model_configs(init, connections).items()}
+
+
+def resolve_model_configs(init: Mapping[str, Any] | None, connections: Mapping[str, Any]) -> dict[str, Any]:
+    """Init with each model configuration that names a connection given that connection's endpoint and key
+    instead, so that promptflow never looks the name up in its own connection store."""
+    from .llm.connections import model_config_connection, resolve_model_config
+
+    resolved = {}
+    for key, value in (init or {}).items():
+        named = model_config_connection(value)
+        resolved[key] = resolve_model_config(value, connections[named[0]]) if named else value
+    return resolved
+
+
+def read_init_json(path: Path) -> dict[str, Any]:
+    """A JSON object of init arguments; a bad file is one line naming it."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SpecError(Where(path, exc.lineno), f"init arguments are not valid JSON ({exc.msg})",
+                        "fix the JSON object") from None
+    if not isinstance(value, dict):
+        raise SpecError(Where(path, 1), "init arguments must be a JSON object",
+                        'write e.g. {"model_config": {"connection": "aoai", "azure_deployment": "gpt-35-turbo"}}')
+    return value
 
 
 def _callable_runner(func: Any, init: Mapping[str, Any] | None) -> Runner:

@@ -41,10 +41,14 @@ def spec_from_marker(
                  for key, v in (kwargs.get("overrides") or {}).items()}
     variants = VariantsSpec(strategy=strategy, nodes=dict(kwargs.get("variants") or {}),
                             overrides=overrides, where=where)
+    init = kwargs.get("init")
+    if init is not None and not isinstance(init, Mapping):
+        raise SpecError(where, f"init= must be a mapping of argument names to values, got {type(init).__name__}",
+                        'e.g. init={"model_config": {"connection": "aoai", "azure_deployment": "gpt-35-turbo"}}')
     flow = kwargs["flow"]
     name = str(kwargs.get("name") or (Path(flow).name if isinstance(flow, (str, Path)) else
                                       getattr(flow, "__name__", "flow")))
-    return ExperimentSpec(name=name, flow=flow, datasets=datasets, variants=variants, where=where), kwargs.get("init")
+    return ExperimentSpec(name=name, flow=flow, datasets=datasets, variants=variants, where=where), init
 
 
 def _datasets(data: Any, mappings: Mapping[str, str], where: Where, rootdir: Path) -> list[DatasetSpec]:

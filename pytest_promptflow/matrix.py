@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -18,6 +20,7 @@ class Cell:
     variants: tuple[tuple[str, str], ...]
     overrides: tuple[tuple[str, Any], ...]
     dataset: DatasetSpec
+    init: tuple[tuple[str, str], ...] = ()  # init argument -> its label (see init_labels)
 
     @property
     def id(self) -> str:
@@ -25,6 +28,7 @@ class Cell:
         parts = [self.flow]
         parts += [f"{node}={variant}" for node, variant in self.variants]
         parts += [f"{short[key]}={value}" for key, value in self.overrides]
+        parts += [f"{key}={label}" for key, label in self.init]
         parts.append(self.dataset.name)
         return "-".join(parts)
 
@@ -33,7 +37,44 @@ class Cell:
         """What makes two cells the same run (the dataset by file and mappings, not by name)."""
         mappings = tuple(sorted(self.dataset.mappings.items()))
         overrides = tuple((k, repr(v)) for k, v in self.overrides)
-        return (self.flow, self.variants, overrides, str(self.dataset.source), mappings)
+        return (self.flow, self.variants, overrides, str(self.dataset.source), mappings, self.init)
+
+
+#: init arguments named like these are left out of labels: a label is shown everywhere
+_SECRET_WORDS = ("key", "secret", "password", "token", "credential")
+_LABEL_LENGTH = 24
+
+
+def init_labels(init: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...]:
+    """Short labels of init arguments for ids and reports: ``word=good``; a model configuration or a
+    connection by its connection name (else its deployment or model), never a secret; other
+    structured values by a short hash of their JSON."""
+    labels = []
+    for key, value in (init or {}).items():
+        if any(word in key.casefold() for word in _SECRET_WORDS):
+            continue
+        labels.append((key, _label(value)))
+    return tuple(labels)
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        text = str(value)
+        return text if len(text) <= _LABEL_LENGTH else text[:_LABEL_LENGTH - 1] + "~"
+    fields = value if isinstance(value, Mapping) else getattr(value, "__dict__", None)
+    if isinstance(fields, Mapping):
+        for name in ("connection", "azure_deployment", "model"):
+            if isinstance(fields.get(name), str) and fields[name]:
+                return _label(fields[name])
+    text = json.dumps(value, sort_keys=True, default=_stable)
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def _stable(value: Any) -> Any:
+    """What of a non-JSON value goes into its label's hash: the same in every process (xdist workers
+    must agree on ids), so its fields or its type's name, never a repr with an address."""
+    fields = getattr(value, "__dict__", None)
+    return fields if isinstance(fields, dict) and fields else getattr(value, "__qualname__", type(value).__qualname__)
 
 
 def _short_override_names(keys: Sequence[str]) -> dict[str, str]:
@@ -56,8 +97,10 @@ def expand(
     variants: VariantsSpec,
     node_variants: Mapping[str, tuple[str, tuple[str, ...]]],
     datasets: Sequence[DatasetSpec],
+    init: Mapping[str, Any] | None = None,
 ) -> list[Cell]:
-    """Cells for one flow; ``node_variants`` maps node -> (default variant, all variant ids)."""
+    """Cells for one flow; ``node_variants`` maps node -> (default variant, all variant ids); ``init``
+    (the init arguments given, not a flow's init.json) is named in the cells' ids."""
     nodes = _chosen_variants(variants, node_variants)
     overrides = {key: tuple(values) for key, values in variants.overrides.items()}
     combos: list[tuple[tuple[tuple[str, str], ...], tuple[tuple[str, Any], ...]]] = []
@@ -79,7 +122,8 @@ def expand(
         for choice in itertools.product(*variant_axes):
             for values in itertools.product(*override_axes):
                 combos.append((tuple(choice), tuple(values)))
-    return [Cell(flow, v, o, ds) for ds in datasets for v, o in combos]
+    labels = init_labels(init)
+    return [Cell(flow, v, o, ds, labels) for ds in datasets for v, o in combos]
 
 
 def _chosen_variants(

@@ -81,8 +81,10 @@ class FlowRun:
         return metrics_of(self.run, [])
 
     def evaluate(self, evaluator: Any, mapping: Mapping[str, str] | None = None,
-                 data: str | Path | None = None, name: str | None = None) -> EvalResult:
-        """Score this run with an evaluation flow (path), an azure-ai-evaluation evaluator or a callable."""
+                 data: str | Path | None = None, name: str | None = None,
+                 init: Mapping[str, Any] | None = None) -> EvalResult:
+        """Score this run with an evaluation flow (path), an azure-ai-evaluation evaluator or a callable;
+        ``init`` goes to a flex evaluation flow or instantiates a class evaluator."""
         session = self._session
         if isinstance(evaluator, (str, Path)):
             refused = no_flow_file(str(evaluator), session.rootdir, name or Path(evaluator).name)
@@ -96,11 +98,11 @@ class FlowRun:
 
             dataset = DatasetSpec(name=Path(data).stem, source=session.rootdir / data)
             rows = session.rows(dataset)
-        connections = (session.connections(evaluator, self.planned.spec.connections)
-                       if isinstance(evaluator, FlowTarget) else {})
+        evaluator, connections, init = session.prepare_evaluator(evaluator, self.planned.spec.connections, init,
+                                                                 self.planned.spec.where)
         mapping = dict(mapping) if mapping is not None else self._default_mapping(evaluator, rows)
         evaluation = evaluate(session.engine, self.run, evaluator, mapping, name=name,
-                              data=rows, dataset=dataset, connections=connections)
+                              data=rows, dataset=dataset, connections=connections, init=init)
         self.evaluations.append(evaluation)
         result = EvalResult(self.run, evaluation, metrics_of(self.run, [evaluation]))
         self._record(Metrics({f"{evaluation.evaluator}.{k}": v for k, v in evaluation.metrics.items()}))

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .config import ConnectionSpec, DatasetSpec, EvaluatorSpec, ExperimentSpec
 from .engine import Engine, ObserverFactory, Run
-from .errors import Where, replay_error
+from .errors import SpecError, Where, replay_error
 from .flows import FlowTarget, load_target
 from .llm.settings import LLMSettings
 from .matrix import Cell, default_variants, expand, narrow
@@ -74,7 +74,9 @@ class PromptflowSession:
         node_variants = target.node_variants()
         variants = spec.variants or default_variants(node_variants, spec.where)
         target.check_overrides(variants.overrides, variants.where)
-        cells = expand(target.name, variants, node_variants, spec.datasets)
+        given = spec.init if init is None else init
+        cells = expand(target.name, variants, node_variants, spec.datasets, given)
+        init = {**target.default_init(), **given} or None
         return [PlannedCell(spec, target, cell, init) for cell in narrow(cells, self.selection)]
 
     # -- running --
@@ -131,7 +133,8 @@ class PromptflowSession:
                     init: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The target's connections, resolved afresh for every run: if the embedded model died,
         ``embedded.address`` starts a new one and the next cell talks to it. Each one's endpoint
-        is registered with the call layer, so its calls count against its limits."""
+        is registered with the call layer, so its calls count against its limits. One that cannot
+        be resolved is one line naming the flow file and the node that names it."""
         from .flows import load_promptflow
         from .llm.connections import resolve_connection
 
@@ -139,14 +142,16 @@ class PromptflowSession:
         calls = self.calls  # active before any flow runs, whether or not it names connections
         by_name = {c.name: c for c in declared}
         connections = {}
-        for name, kind in target.connections(init).items():
-            resolved = resolve_connection(name, kind, declared=by_name, project_dir=self.rootdir,
-                                          environ=os.environ, embedded=self.embedded_address)
-            connection = resolved.connection
-            base_url = getattr(connection, "api_base", None) or getattr(connection, "base_url", None)
-            if base_url:
-                calls.register(base_url, name, EMBEDDED_PROVIDER if resolved.embedded else None)
-            connections[name] = connection
+        for name, (kind, user) in target.connection_uses(init).items():
+            try:
+                resolved = resolve_connection(name, kind, declared=by_name, project_dir=self.rootdir,
+                                              environ=os.environ, embedded=self.embedded_address)
+            except SpecError as error:
+                raise SpecError(error.where or target.path, f"flow {target.name}, {_site(user)}: {error.problem}",
+                                error.fix) from None
+            if resolved.address:
+                calls.register(resolved.address, name, EMBEDDED_PROVIDER if resolved.embedded else None)
+            connections[name] = resolved.connection
         return connections
 
     def rows(self, dataset: DatasetSpec) -> list[dict[str, Any]]:
@@ -176,11 +181,35 @@ class PromptflowSession:
                 if (dataset.reference or dataset.name) != planned.cell.dataset.name:
                     continue
                 data = self.rows(dataset) if dataset.reference and dataset.source else None
-                connections = (self.connections(target, planned.spec.connections)
-                               if isinstance(target, FlowTarget) else {})
-                results.append(evaluate(self.engine, run, target, dataset.mappings, name=evaluator.name,
-                                        data=data, dataset=dataset, connections=connections))
+                scorer, connections, init = self.prepare_evaluator(target, planned.spec.connections,
+                                                                   evaluator.init, evaluator.where)
+                results.append(evaluate(self.engine, run, scorer, dataset.mappings, name=evaluator.name,
+                                        data=data, dataset=dataset, connections=connections, init=init))
         return results
+
+    def prepare_evaluator(self, evaluator: Any, declared: Sequence[ConnectionSpec],
+                          init: Mapping[str, Any] | None, where: Where | None
+                          ) -> tuple[Any, dict[str, Any], Mapping[str, Any] | None]:
+        """(what scores, its connections, a flow's init): an evaluation flow's init is its ``init.json``
+        under the given one; a class evaluator given init is instantiated with it (connections and model
+        configurations resolved)."""
+        from .flows import with_connection_objects
+
+        if isinstance(evaluator, FlowTarget):
+            init = {**evaluator.default_init(), **(init or {})} or None
+            return evaluator, self.connections(evaluator, declared, init), init
+        if not init:
+            return evaluator, {}, None
+        name = getattr(evaluator, "__name__", type(evaluator).__name__)
+        if not isinstance(evaluator, type):
+            raise SpecError(where, f"evaluator {name} is given init, but it is not a class",
+                            "give init to a class evaluator or an evaluation flow, or drop it")
+        connections = self.connections(load_target(evaluator, self.rootdir), declared, init)
+        try:
+            return evaluator(**with_connection_objects(init, connections)), {}, None
+        except Exception as exc:  # a user's __init__: one line, not a traceback
+            raise SpecError(where, f"evaluator {name}: its __init__ raised {type(exc).__name__}: {exc}",
+                            "check the evaluator's init arguments") from None
 
     def evaluator_target(self, evaluator: EvaluatorSpec, where: Where | None) -> Any:
         if callable(evaluator.flow) and not isinstance(evaluator.flow, (str, Path)):
@@ -198,3 +227,8 @@ class PromptflowSession:
             return
         self.embedded.stop()
         shutil.rmtree(self.shared_dir, ignore_errors=True)
+
+
+def _site(user: str) -> str:
+    """``node ask`` for a node, ``init model_config`` for an init argument."""
+    return user if user.startswith(("init ", "model.")) else f"node {user}"

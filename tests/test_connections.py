@@ -6,11 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
-from promptflow.connections import AzureOpenAIConnection, OpenAIConnection  # before HOME moves
+from promptflow.connections import AzureOpenAIConnection, CustomConnection, OpenAIConnection  # before HOME moves
+from promptflow.core import AzureOpenAIModelConfiguration, OpenAIModelConfiguration
 
 from pytest_promptflow.config import ConnectionSpec
 from pytest_promptflow.errors import SpecError, Where
-from pytest_promptflow.llm.connections import Resolved, resolve_connection
+from pytest_promptflow.experiment import load_experiment
+from pytest_promptflow.llm.connections import (
+    Resolved,
+    model_config_connection,
+    resolve_connection,
+    resolve_model_config,
+)
 
 URL = "http://127.0.0.1:5555"
 SECRET = "s3cret-key"
@@ -123,9 +130,126 @@ def test_embedded_fallback_openai(tmp_path: Path) -> None:
     assert (got.connection.base_url, got.connection.api_key) == (URL + "/v1", "embedded-model")
 
 
-def test_unknown_kind(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="use one of AzureOpenAIConnection, OpenAIConnection"):
-        resolve(tmp_path, kind="SerpConnection")
+def test_other_kind_without_credentials_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="'search' is a CognitiveSearchConnection, which cannot be made without "
+                                        "credentials; declare it .* or a .env line search=.*, or make the tool take "
+                                        "one of AzureOpenAIConnection, OpenAIConnection, CustomConnection"):
+        resolve(tmp_path, "search", kind="CognitiveSearchConnection",
+                declared={"search": ConnectionSpec("search", "CognitiveSearchConnection", {"api_key": ""})})
+
+
+def test_other_kind_from_declared_credentials_or_dotenv(tmp_path: Path) -> None:
+    from promptflow.connections import CognitiveSearchConnection, SerpConnection
+
+    declared = {"search": ConnectionSpec("search", "CognitiveSearchConnection",
+                                         {"api_key": SECRET, "api_base": "https://s/"}, Where("e.yaml", 4))}
+    got = resolve(tmp_path, "search", "CognitiveSearchConnection", declared=declared)
+    assert isinstance(got.connection, CognitiveSearchConnection) and got.connection.api_base == "https://s/"
+    assert (got.embedded, got.source) == (False, "e.yaml:4")
+    dotenv(tmp_path, "serp=" + json.dumps({"api_key": SECRET}))
+    assert isinstance(resolve(tmp_path, "serp", "SerpConnection").connection, SerpConnection)
+    dotenv(tmp_path, "serp=" + json.dumps({"api_base": "https://x/"}))
+    with pytest.raises(SpecError, match=r"^\.env:1: connection 'serp' \(SerpConnection\): .*api_key"):
+        resolve(tmp_path, "serp", "SerpConnection")
+
+
+CUSTOM = "CustomConnection"
+
+
+def custom_spec(configs: dict[str, str], secrets: dict[str, str], **values: str) -> dict[str, ConnectionSpec]:
+    where = Where("experiment.yaml", 3)
+    return {"svc": ConnectionSpec("svc", CUSTOM, values, where, configs=configs, secrets=secrets)}
+
+
+def test_custom_declared_with_a_secret_is_used_as_is(tmp_path: Path) -> None:
+    got = resolve(tmp_path, "svc", CUSTOM, declared=custom_spec(
+        {"endpoint": "https://svc.example/", "model": "m"}, {"key": SECRET}))
+    assert isinstance(got.connection, CustomConnection)
+    assert (got.embedded, got.source, got.address) == (False, "experiment.yaml:3", "https://svc.example/")
+    assert got.connection.configs == {"endpoint": "https://svc.example/", "model": "m"}
+    assert got.connection.secrets == {"key": SECRET}
+
+
+def test_custom_without_a_secret_gets_the_embedded_model_in_its_empty_endpoint_and_key_fields(tmp_path: Path) -> None:
+    got = resolve(tmp_path, "svc", CUSTOM, embedded=lambda: URL + "/", declared=custom_spec(
+        {"endpoint": "", "model": "m", "region": ""}, {"key": "", "password": ""}))
+    assert got.embedded and got.address == URL
+    assert got.connection.configs == {"endpoint": URL, "model": "m", "region": ""}
+    assert got.connection.secrets == {"key": "embedded-model", "password": ""}
+
+
+def test_custom_named_nowhere_is_the_embedded_model_as_api_base_and_api_key(tmp_path: Path) -> None:
+    got = resolve(tmp_path, "svc", CUSTOM, embedded=lambda: URL)
+    assert (got.connection.configs, got.connection.secrets) == ({"api_base": URL}, {"api_key": "embedded-model"})
+    assert got.source == f"embedded model at {URL}"
+
+
+def test_custom_flat_declared_values_split_into_configs_and_secrets(tmp_path: Path) -> None:
+    got = resolve(tmp_path, "svc", CUSTOM, declared=custom_spec({}, {}, api_base="https://b/", api_key=SECRET,
+                                                                   tenant="t"))
+    assert got.connection.configs == {"api_base": "https://b/", "tenant": "t"}
+    assert got.connection.secrets == {"api_key": SECRET}
+
+
+@pytest.mark.parametrize("value", [
+    {"configs": {"endpoint": "https://dot/"}, "secrets": {"token": SECRET}},
+    {"endpoint": "https://dot/", "token": SECRET},
+])
+def test_custom_from_a_dotenv_line_nested_or_flat(tmp_path: Path, value: dict) -> None:
+    dotenv(tmp_path, "svc=" + json.dumps(value))
+    got = resolve(tmp_path, "svc", CUSTOM)
+    assert (got.connection.configs, got.connection.secrets) == ({"endpoint": "https://dot/"}, {"token": SECRET})
+    assert (got.embedded, got.source) == (False, ".env:1")
+
+
+def test_custom_from_environment_variables(tmp_path: Path) -> None:
+    got = resolve(tmp_path, "svc", CUSTOM, environ={"SVC_API_KEY": SECRET, "SVC_API_BASE": "https://env/"})
+    assert (got.connection.configs, got.connection.secrets) == ({"api_base": "https://env/"}, {"api_key": SECRET})
+    assert got.source == "environment SVC_API_KEY"
+
+
+def test_custom_connection_from_experiment_yaml_reads_variables(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The template's shape: connection_type, configs, secrets, ${VAR} from the environment."""
+    (tmp_path / "flow").mkdir()
+    (tmp_path / "flow" / "flow.dag.yaml").write_text("nodes: []\n")
+    (tmp_path / "d.jsonl").write_text('{"a": 1}\n')
+    (tmp_path / "experiment.yaml").write_text(
+        "flow: flow\ndatasets:\n- name: d\n  source: d.jsonl\nconnections:\n- name: svc\n"
+        "  connection_type: CustomConnection\n  configs:\n    api_base: ${SVC_BASE}\n"
+        "  secrets:\n    api_key: ${SVC_KEY}\n")
+    monkeypatch.setenv("SVC_BASE", "https://yaml/")
+    monkeypatch.setenv("SVC_KEY", SECRET)
+    declared = {c.name: c for c in load_experiment(tmp_path / "experiment.yaml").connections}
+    got = resolve(tmp_path, "svc", CUSTOM, declared=declared)
+    assert (got.connection.configs, got.connection.secrets) == ({"api_base": "https://yaml/"}, {"api_key": SECRET})
+    assert got.source.endswith("experiment.yaml:6") and SECRET not in repr(got)
+
+
+@pytest.mark.parametrize("value, named", [
+    ({"connection": "aoai", "azure_deployment": "gpt"}, ("aoai", "AzureOpenAIConnection")),
+    ({"connection": "oai", "model": "gpt-4o"}, ("oai", "OpenAIConnection")),
+    (AzureOpenAIModelConfiguration(azure_deployment="gpt", connection="aoai"), ("aoai", "AzureOpenAIConnection")),
+    (OpenAIModelConfiguration(model="gpt-4o", connection="oai"), ("oai", "OpenAIConnection")),
+    ({"azure_deployment": "gpt", "azure_endpoint": "https://x/"}, None),
+    ("aoai", None),
+])
+def test_model_configurations_that_name_a_connection(value: object, named: tuple[str, str] | None) -> None:
+    assert model_config_connection(value) == named
+
+
+def test_model_configuration_resolved_from_our_connection(tmp_path: Path) -> None:
+    azure = resolve(tmp_path, embedded=lambda: URL).connection
+    openai = resolve(tmp_path, "oai", "OpenAIConnection", embedded=lambda: URL).connection
+    assert resolve_model_config({"connection": "aoai", "azure_deployment": "gpt"}, azure) == {
+        "azure_deployment": "gpt", "azure_endpoint": URL, "api_key": "embedded-model", "api_version": "2024-02-01"}
+    assert resolve_model_config({"connection": "oai", "model": "m"}, openai) == {
+        "model": "m", "base_url": URL + "/v1", "api_key": "embedded-model"}
+    made = resolve_model_config(AzureOpenAIModelConfiguration(azure_deployment="gpt", connection="aoai"), azure)
+    assert isinstance(made, AzureOpenAIModelConfiguration) and made.connection is None
+    assert (made.azure_endpoint, made.azure_deployment) == (URL, "gpt")
+    made = resolve_model_config(OpenAIModelConfiguration(model="m", connection="oai"), openai)
+    assert isinstance(made, OpenAIModelConfiguration) and made.base_url == URL + "/v1"
 
 
 def test_source_and_repr_never_show_the_secret(tmp_path: Path) -> None:

@@ -512,3 +512,23 @@ def test_is_experiment_file(tmp_path: Path) -> None:
     assert is_experiment_file(tmp_path / "experiment.pr.yaml")  # its base is gone
     assert not is_experiment_file(tmp_path / "orphan.yaml")
     assert not is_experiment_file(tmp_path / "experiment.json")
+
+
+def test_init_for_the_flow_and_an_evaluator(case: Path) -> None:
+    text = TEMPLATE.replace("flow: flows/standard\n", "flow: flows/standard\ninit:\n  model_config:\n"
+                            "    connection: aoai\n    azure_deployment: gpt-35-turbo\n  max_total_token: 2048\n")
+    text = text.replace("  flow: flows/evaluation\n", "  flow: flows/evaluation\n  init:\n    threshold: 0.5\n")
+    spec = load_experiment(write(case, text))
+    assert spec.init == {"model_config": {"connection": "aoai", "azure_deployment": "gpt-35-turbo"},
+                         "max_total_token": 2048}
+    assert spec.evaluators[0].init == {"threshold": 0.5}
+    assert load_experiment(write(case, TEMPLATE)).init == {}
+
+
+@pytest.mark.parametrize("old, new, needle, what", [
+    ("flow: flows/standard\n", "flow: flows/standard\ninit: [word]\n", "init:", "experiment: 'init'"),
+    ("  flow: flows/evaluation\n", "  flow: flows/evaluation\n  init: good\n", "  init:", "evaluator 'matcher': 'init'"),
+])
+def test_init_must_be_a_mapping(case: Path, old: str, new: str, needle: str, what: str) -> None:
+    path = write(case, TEMPLATE.replace(old, new))
+    assert_error(error(path), path, line_of(path, needle), f"{what} must be a mapping", "'init:' followed by")

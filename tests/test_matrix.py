@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from pytest_promptflow.config import DatasetSpec, VariantsSpec
 from pytest_promptflow.errors import SpecError
-from pytest_promptflow.matrix import expand, narrow, parse_selection
+from pytest_promptflow.matrix import expand, init_labels, narrow, parse_selection
 
 NODE_VARIANTS = {
     "classify": ("variant_0", ("variant_0", "variant_1")),
@@ -82,3 +83,28 @@ def test_selection_option_rejects_malformed_text():
     assert parse_selection("classify=variant_1") == "classify=variant_1"
     with pytest.raises(argparse.ArgumentTypeError, match="node=variant"):
         parse_selection("classify")
+
+
+def test_init_is_named_in_the_cell_id() -> None:
+    init = {"word": "good", "n": 3, "model_config": {"connection": "aoai", "azure_deployment": "gpt"},
+            "judge": SimpleNamespace(azure_deployment="gpt-4o", api_key="sk-secret", azure_endpoint="e"),
+            "api_key": "sk-secret", "text": "a very long sentence that goes on and on", "options": {"a": [1, 2]}}
+    labels = dict(init_labels(init))
+    assert labels == {"word": "good", "n": "3", "model_config": "aoai", "judge": "gpt-4o",
+                      "text": "a very long sentence th~", "options": labels["options"]}
+    assert len(labels["options"]) == 6 and labels["options"] != dict(init_labels({"options": {"a": [2]}}))["options"]
+    cells = expand("chat", VariantsSpec(), {}, DATA[:1], init={"word": "good", "api_key": "sk-secret"})
+    assert [c.id for c in cells] == ["chat-word=good-easy"]
+    assert cells[0].key != expand("chat", VariantsSpec(), {}, DATA[:1], init={"word": "bad"})[0].key
+
+
+def test_init_labels_are_the_same_in_every_process() -> None:
+    """xdist workers collect separately: a label must not depend on an object's address."""
+    class Retriever:
+        def __init__(self) -> None:
+            self.top_k = 3
+
+    first, second = init_labels({"retriever": Retriever(), "score": len}), init_labels({"retriever": Retriever(),
+                                                                                         "score": len})
+    assert first == second
+    assert init_labels({"retriever": Retriever()}) != init_labels({"retriever": SimpleNamespace(top_k=4)})

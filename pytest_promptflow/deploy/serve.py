@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def create_app(folder: Path, state: Path) -> Any:
     """promptflow's flask serving app for the flow in ``folder``, its connections resolved now."""
-    from pytest_promptflow.flows import load_promptflow, load_target
+    from pytest_promptflow.flows import load_promptflow, load_target, resolve_model_configs
     from pytest_promptflow.packaging import INIT_FILE, flow_file
 
     load_promptflow()
@@ -63,8 +63,9 @@ def create_app(folder: Path, state: Path) -> Any:
     _prompty_connections({connection.name: connection for connection in connections})
     os.environ["PROMPTFLOW_PROJECT_PATH"] = str(folder)  # promptflow's serving reads its flow folder from here
     os.chdir(folder)  # a flow opens files relative to its folder, as under pf flow serve and in the image (cd /flow)
+    by_name = {connection.name: connection for connection in connections}  # model configurations: ours, not pf's store
     return promptflow_app(engine="flask", flow_file_path=path, connection_provider=lambda: connections,
-                          init=init or {})
+                          init=resolve_model_configs(init, by_name))
 
 
 def _connection(name: str, kind: str, embedded: Callable[[], str]) -> Any:

@@ -13,6 +13,7 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
     planned = [p for p in (planned_cell(item) for item in items) if p is not None]
     if not planned:
         return []
+    from ..errors import SpecError
     from ..flows import load_promptflow
     from ..llm.connections import resolve_connection
 
@@ -28,8 +29,12 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
         declared = {c.name: c for c in cell.spec.connections}
         for name, kind in cell.target.connections(cell.init).items():
             if name not in seen:
-                resolved = resolve_connection(name, kind, declared=declared, project_dir=session.rootdir,
-                                              environ=os.environ, embedded=lambda: "http://127.0.0.1")
+                try:
+                    resolved = resolve_connection(name, kind, declared=declared, project_dir=session.rootdir,
+                                                  environ=os.environ, embedded=lambda: "http://127.0.0.1")
+                except SpecError as error:  # its flow's items say it, in one line each
+                    seen[name] = f"not resolved: {error.problem}"
+                    continue
                 seen[name] = embedded if resolved.embedded else f"credentials from {resolved.source}"
     lines += [f"promptflow: connection {name} -> {text}" for name, text in sorted(seen.items())]
     return lines + sdk_environment_lines(session)

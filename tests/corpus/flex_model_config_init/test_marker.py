@@ -1,0 +1,10 @@
+import pytest
+
+INIT = {"model_config": {"connection": "aoai", "azure_deployment": "gpt-35-turbo"}, "max_total_token": 2048}
+
+
+@pytest.mark.promptflow(flow="flow", data="data.jsonl", init=INIT)
+def test_answers(flow_run):
+    result = flow_run.evaluate("eval", mapping={"answer": "${run.outputs.answer}", "truth": "${data.truth}"})
+    assert result.metrics["answer_rate"] >= 0.6
+    assert flow_run.metrics["error_rate"] == 0
