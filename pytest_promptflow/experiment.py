@@ -35,6 +35,10 @@ EVALUATOR_DATASET_KEYS = ("name", "reference", "source", "description", "mapping
 VARIANTS_KEYS = ("strategy", "nodes", "overrides")
 FLOW_FILES = ("flow.dag.yaml", "flow.dag.yml", "flow.flex.yaml", "flow.flex.yml")
 CONNECTION_ALIASES = {"api_endpoint": "api_base"}
+#: promptflow.connections' types (read without importing promptflow: collection stays cheap)
+CONNECTION_TYPES = ("AzureOpenAIConnection", "OpenAIConnection", "CustomConnection", "CustomStrongTypeConnection",
+                    "AzureContentSafetyConnection", "SerpConnection", "CognitiveSearchConnection",
+                    "FormRecognizerConnection", "ServerlessConnection", "AzureAIServicesConnection")
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _OVERRIDE_KEY = re.compile(r"^nodes\.[^.\s]+\.\S+$")
@@ -316,6 +320,9 @@ def _connections(src: _Src) -> tuple[ConnectionSpec, ...]:
         name = _text(src.path, item, "name", "connection") or ""
         what = f"connection {name!r}"
         kind = _text(src.path, item, "connection_type", what) or ""
+        if kind not in CONNECTION_TYPES:
+            raise SpecError(_at(src.path, item, "connection_type"), f"{what}: unknown connection_type {kind!r}",
+                            f"{_did_you_mean(kind, CONNECTION_TYPES)}promptflow's types: {', '.join(CONNECTION_TYPES)}")
         if name in specs:
             raise SpecError(_at(src.path, item, "name"), f"two connections are named {name!r}", "rename one")
         values: dict[str, str] = {}

@@ -41,7 +41,7 @@ def load_error(exc: BaseException, flow_file: Path, flow_name: str, code_folder:
     kind = type(inner).__name__
     root = _root_cause(inner)
     frame = _user_frame(root, code_folder or flow_file.parent)
-    where = Where(original(Path(frame.path)), frame.line) if frame else _node_line(flow_file, node)
+    where = Where(original(Path(frame.path)), frame.line) if frame else node_line(flow_file, node)
     problem = _problem(inner, root)
     details = {"file": where.path, "connection": _quoted(str(inner), "connection") or "?",
                "module": getattr(root, "name", None) or "?"}
@@ -96,7 +96,7 @@ def _user_frame(exc: BaseException, folder: Path) -> Where | None:
     return found
 
 
-def _node_line(flow_file: Path, node: str | None) -> Where:
+def node_line(flow_file: Path, node: str | None) -> Where:
     """The flow file, at the line that names ``node`` when there is one."""
     if node:
         pattern = re.compile(rf"^\s*-?\s*name:\s*['\"]?{re.escape(node)}['\"]?\s*$")

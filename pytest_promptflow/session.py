@@ -147,8 +147,8 @@ class PromptflowSession:
                 resolved = resolve_connection(name, kind, declared=by_name, project_dir=self.rootdir,
                                               environ=os.environ, embedded=self.embedded_address)
             except SpecError as error:
-                raise SpecError(error.where or target.path, f"flow {target.name}, {_site(user)}: {error.problem}",
-                                error.fix) from None
+                where = error.where or _user_line(target, user)
+                raise SpecError(where, f"flow {target.name}, {_site(user)}: {error.problem}", error.fix) from None
             if resolved.address:
                 calls.register(resolved.address, name, EMBEDDED_PROVIDER if resolved.embedded else None)
             connections[name] = resolved.connection
@@ -227,6 +227,15 @@ class PromptflowSession:
             return
         self.embedded.stop()
         shutil.rmtree(self.shared_dir, ignore_errors=True)
+
+
+def _user_line(target: FlowTarget, user: str) -> Where | None:
+    """The line of the flow file that names the node using a connection (the file, for an init argument)."""
+    from .flow_errors import node_line
+
+    if target.path is None:
+        return None
+    return Where(target.path) if user.startswith(("init ", "model.")) else node_line(target.path, user)
 
 
 def _site(user: str) -> str:

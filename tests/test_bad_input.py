@@ -115,6 +115,11 @@ EXPERIMENT_CASES = {
         ('    text: "${data.text}"', '    text: "${data.txt}"'),
         "*bad/experiment.yaml:[67]: dataset 'small' (small.jsonl) has no column 'txt'; did you mean 'text'?*",
     ),
+    "unknown connection type": (
+        ("evaluators:", "connections:\n- name: aoai\n  connection_type: AzureOpenAIConection\nevaluators:"),
+        "*bad/experiment.yaml:10: connection 'aoai': unknown connection_type 'AzureOpenAIConection'; did you mean "
+        "'AzureOpenAIConnection'? promptflow's types: *",
+    ),
     "malformed jsonl line": (
         ("  source: ../data/small.jsonl", "  source: ../data/broken.jsonl"),
         "*data/broken.jsonl:3: malformed JSON: *; fix or remove line 3*",
@@ -267,19 +272,14 @@ LOAD_CASES = {
         "*flows/bad/flow.dag.yaml:9: flow bad, node n1: *Tool file 'n1.py' can not be found*; check the node's "
         "source.path*",
     ),
-    "unknown connection": (
-        {"flow.dag.yaml": ONE_NODE_DAG.replace("    text: ${inputs.text}", "    text: ${inputs.text}\n    conn: "
-                                               "my_conn"),
-         "n1.py": CONNECTION_NODE.format(kind="CustomConnection")},
-        'flow="flows/bad"',
-        "*flows/bad/flow.dag.yaml:9: flow bad, node n1: *connection 'my_conn'*; define connection 'my_conn' in*",
-    ),
     "connection of an unsupported kind": (
         {"flow.dag.yaml": ONE_NODE_DAG.replace("    text: ${inputs.text}", "    text: ${inputs.text}\n    conn: "
                                                "search"),
          "n1.py": CONNECTION_NODE.format(kind="CognitiveSearchConnection")},
         'flow="flows/bad"',
-        "*flows/bad/flow.dag.yaml:9: flow bad, node n1: *connection 'search'*; define connection 'search' in*",
+        "*flows/bad/flow.dag.yaml:9: flow bad, node n1: connection 'search' is a CognitiveSearchConnection, which "
+        "cannot be made without credentials; declare it with its credentials in experiment.yaml connections or a "
+        ".env line search={...}, or make the tool take one of *",
     ),
     "missing package of a flow": (
         {"flow.dag.yaml": ONE_NODE_DAG, "requirements.txt": "# what the flow needs\nnot-installed-pkg-xyz>=1.0\n",
