@@ -89,7 +89,7 @@ def test_unsupported_connection_kind_is_one_line_on_its_flow_only(project: Proje
     result = run(pytester, "--promptflow-llm=replay")
     assert outcomes(result) == {"errors": 1, "passed": 1}
     flow_file = project.path / "flows" / "search" / "flow.dag.yaml"
-    result.stdout.fnmatch_lines([f"{flow_file}: flow search, node step: connection 'my_index' is a "
+    result.stdout.fnmatch_lines([f"{flow_file}:*: flow search, node step: connection 'my_index' is a "
                                  "CognitiveSearchConnection, which cannot be made without credentials; declare it "
                                  "with its credentials in experiment.yaml connections or a .env line my_index={...}, "
                                  "or make the tool take one of AzureOpenAIConnection, OpenAIConnection, "

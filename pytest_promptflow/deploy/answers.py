@@ -69,7 +69,7 @@ class AnsweredFlow:
         self._answers = {answer_key(a.inputs): a for a in answers}
         self._input_names = tuple(answers[0].inputs) if answers else ()
 
-    def connections(self, init: Mapping[str, Any] | None = None) -> dict[str, str]:
+    def connection_uses(self, init: Mapping[str, Any] | None = None) -> dict[str, tuple[str, str]]:
         return {}  # the endpoint holds its own
 
     def executor(self, variants: Mapping[str, str], overrides: Mapping[str, Any], connections: Mapping[str, Any],
