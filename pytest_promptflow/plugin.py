@@ -305,6 +305,7 @@ class XdistHooks:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    session_of(session.config).restore_environment()  # before a release (trylast) starts its processes
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: its LLM counts go to the controller
         workeroutput[LLM_TALLY] = dict(session_of(session.config).llm_tally())

@@ -216,13 +216,19 @@ class PromptflowSession:
             return evaluator.flow
         return self.target(evaluator.flow, Path(), evaluator.where or where)
 
+    def restore_environment(self) -> None:
+        """Undo the SDK fallback's variables: called when the tests are done, before a release starts
+        processes that must not inherit them, and again (harmlessly) at close."""
+        if self._sdk_fallback is not None:
+            self._sdk_fallback.restore(os.environ)
+
     def close(self) -> None:
         """The owner (controller or single process) stops the model server, whoever started it."""
         if self._calls is not None:
             from .llm.intercept import activate
 
             activate(None)
-            self._sdk_fallback.restore(os.environ)
+        self.restore_environment()
         if not self.owner or not self.shared_dir.exists():
             return
         self.embedded.stop()

@@ -92,9 +92,21 @@ def test_sees(flow_run):
     assert seen["openai_api_key"] == "sk-user-own" and seen["openai_base_url"] == "(unset)"
     assert seen["azure_openai_endpoint"].startswith("http://127.0.0.1:9/")
 ''')
+    project.write("conftest.py", '''\
+import os
+
+import pytest
+
+
+@pytest.hookimpl(trylast=True)  # where a release starts its processes
+def pytest_sessionfinish(session):
+    with open("after-tests.txt", "w") as out:
+        out.write(os.environ.get("AZURE_OPENAI_ENDPOINT", "(unset)"))
+''')
     result = run(project.pytester, "test_env.py")
     assert outcomes(result) == {"passed": 1}, result.stdout.str()
     result.stdout.fnmatch_lines(["promptflow: AZURE_OPENAI_* unset -> embedded model *(connections env:AZURE_OPENAI)"])
+    assert (project.path / "after-tests.txt").read_text() == "(unset)"  # restored before a release runs
     assert {name: os.environ.get(name) for name in VARIABLES} == {name: None for name in VARIABLES} | {
         "OPENAI_API_KEY": "sk-user-own"}
 
