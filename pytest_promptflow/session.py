@@ -6,6 +6,7 @@ Created cheaply in pytest_configure; nothing heavy is imported or started until 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -66,8 +67,24 @@ class PromptflowSession:
     def target(self, flow: str | Path | Callable[..., Any], base_dir: Path, where: Where | None) -> FlowTarget:
         key = (id(flow), None) if callable(flow) else (None, str((base_dir / flow).resolve()))
         if key not in self._targets:
-            self._targets[key] = load_target(flow, base_dir, where)
+            self._targets[key] = self._named_apart(load_target(flow, base_dir, where))
         return self._targets[key]
+
+    def _named_apart(self, target: FlowTarget) -> FlowTarget:
+        """Two flows with one name would share a table, a best configuration and a release: a later one
+        is named by its place instead (``flows.v2.classify``, or ``module.function`` for a callable)."""
+        if target.name not in {known.name for known in self._targets.values()}:
+            return target
+        if target.path is None:
+            name = f"{getattr(target.func, '__module__', '')}.{getattr(target.func, '__qualname__', target.name)}"
+        else:
+            place = target.path.parent if target.kind in ("dag", "flex") else target.path.with_suffix("")
+            try:
+                place = place.resolve().relative_to(self.rootdir.resolve())
+            except ValueError:
+                pass
+            name = ".".join(part for part in place.parts if part not in ("/", ".."))
+        return dataclasses.replace(target, name=name)
 
     def plan(self, spec: ExperimentSpec, base_dir: Path, init: Mapping[str, Any] | None = None) -> list[PlannedCell]:
         target = self.target(spec.flow, base_dir, spec.where)

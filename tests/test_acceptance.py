@@ -494,3 +494,26 @@ def test_xdist_gives_the_same_outcomes_as_serial(project: Project, pytester: pyt
     assert outcomes(parallel) == serial
     parallel.stdout.fnmatch_lines(["*accuracy*0.5*>= *FAIL*"])
     parallel.stdout.fnmatch_lines(["*match 0.5 >= 0.75 failed for cell classify-hard (2 rows)*"])
+
+
+def test_two_flows_with_one_name_get_tables_of_their_own(project: Project, pytester: pytest.Pytester) -> None:
+    """flows/basic and flows/v2/basic must not share a table, a best configuration or a release."""
+    project.dag_flow("basic")
+    project.flex_function("v2/basic", module="v2entry", inputs=True)
+    project.data("small")
+    pytester.makepyfile(test_names="""
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/basic", data="data/small.jsonl")
+        def test_dag(flow_run):
+            assert flow_run.cell.flow == "basic"
+
+        @pytest.mark.promptflow(flow="flows/v2/basic", data="data/small.jsonl")
+        def test_flex(flow_run):
+            assert flow_run.cell.flow == "flows.v2.basic"
+    """)
+    result = run(pytester, "-v")
+    assert outcomes(result) == {"passed": 2}, result.stdout.str()
+    result.stdout.fnmatch_lines(["*test_flex[[]flows.v2.basic-small[]] PASSED*"])
+    result.stdout.fnmatch_lines(["promptflow: flow basic, 1 cell*", "promptflow: flow flows.v2.basic, 1 cell*"],
+                                consecutive=False)
