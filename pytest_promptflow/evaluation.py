@@ -193,17 +193,19 @@ def _prompty_judge(target: FlowTarget, mapping: Mapping[str, str], name: str, co
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _TAGGED_SCORE = re.compile(rf"<S2>\D*?({_NUMBER}).*?</S2>", re.DOTALL)  # azure-ai-evaluation's judges
+_LEADING_SCORE = re.compile(rf"\s*({_NUMBER})(?!\w|\.\d)")  # "4", "4 - relevant", "4/5", "4. On topic"
 
 
 def judge_scores(name: str, answer: Any) -> dict[str, Any]:
     """A judge's answer as scores: a JSON object's fields (numeric text as numbers), else one score named
-    ``name``: the number the text is (or tags as ``<S2>``), or the text itself, kept as a non-numeric score."""
+    ``name``: the number the text is, starts with (``4 - relevant``) or tags as ``<S2>``, or else the text
+    itself, kept as a non-numeric score."""
     if isinstance(answer, str):
         try:
             answer = json.loads(answer)
         except ValueError:
-            tagged = _TAGGED_SCORE.search(answer)
-            return {name: float(tagged.group(1)) if tagged else answer.strip()}
+            found = _TAGGED_SCORE.search(answer) or _LEADING_SCORE.match(answer)
+            return {name: float(found.group(1)) if found else answer.strip()}
     if isinstance(answer, Mapping):
         return {str(key): _as_score(value) for key, value in flatten(answer).items()}
     return {name: _as_score(answer)}

@@ -46,6 +46,9 @@ def test_judge_answers_become_scores():
     assert judge_scores("judge", '{"score": "3", "explanation": "close"}') == {"score": 3.0, "explanation": "close"}
     assert judge_scores("judge", {"apology": 1}) == {"apology": 1}
     assert judge_scores("judge", "Red") == {"judge": "Red"}
+    assert judge_scores("judge", "4 - on topic") == judge_scores("judge", "4/5") == {"judge": 4.0}
+    assert judge_scores("judge", "4.5. Close") == {"judge": 4.5}
+    assert judge_scores("judge", "1st place") == {"judge": "1st place"}  # a word, not a score
     assert aggregate([judge_scores("judge", "5"), judge_scores("judge", "Red"), judge_scores("judge", "4")]) == {
         "judge": 4.5}
 
