@@ -160,6 +160,7 @@ class PromptflowSession:
         by_name = {c.name: c for c in declared}
         connections = {}
         for name, (kind, user) in target.connection_uses(init).items():
+            kind = by_name[name].type if name in by_name else kind  # the declared type wins: a tool may take several
             try:
                 resolved = resolve_connection(name, kind, declared=by_name, project_dir=self.rootdir,
                                               environ=os.environ, embedded=self.embedded_address)

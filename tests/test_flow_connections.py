@@ -327,3 +327,39 @@ def test_a_served_flow_gets_its_model_configuration_from_our_connections(
     app = create_app(project.path / "flow", project.path)
     response = app.test_client().post("/score", json={"text": "x"})
     assert (response.status_code, response.get_json()) == (200, "https://env.example/")
+
+
+UNION_TOOL = '''\
+from typing import Union
+
+from promptflow.connections import AzureOpenAIConnection, CustomConnection
+from promptflow.core import tool
+
+
+@tool
+def probe(text: str, conn: Union[CustomConnection, AzureOpenAIConnection]) -> str:
+    if not isinstance(conn, CustomConnection):
+        raise TypeError(f"got a {type(conn).__name__}")
+    return "custom"
+'''
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_declared_connection_type_wins_where_the_tool_takes_several(
+        declared: bool, project: Project, pytester: pytest.Pytester) -> None:
+    """promptflow's basic-with-connection takes Union[CustomConnection, AzureOpenAIConnection]: the type comes
+    from experiment.yaml's connection_type when declared, else the first we can make (Azure OpenAI)."""
+    one_node_flow(project, "union", UNION_TOOL, "conn", "my_conn")
+    project.data("small")
+    connections = "connections:\n- name: my_conn\n  connection_type: CustomConnection\n" if declared else ""
+    project.experiment(f"""\
+name: union
+flow: ../flows/union
+{connections}datasets:
+- name: small
+  source: ../data/small.jsonl
+thresholds:
+  error_rate: "<= 0"
+""")
+    result = run(pytester, "--promptflow-llm=replay")
+    assert outcomes(result) == ({"passed": 1} if declared else {"failed": 1}), result.stdout.str()
