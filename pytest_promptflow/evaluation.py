@@ -163,9 +163,10 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
         scores.append({k: v for k, v in (result.output or {}).items() if k != "line_number"})
         errors.append(None)
         done[i] = (inputs or {}, aggregation_input(result))
-    lines_in, note = _aggregation_lines(run, mapping, rows, done, name)
-    logged = aggregation_metrics(executor, flow_inputs, [inputs for inputs, _ in lines_in],
-                                 [line for _, line in lines_in])
+    lines_in, note = _aggregation_lines(run, mapping, rows, done, name, _aggregation_reads_outputs(target, mapping))
+    with_failed = len(lines_in) > len(done)  # their lines lack the inputs the run's outputs feed (none reads them)
+    given = [n for n in flow_inputs if not (with_failed and _from_run(mapping.get(n, "")))]
+    logged = aggregation_metrics(executor, given, [inputs for inputs, _ in lines_in], [line for _, line in lines_in])
     # the flow's own log_metric calls first (the first is the primary metric), then means of per-row outputs
     counted = count_failed(run, scores)
     means = {k: v for k, v in aggregate(counted).items() if k not in logged}
@@ -174,29 +175,38 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
 
 
 def _aggregation_lines(run: Run, mapping: Mapping[str, str], rows: Sequence[Mapping[str, Any]],
-                       done: Mapping[int, tuple[dict[str, Any], Any]], name: str) -> tuple[list[Any], str]:
+                       done: Mapping[int, tuple[dict[str, Any], Any]], name: str,
+                       reads_outputs: bool) -> tuple[list[Any], str]:
     """What an evaluation flow's aggregation gets, in row order: its completed lines and every row whose flow
-    failed, as a line of the worst values (its mapped run outputs None), so that a ``log_metric`` accuracy
-    counts a crash as a miss. When a completed line's aggregation input holds a value with no worst (text, a
-    list), the failed rows are left out and the note says so."""
+    failed, as a line of the worst values, so that a ``log_metric`` accuracy counts a crash as a miss. When the
+    aggregation reads an input fed by the run's outputs (a failed row has none) or takes per-row values with no
+    worst (text, lists), the failed rows are left out and the note says so."""
     failed = [i for i, row in enumerate(run.rows) if row.failed]
     if not failed or not done:
         return [done[i] for i in sorted(done)], ""
-    worst = _worst_like([line for _, line in done.values()])
+    worst = _NO_WORST if reads_outputs else _worst_like([line for _, line in done.values()])
     if worst is _NO_WORST:
+        why = "reads the flow's outputs as inputs" if reads_outputs else "takes per-row values with no worst value"
         return [done[i] for i in sorted(done)], (
             f"evaluator {name}'s aggregation got {len(done)} of {len(run.rows)} rows: {len(failed)} rows whose "
-            "flow failed are left out, as its per-row values have no worst value to give them")
+            f"flow failed are left out, as it {why}")
+    data_only = {key: expression for key, expression in mapping.items() if not _from_run(expression)}
     lines = dict(done)
     for i in failed:
-        lines[i] = (_without_outputs(mapping, rows[i]), worst)
+        lines[i] = (resolve_row(data_only, rows[i], None, None), worst)
     return [lines[i] for i in sorted(lines)], ""
 
 
-def _without_outputs(mapping: Mapping[str, str], data: Mapping[str, Any]) -> dict[str, Any]:
-    """A failed row's evaluator inputs: its data columns and literals, None for the flow outputs it lacks."""
-    kept = {key: expression for key, expression in mapping.items() if (parse_mapping(expression) or ("",))[0] != "run"}
-    return {**dict.fromkeys(mapping), **resolve_row(kept, data, None, None)}
+def _from_run(expression: str) -> bool:
+    return (parse_mapping(expression) or ("",))[0] == "run"
+
+
+def _aggregation_reads_outputs(target: FlowTarget, mapping: Mapping[str, str]) -> bool:
+    """Whether a DAG evaluation flow's aggregation nodes read one of its inputs that the run's outputs feed."""
+    fed = {f"${{inputs.{key}}}" for key, expression in mapping.items() if _from_run(expression)}
+    aggregations = [node for node in target.definition.get("nodes") or [] if node.get("aggregation")]
+    values = [str(value).replace(" ", "") for node in aggregations for value in (node.get("inputs") or {}).values()]
+    return any(value in fed for value in values)
 
 
 _NO_WORST = object()
