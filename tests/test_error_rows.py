@@ -249,3 +249,21 @@ def test_a_variant_that_crashes_on_hard_rows_scores_lower_than_one_that_answers_
     assert accuracy == {"classify=crash": (3 + 0 + 0) / 5, "classify=answer": (3 + 0 + 1) / 5}
     assert flow["best"] == "classify=answer"
     assert [row["id"] for row in flow["cells"][0]["rows"]] == ["e1", "e2", "e3", "h1", "h2"]
+
+
+def test_rows_that_share_an_identity_are_noted(project: Project) -> None:
+    project.data("twice", [{"text": "a good day", "label": "positive"}, {"text": "a good day", "label": "negative"},
+                           {"text": "awful", "label": "negative"}])
+    project.pytester.makepyfile(test_twice="""
+        import pytest
+
+        def classify(text):
+            return {"category": "positive" if "good" in text else "negative"}
+
+        @pytest.mark.promptflow(flow=classify, data="data/twice.jsonl")
+        def test_twice(flow_run):
+            ids = [row.identity for row in flow_run.rows]
+            assert ids[0] == ids[1] != ids[2]  # the label is not read: the two first rows are one input
+            assert "2 rows share their identity with another row" in flow_run.metrics.note
+    """)
+    assert outcomes(run(project.pytester)) == {"passed": 1}
