@@ -226,6 +226,7 @@ def _worst_like(values: Sequence[Any]) -> Any:
         return _NO_WORST if _NO_WORST in worst.values() else worst
     return _NO_WORST
 
+
 class JudgeFailed(Exception):
     """A prompty judge's row that did not answer (its error becomes the row's error)."""
 

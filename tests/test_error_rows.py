@@ -79,6 +79,9 @@ def test_flaky(flow_run):
                                                       "prediction": "${run.outputs.category}"})
     assert words.metrics["accuracy"] == 1.0  # an aggregation of text: the failed row cannot be given to it
     assert "1 rows whose flow failed are left out, as it takes per-row values" in words.metrics.note
+    flex = flow_run.evaluate("flows/grader", mapping={"groundtruth": "${data.label}",
+                                                      "prediction": "${run.outputs.category}"})
+    assert flex.metrics["exact_rate"] == pytest.approx(4 / 5)  # its __aggregate__ got the failed row too
     reads = flow_run.evaluate("flows/reads", mapping={"groundtruth": "${data.label}",
                                                       "prediction": "${run.outputs.category}"})
     assert reads.metrics["accuracy"] == 1.0  # it reads the predictions, which the failed row does not have
@@ -152,8 +155,24 @@ def count(words: List[str]) -> dict:
 }
 
 
+#: a flex evaluation flow: a class whose __aggregate__ gets the rows' outputs (as promptflow's eval-code-quality)
+GRADER_PY = """\
+from typing import List
+
+
+class Grader:
+    def __call__(self, groundtruth: str, prediction: str) -> dict:
+        return {"correct": int(groundtruth == prediction)}
+
+    def __aggregate__(self, line_results: List[dict]) -> dict:
+        return {"exact_rate": sum(line.correct for line in line_results) / len(line_results)}
+"""
+
+
 def test_a_flaky_flows_failed_row_counts_as_worst_for_callables_pass_fail_and_evaluation_flows(
         project: Project) -> None:
+    project.write("flows/grader/flow.flex.yaml", "entry: grader:Grader\n")
+    project.write("flows/grader/grader.py", GRADER_PY)
     project.eval_flow()
     project.eval_flow("reads")
     reads = (project.path / "flows/reads/flow.dag.yaml").read_text()
