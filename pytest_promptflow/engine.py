@@ -7,9 +7,12 @@ A cell's run happens once per session however many tests use it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import statistics
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -43,6 +46,9 @@ class Row:
     cost: float = 0.0
     replay_misses: tuple[str, ...] = ()
     aggregation_input: Any = field(default=None, repr=False)  # what the flow's aggregation takes from it
+    #: pairs this row with the same row in other runs: the dataset's ``id`` column, else a hash of the
+    #: columns the flow reads (``row_identity``)
+    identity: str = ""
 
     @property
     def failed(self) -> bool:
@@ -94,6 +100,12 @@ class Run:
     def replay_misses(self) -> list[str]:
         return [miss for row in self.rows for miss in row.replay_misses]
 
+    @property
+    def duplicate_identities(self) -> int:
+        """Rows whose identity another row has too: they cannot be paired with a baseline's rows one to one."""
+        counts = Counter(row.identity for row in self.rows)
+        return sum(n for n in counts.values() if n > 1)
+
 
 def _percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of sorted values."""
@@ -110,6 +122,17 @@ def flow_inputs(dataset: DatasetSpec, row: Mapping[str, Any], input_names: Seque
         source = parse_mapping(expression)
         inputs[name] = row[source[1]] if source else expression
     return inputs
+
+
+def row_identity(dataset: DatasetSpec, row: Mapping[str, Any], input_names: Sequence[str]) -> str:
+    """The dataset's ``id`` column, else a stable hash of the columns the flow reads (its mappings' columns,
+    else the columns named like its inputs): the same row in two runs of one dataset has the same identity."""
+    if row.get("id") is not None:
+        return str(row["id"])
+    columns = data_columns(dataset.mappings) if dataset.mappings else [n for n in input_names if n in row]
+    read = {column: row.get(column) for column in sorted(columns)}
+    text = json.dumps(read, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def check_mappings(dataset: DatasetSpec, rows: Sequence[Mapping[str, Any]], input_names: Sequence[str]) -> None:
@@ -161,7 +184,8 @@ class Engine:
         check_mappings(cell.dataset, rows, runner.input_names)
         start = time.perf_counter()
         site = f"flow {target.name}, row {{}} of dataset {cell.dataset.name}"
-        items = [(i, row, flow_inputs(cell.dataset, row, runner.input_names)) for i, row in enumerate(rows)]
+        items = [(i, row, flow_inputs(cell.dataset, row, runner.input_names),
+                  row_identity(cell.dataset, row, runner.input_names)) for i, row in enumerate(rows)]
         observer = self.observe(cell, len(items)) if self.observe else None
         try:
             results = self.map(lambda item: _timed(runner, site.format(item[0]), *item), items, observer)
@@ -205,7 +229,7 @@ def _aggregate(runner: Runner, rows: Sequence[Row], flow_name: str) -> dict[str,
 
 
 def _timed(run_row: Callable[[Mapping[str, Any]], RowOutcome], site: str, index: int, data: Mapping[str, Any],
-           inputs: Mapping[str, Any]) -> Row:
+           inputs: Mapping[str, Any], identity: str) -> Row:
     with ledger.scope(site) as calls:
         start = time.perf_counter()
         try:
@@ -215,5 +239,5 @@ def _timed(run_row: Callable[[Mapping[str, Any]], RowOutcome], site: str, index:
         latency = time.perf_counter() - start if outcome.latency is None else outcome.latency
     return Row(index, data, inputs, outcome.outputs, outcome.error_type, outcome.error_message, latency,
                calls.llm_calls, calls.cache_hits, calls.prompt_tokens, calls.completion_tokens, calls.cost,
-               tuple(calls.replay_misses), outcome.aggregation_input)
+               tuple(calls.replay_misses), outcome.aggregation_input, identity)
 

@@ -25,17 +25,20 @@ from .llm import ledger
 
 
 class MetricValue(float):
-    """A metric that remembers its name, cell, row count and worst rows, for failure messages."""
+    """A metric that remembers its name, cell, row count (and how many of them failed) and worst rows, for
+    failure messages."""
 
     name: str
     cell_id: str
     rows: int
     worst: tuple[Mapping[str, Any], ...]
+    error_rows: int
 
     def __new__(cls, value: float, name: str, cell_id: str, rows: int,
-                worst: Sequence[Mapping[str, Any]] = ()) -> "MetricValue":
+                worst: Sequence[Mapping[str, Any]] = (), error_rows: int = 0) -> "MetricValue":
         self = super().__new__(cls, value)
         self.name, self.cell_id, self.rows, self.worst = name, cell_id, rows, tuple(worst)
+        self.error_rows = error_rows
         return self
 
 
@@ -57,13 +60,15 @@ class Metrics(dict):
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One evaluator over one run: per-row scores (None where not scored) and metrics."""
+    """One evaluator over one run: per-row scores and metrics. A row whose flow failed has the worst scores
+    (``worst_scores``) and the error ``flow row failed``; a row the evaluator itself failed on has None."""
 
     evaluator: str
     dataset: str
     scores: tuple[Mapping[str, Any] | None, ...]
     errors: tuple[str | None, ...]
     metrics: Mapping[str, float]
+    note: str = ""  # what a reader of its metrics must know (rows an aggregation left out)
 
 
 def resolve_row(mapping: Mapping[str, str], data: Mapping[str, Any], outputs: Mapping[str, Any] | None,
@@ -118,7 +123,7 @@ def _evaluate_callable(engine: Engine, run: Run, evaluator: Callable[..., Any], 
     spent: list[ledger.RowCalls] = []
     results = engine.map(_in_scope(f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", score, spent),
                          range(len(rows)))
-    scores = tuple(s for s, _ in results)
+    scores = count_failed(run, [s for s, _ in results])
     return Evaluation(name, run.cell.dataset.name, scores, tuple(e for _, e in results),
                       {**aggregate(scores), **_spend(spent)})
 
@@ -144,9 +149,8 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
                        range(len(rows)))
     scores: list[Mapping[str, Any] | None] = []
     errors: list[str | None] = []
-    done_inputs: list[dict[str, Any]] = []
-    done_lines = []
-    for result, inputs in lines:
+    done: dict[int, tuple[dict[str, Any], Any]] = {}  # completed line -> its inputs and aggregation input
+    for i, (result, inputs) in enumerate(lines):
         if result is None:
             scores.append(None)
             errors.append("flow row failed")
@@ -158,13 +162,70 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
             continue
         scores.append({k: v for k, v in (result.output or {}).items() if k != "line_number"})
         errors.append(None)
-        done_inputs.append(inputs or {})
-        done_lines.append(result)
-    logged = aggregation_metrics(executor, flow_inputs, done_inputs, [aggregation_input(line) for line in done_lines])
+        done[i] = (inputs or {}, aggregation_input(result))
+    lines_in, note = _aggregation_lines(run, mapping, rows, done, name, _aggregation_reads_outputs(target, mapping))
+    with_failed = len(lines_in) > len(done)  # their lines lack the inputs the run's outputs feed (none reads them)
+    given = [n for n in flow_inputs if not (with_failed and _from_run(mapping.get(n, "")))]
+    logged = aggregation_metrics(executor, given, [inputs for inputs, _ in lines_in], [line for _, line in lines_in])
     # the flow's own log_metric calls first (the first is the primary metric), then means of per-row outputs
-    means = {k: v for k, v in aggregate(scores).items() if k not in logged}
-    return Evaluation(name, run.cell.dataset.name, tuple(scores), tuple(errors),
-                      {**logged, **means, **_spend(spent)})
+    counted = count_failed(run, scores)
+    means = {k: v for k, v in aggregate(counted).items() if k not in logged}
+    return Evaluation(name, run.cell.dataset.name, counted, tuple(errors),
+                      {**logged, **means, **_spend(spent)}, note if logged else "")
+
+
+def _aggregation_lines(run: Run, mapping: Mapping[str, str], rows: Sequence[Mapping[str, Any]],
+                       done: Mapping[int, tuple[dict[str, Any], Any]], name: str,
+                       reads_outputs: bool) -> tuple[list[Any], str]:
+    """What an evaluation flow's aggregation gets, in row order: its completed lines and every row whose flow
+    failed, as a line of the worst values, so that a ``log_metric`` accuracy counts a crash as a miss. When the
+    aggregation reads an input fed by the run's outputs (a failed row has none) or takes per-row values with no
+    worst (text, lists), the failed rows are left out and the note says so."""
+    failed = [i for i, row in enumerate(run.rows) if row.failed]
+    if not failed or not done:
+        return [done[i] for i in sorted(done)], ""
+    worst = _NO_WORST if reads_outputs else _worst_like([line for _, line in done.values()])
+    if worst is _NO_WORST:
+        why = "reads the flow's outputs as inputs" if reads_outputs else "takes per-row values with no worst value"
+        return [done[i] for i in sorted(done)], (
+            f"evaluator {name}'s aggregation got {len(done)} of {len(run.rows)} rows: {len(failed)} rows whose "
+            f"flow failed are left out, as it {why}")
+    data_only = {key: expression for key, expression in mapping.items() if not _from_run(expression)}
+    lines = dict(done)
+    for i in failed:
+        lines[i] = (resolve_row(data_only, rows[i], None, None), worst)
+    return [lines[i] for i in sorted(lines)], ""
+
+
+def _from_run(expression: str) -> bool:
+    return (parse_mapping(expression) or ("",))[0] == "run"
+
+
+def _aggregation_reads_outputs(target: FlowTarget, mapping: Mapping[str, str]) -> bool:
+    """Whether a DAG evaluation flow's aggregation nodes read one of its inputs that the run's outputs feed."""
+    fed = {f"${{inputs.{key}}}" for key, expression in mapping.items() if _from_run(expression)}
+    aggregations = [node for node in target.definition.get("nodes") or [] if node.get("aggregation")]
+    values = [str(value).replace(" ", "") for node in aggregations for value in (node.get("inputs") or {}).values()]
+    return any(value in fed for value in values)
+
+
+_NO_WORST = object()
+
+
+def _worst_like(values: Sequence[Any]) -> Any:
+    """The worst of values that sit at one place of every completed line (as ``worst_scores`` rates a column):
+    a number's, a flag's, a pass/fail's, or a mapping of those; ``_NO_WORST`` for anything else."""
+    if values and all(isinstance(v, bool) for v in values):
+        return False
+    if values and all(is_number(v) for v in values):
+        return min(0.0, *(float(v) for v in values))
+    if values and all(isinstance(v, str) and v.lower() in ("pass", "fail") for v in values):
+        return "fail"
+    if values and all(isinstance(v, Mapping) for v in values):
+        worst = {key: _worst_like([v[key] for v in values if key in v]) for key in values[0]}
+        return _NO_WORST if _NO_WORST in worst.values() else worst
+    return _NO_WORST
+
 
 class JudgeFailed(Exception):
     """A prompty judge's row that did not answer (its error becomes the row's error)."""
@@ -245,6 +306,31 @@ def flatten(score: Mapping[str, Any]) -> dict[str, Any]:
         else:
             flat[key] = value
     return flat
+
+
+def worst_scores(scores: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
+    """What a row whose flow failed scores in each column the evaluator gave other rows: the worst value, so
+    the crash counts against the run. A number: 0, or the lowest score seen when some are below 0 (the scale's
+    minimum is unknown; 0 is the floor of the usual 0..1 scores); ``fail`` for a ``<x>_result`` pass/fail
+    column; False for a flag. Thresholds and text are not scores and are left out."""
+    worst: dict[str, Any] = {}
+    for row in scores:
+        for key, value in (row or {}).items():
+            if key.endswith("_threshold"):
+                continue
+            if isinstance(value, bool):
+                worst[key] = False
+            elif key.endswith("_result") and str(value).lower() in ("pass", "fail"):
+                worst[key] = "fail"
+            elif is_number(value):
+                worst[key] = min(worst.get(key, 0.0), float(value))
+    return worst
+
+
+def count_failed(run: Run, scores: Sequence[Mapping[str, Any] | None]) -> tuple[Mapping[str, Any] | None, ...]:
+    """``scores`` with every row whose flow failed given ``worst_scores``: every metric has a value per row."""
+    worst = worst_scores(scores)
+    return tuple(dict(worst) if row.failed else score for row, score in zip(run.rows, scores, strict=True))
 
 
 def aggregate(scores: Sequence[Mapping[str, Any] | None]) -> dict[str, float]:

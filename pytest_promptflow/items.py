@@ -95,7 +95,8 @@ class ExperimentItem(pytest.Item):
         failed = [v for v in verdicts if not v.passed]
         if failed:
             worst = metrics[failed[0].threshold.metric].worst
-            raise ThresholdFailure(failure_text(self.planned.id, len(run.rows), verdicts, worst))
+            error_rows = sum(row.failed for row in run.rows)
+            raise ThresholdFailure(failure_text(self.planned.id, len(run.rows), verdicts, worst, error_rows))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, (ThresholdFailure, SpecError)):

@@ -28,10 +28,13 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
             values[f"{ev.evaluator}.{name}"] = value
     rows = len(run.rows)
     failed = [row for row in run.rows if row.failed]
-    notes = [f"{len(failed)} of {rows} rows failed, first: {failed[0].error_type}: {failed[0].error_message}"
-             if failed else "", run.latency_note]
+    notes = [f"{len(failed)} of {rows} rows failed (each scores the worst value in the evaluators' metrics), "
+             f"first: {failed[0].error_type}: {failed[0].error_message}" if failed else "",
+             *(ev.note for ev in evaluations), run.latency_note,
+             f"{run.duplicate_identities} rows share their identity with another row" if run.duplicate_identities
+             else ""]
     note = "; ".join(n for n in notes if n)
-    return Metrics({name: MetricValue(value, name, run.cell.id, rows, worst_rows(run, evaluations, name))
+    return Metrics({name: MetricValue(value, name, run.cell.id, rows, worst_rows(run, evaluations, name), len(failed))
                     for name, value in values.items()}, note)
 
 

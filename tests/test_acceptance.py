@@ -220,9 +220,10 @@ def test_a_row_that_raises_is_an_error_row_and_the_rest_still_pass(
             failed = [row for row in flow_run.rows if row.failed]
             assert [(row.index, row.error_type, row.error_message) for row in failed] == [(4, "ValueError", "boom row")]
             result = flow_run.evaluate(same, mapping={"prediction": "${run.outputs.category}", "label": "${data.label}"})
-            assert result.metrics["match"] == 1.0
+            # 4 answered rows all match; the row that raised is not judged and scores the worst value, 0
+            assert result.metrics["match"] == pytest.approx((4 * 1.0 + 0.0) / 5)
             assert result.metrics["error_rate"] > 0
-            assert result.scores[4] is None
+            assert result.scores[4] == {"match": 0.0} and result.evaluation.errors[4] == "flow row failed"
 
         @pytest.mark.promptflow(flow="flows/clf", data="data/boom.jsonl", variants={"classify": ["variant_0"]})
         def test_dag(flow_run):

@@ -30,7 +30,7 @@ def _cell(flow: str, config: str, variants: dict[str, str], overrides: dict[str,
 
 def _row(index: int, text: str, label: str, category: str | None, scores: dict[str, Any],
          error: str | None = None) -> dict[str, Any]:
-    return {"index": index, "data": {"text": text, "label": label}, "inputs": {"text": text},
+    return {"index": index, "id": f"row-{index}", "data": {"text": text, "label": label}, "inputs": {"text": text},
             "outputs": None if category is None else {"category": category}, "error": error,
             "latency": 0.25, "cached": False, "llm_calls": 1, "tokens": 12, "cost": 0.001, "scores": scores}
 
@@ -69,13 +69,14 @@ def test_rows_csv_columns_values_and_formula_guard(tmp_path: Path) -> None:
     write_csv(document(), tmp_path)
     rows = _read(tmp_path / "rows.csv")
     assert list(rows.columns) == [
-        *CELL_COLUMNS, "index", "data.extra", "data.label", "data.text", "inputs.text", "outputs.category",
+        *CELL_COLUMNS, "index", "id", "data.extra", "data.label", "data.text", "inputs.text", "outputs.category",
         "error", "latency", "cached", "llm_calls", "tokens", "cost", "ev.score", "judge.fluency"]
     assert len(rows) == 4
     first = rows.iloc[0]
     assert first["variants"] == "classify=variant_0;decorate=plain"
     assert first["overrides"] == "nodes.classify.inputs.temperature=0.7"
     assert first["data.text"] == "'=HYPERLINK(\"http://x\")"  # a formula shows as text
+    assert first["id"] == "row-0"  # what pairs the row with the same row of another run
     assert (first["ev.score"], first["judge.fluency"], first["latency"]) == (1, 4, 0.25)
     failed = rows.iloc[1]
     assert failed["data.text"] == 'a, "quoted"\nsecond line'  # commas, quotes, newlines survive
@@ -173,7 +174,7 @@ def test_a_users_run_writes_the_three_tables(project: Project, pytester: pytest.
     result.assert_outcomes(passed=1, failed=1)
     folder = pytester.path / "out"
     rows = _read(folder / "rows.csv")
-    assert list(rows.columns) == [*CELL_COLUMNS, "index", "data.label", "data.text", "inputs.text",
+    assert list(rows.columns) == [*CELL_COLUMNS, "index", "id", "data.label", "data.text", "inputs.text",
                                   "outputs.category", "error", "latency", "cached", "llm_calls", "tokens", "cost",
                                   "ev.score", "exact.exact"]
     assert rows["cell"].tolist() == ["clf-classify=variant_0-small"] * 2 + ["clf-classify=variant_1-small"] * 2

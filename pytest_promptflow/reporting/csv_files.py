@@ -52,17 +52,17 @@ Table = tuple[list[str], list[list[Any]]]
 
 
 def rows_table(cells: Sequence[Mapping[str, Any]]) -> Table:
-    """One line per row: the cell's columns, the row's index, data, inputs, outputs, costs and scores."""
+    """One line per row: the cell's columns, the row's index and identity, data, inputs, outputs, costs and scores."""
     data = _keys(row["data"] for cell in cells for row in cell["rows"])
     inputs = _keys(row["inputs"] for cell in cells for row in cell["rows"])
     outputs = _keys(row["outputs"] or {} for cell in cells for row in cell["rows"])
     scores = _keys(row["scores"] for cell in cells for row in cell["rows"])
-    header = [*CELL_COLUMNS, "index", *(f"data.{k}" for k in data), *(f"inputs.{k}" for k in inputs),
+    header = [*CELL_COLUMNS, "index", "id", *(f"data.{k}" for k in data), *(f"inputs.{k}" for k in inputs),
               *(f"outputs.{k}" for k in outputs), *ROW_COLUMNS, *scores]
     lines = []
     for cell in cells:
         for row in cell["rows"]:
-            lines.append([*cell_values(cell), row["index"], *(row["data"].get(k) for k in data),
+            lines.append([*cell_values(cell), row["index"], row.get("id", ""), *(row["data"].get(k) for k in data),
                           *(row["inputs"].get(k) for k in inputs), *((row["outputs"] or {}).get(k) for k in outputs),
                           *(row[k] for k in ROW_COLUMNS), *(row["scores"].get(k) for k in scores)])
     return header, lines

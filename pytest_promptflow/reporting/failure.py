@@ -37,10 +37,16 @@ def worst_rows_lines(worst: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def failure_text(cell_id: str, rows: int, verdicts: Sequence[Verdict], worst: Sequence[Mapping[str, Any]]) -> str:
+def failure_text(cell_id: str, rows: int, verdicts: Sequence[Verdict], worst: Sequence[Mapping[str, Any]],
+                 error_rows: int = 0) -> str:
     failed = [v for v in verdicts if not v.passed]
-    head = f"{len(failed)} of {len(verdicts)} thresholds failed for cell {cell_id} ({rows} rows)"
+    head = f"{len(failed)} of {len(verdicts)} thresholds failed for cell {cell_id} ({_rows(rows, error_rows)})"
     return "\n".join([head, *verdict_table(verdicts), *worst_rows_lines(worst)])
+
+
+def _rows(rows: int, error_rows: int) -> str:
+    """``5 rows``, or ``5 rows, 2 failed and scored worst`` when some rows' flow failed."""
+    return f"{rows} rows" + (f", {error_rows} failed and scored worst" if error_rows else "")
 
 
 def metric_assertion_lines(op: str, left: Any, right: Any) -> list[str]:
@@ -51,9 +57,10 @@ def metric_assertion_lines(op: str, left: Any, right: Any) -> list[str]:
     metric = left if isinstance(left, MetricValue) else right
     other = right if metric is left else left
     if op not in OPERATORS or not isinstance(other, (int, float)):
-        return [f"{metric.name} = {float(metric):.4g} for cell {metric.cell_id} ({metric.rows} rows)"]
+        return [f"{metric.name} = {float(metric):.4g} for cell {metric.cell_id} "
+                f"({_rows(metric.rows, metric.error_rows)})"]
     if metric is right:  # 0.6 <= m  reads as  m >= 0.6
         op = {">=": "<=", "<=": ">=", ">": "<", "<": ">"}.get(op, op)
     verdict = Verdict(Threshold(metric.name, op, float(other)), float(metric))
     return [f"{metric.name} {float(metric):.4g} {op} {float(other):g} failed for cell {metric.cell_id} "
-            f"({metric.rows} rows)", *verdict_table([verdict]), *worst_rows_lines(metric.worst)]
+            f"({_rows(metric.rows, metric.error_rows)})", *verdict_table([verdict]), *worst_rows_lines(metric.worst)]

@@ -55,6 +55,7 @@ def _row(index: int, row: Any, evaluations: Sequence[Any]) -> dict[str, Any]:
             scores[f"{evaluation.evaluator}.{name}"] = plain(value)
     return {
         "index": row.index,
+        "id": row.identity,
         "data": plain(dict(row.data)),
         "inputs": plain(dict(row.inputs)),
         "outputs": plain(dict(row.outputs)) if row.outputs is not None else None,
