@@ -22,6 +22,7 @@ from .engine import Engine, Run
 from .errors import SpecError, Where, replay_error
 from .flows import FlowTarget, executor_inputs
 from .llm import ledger
+from .reporting.best import lower_is_better
 
 
 class MetricValue(float):
@@ -311,8 +312,9 @@ def flatten(score: Mapping[str, Any]) -> dict[str, Any]:
 def worst_scores(scores: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
     """What a row whose flow failed scores in each column the evaluator gave other rows: the worst value, so
     the crash counts against the run. A number: 0, or the lowest score seen when some are below 0 (the scale's
-    minimum is unknown; 0 is the floor of the usual 0..1 scores); ``fail`` for a ``<x>_result`` pass/fail
-    column; False for a flag. Thresholds and text are not scores and are left out."""
+    minimum is unknown; 0 is the floor of the usual 0..1 scores); for a lower-is-better name (``error_rate``,
+    ``latency.*``, ``cost.*``, ...) the highest seen, at least 1 for a rate; ``fail`` for a ``<x>_result``
+    pass/fail column; False for a flag. Thresholds and text are not scores and are left out."""
     worst: dict[str, Any] = {}
     for row in scores:
         for key, value in (row or {}).items():
@@ -322,6 +324,8 @@ def worst_scores(scores: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
                 worst[key] = False
             elif key.endswith("_result") and str(value).lower() in ("pass", "fail"):
                 worst[key] = "fail"
+            elif is_number(value) and lower_is_better(key):
+                worst[key] = max(worst.get(key, 1.0 if key.endswith("rate") else float(value)), float(value))
             elif is_number(value):
                 worst[key] = min(worst.get(key, 0.0), float(value))
     return worst

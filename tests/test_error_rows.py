@@ -23,6 +23,11 @@ def test_the_worst_value_is_0_or_the_lowest_below_it_and_fail_for_a_pass_fail_co
                                     "ok_passed": False}
 
 
+def test_the_worst_of_a_lower_is_better_score_is_the_highest_and_at_least_1_for_a_rate():
+    scores = [{"error_rate": 0.2, "latency.p95": 3.0}, {"error_rate": 0.0, "latency.p95": 7.5}, None]
+    assert worst_scores(scores) == {"error_rate": 1.0, "latency.p95": 7.5}
+
+
 # --- row identity, pure ----------------------------------------------------------------------------
 
 

@@ -226,8 +226,9 @@ def test_logged(flow_run):
     assert result.metrics["ev.error_rate"] == 0.5
     per_row = flow_run.evaluate(row_errors, mapping={"prediction": "${run.outputs.category}"})
     assert per_row.metrics["error_rate"] == 0.2
-    # its 4 answered rows say 1.0; the row whose flow raised scores the worst value, 0, like any number
-    assert per_row.metrics["row_errors.error_rate"] == (4 * 1.0 + 0.0) / 5
+    # its 4 answered rows say 1.0; the row whose flow raised scores the worst value, for a rate 1 at least
+    assert per_row.metrics["row_errors.error_rate"] == (4 * 1.0 + 1.0) / 5
+    assert per_row.metrics["row_errors.score"] == (4 * 1 + 0) / 5
 """
 
 
