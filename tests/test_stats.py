@@ -114,6 +114,16 @@ def test_bca_matches_the_t_interval_on_symmetric_rows():
     assert bca.low == pytest.approx(t.low, abs=0.002) and bca.high == pytest.approx(t.high, abs=0.002)
 
 
+def test_bca_agrees_with_scipy_on_skewed_rows():
+    """An independent BCa (scipy, when installed) on exponential rows, within resampling error."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    values = np.random.default_rng(15).exponential(size=30)
+    ours = stats.mean_interval(values, seed=1, method="bca", resamples=40_000)
+    theirs = scipy_stats.bootstrap((values,), np.mean, method="BCa", n_resamples=40_000, random_state=1)
+    assert ours.low == pytest.approx(theirs.confidence_interval.low, abs=0.01)
+    assert ours.high == pytest.approx(theirs.confidence_interval.high, abs=0.01)
+
+
 def test_paired_bootstrap_of_continuous_scores():
     rng = np.random.default_rng(6)
     baseline = rng.beta(5, 2, 200)
@@ -181,6 +191,16 @@ def test_identical_variants_alarm_at_most_5_percent(profile, rows):
     counts = _suites_of_identical_variants(profile, rows, suites, seed=rows)
     assert _share(counts, rows, lambda i: not stats.not_below(i).passed) <= _allowed(ALPHA, suites)
     assert _share(counts, rows, lambda i: stats.superior(i).passed) <= _allowed(ALPHA, suites)
+
+
+@pytest.mark.parametrize("rows", [40, 400])
+def test_identical_variants_alarm_at_most_5_percent_at_every_discordant_count(rows):
+    """Exact: given m discordant rows, identical variants split them as fair coins; no m alarms above 5%."""
+    for m in range(1, min(rows, 150) + 1):
+        weights = np.array([math.comb(m, b) for b in range(m + 1)], dtype=float) / 2**m
+        intervals = [stats.paired_difference_from_counts(b, m - b, rows) for b in range(m + 1)]
+        assert weights[[not stats.not_below(i).passed for i in intervals]].sum() <= ALPHA, m
+        assert weights[[stats.superior(i).passed for i in intervals]].sum() <= ALPHA, m
 
 
 @pytest.mark.parametrize("rows", [40, 400])
@@ -266,6 +286,8 @@ def test_repeat_values_by_hand():
 def test_holm_by_hand_and_by_bounds_agree():
     p_values = [0.01, 0.04, 0.03, 0.005]
     assert stats.holm_adjust(p_values) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    steps = [0.01, 0.02, 0.03]  # Bonferroni passes only the first; Holm steps down through all three
+    assert stats.holm_passes(lambda i, level: steps[i] <= 1 - level, 3) == [True, True, True]
     random_p = list(np.random.default_rng(13).uniform(0, 0.1, 12))
     adjusted = stats.holm_adjust(random_p)
     by_bounds = stats.holm_passes(lambda i, level: random_p[i] <= 1 - level, len(random_p))
