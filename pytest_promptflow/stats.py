@@ -341,10 +341,14 @@ def paired_mean_difference(
     seed: str | int = 0,
     clusters: Sequence[object] | None = None,
     sides: int = 1,
-    method: Method = "bca",
+    method: Method = "t",
     resamples: int = 4000,
 ) -> Interval:
-    """Paired (seeded) bootstrap of per-row differences for continuous scores: rows resample as pairs."""
+    """Interval for the mean per-row difference of continuous scores; rows (or clusters) resample as pairs.
+
+    ``bca``/``percentile`` is the paired seeded bootstrap; ``t`` is the default because on A/A judge-like
+    scores the bootstrap alarmed 5.5-6.5% of the time at 20-40 rows (2000 suites each) and t 4-5%.
+    """
     x, y = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
     if x.shape != y.shape:
         raise ValueError(f"paired scores need the same rows, got {x.shape} and {y.shape}")
