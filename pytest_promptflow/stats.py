@@ -130,17 +130,23 @@ def mean_interval(
 ) -> Interval:
     """Interval for the mean of per-row values; rows sharing a cluster key resample (and count) together.
 
+    One row (or one cluster) has no interval: its bounds are infinite, so no gate passes on it.
     ``t`` (default): exact for normal rows and close for bounded scores, deterministic, no seed needed; with
     clusters it uses the cluster-robust standard error on G-1 degrees of freedom. ``bca``/``percentile``:
     a seeded bootstrap for skewed metrics; the seed comes from ``stable_seed(seed)`` so reruns agree.
     """
+    _z(level, sides)
+    if method not in ("t", "percentile", "bca"):
+        raise ValueError(f"interval method must be t, percentile or bca, not {method!r}")
     sums, counts = _cluster_totals(np.asarray(values, dtype=float), clusters)
     total, n = float(sums.sum()), int(counts.sum())
     estimate = total / n
+    if len(sums) < 2:
+        return Interval(-math.inf, math.inf, estimate, math.nan, n, method, level, sides)
     if method == "t":
         return _t_interval(sums, counts, estimate, level, sides)
     replicates = _bootstrap_means(sums, counts, resamples, seed)
-    jackknife = (total - sums) / (n - counts) if method == "bca" and len(sums) > 1 else None
+    jackknife = (total - sums) / (n - counts) if method == "bca" else None
     return bootstrap_interval(estimate, replicates, level, sides, jackknife, n=n)
 
 
@@ -163,8 +169,6 @@ def _t_interval(
     sums: npt.NDArray[np.float64], counts: npt.NDArray[np.float64], estimate: float, level: float, sides: int
 ) -> Interval:
     groups, n = len(sums), int(counts.sum())
-    if groups < 2:
-        return Interval(estimate, estimate, estimate, math.nan, n, "t", level, sides)
     residual = sums - counts * estimate
     se = math.sqrt(groups / (groups - 1) * float((residual**2).sum())) / n
     half = t_quantile(level if sides == 1 else (1 + level) / 2, groups - 1) * se
@@ -199,6 +203,7 @@ def bootstrap_interval(
     BCa corrects the percentile interval's bias and skew (second-order accurate); percentile is the fallback
     for statistics with no cheap jackknife (a re-run aggregation node).
     """
+    _z(level, sides)
     reps = np.sort(np.asarray(replicates, dtype=float))
     se = float(reps.std(ddof=1))
     tail = 1 - level if sides == 1 else (1 - level) / 2

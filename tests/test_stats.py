@@ -73,6 +73,12 @@ def test_wilson_gate_simulated_suites_agree():
 def test_bad_level_and_counts_are_refused():
     with pytest.raises(ValueError, match="between 0 and 1"):
         stats.wilson(3, 10, level=1.5)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        stats.mean_interval([0.2, 0.4], level=95)
+    with pytest.raises(ValueError, match="t, percentile or bca"):
+        stats.mean_interval([0.2, 0.4], method="bootstrap")
+    with pytest.raises(ValueError, match="same non-empty rows"):
+        stats.paired_difference([1, 0], [1, 0, 1])
     with pytest.raises(ValueError, match="successes"):
         stats.wilson(11, 10)
 
@@ -86,6 +92,8 @@ def test_t_interval_known_values():
     assert round(stats.t_quantile(0.975, 9), 6) == 2.262157
     assert round(stats.t_quantile(0.05, 1000), 5) == -1.64638
     assert round(stats.t_quantile(0.995, 1), 3) == 63.657
+    single = stats.mean_interval([0.9, 0.9, 0.9], clusters=["a", "a", "a"], method="bca")
+    assert (single.low, single.high) == (-math.inf, math.inf)
 
 
 @pytest.mark.parametrize("method", ["t", "percentile", "bca"])
@@ -174,6 +182,8 @@ def test_paired_interval_keeps_its_width_with_no_discordant_rows():
     assert same.estimate == 0 and same.discordant == 0 and same.low < -0.05 and same.high > 0.05
     assert stats.not_below(same).passed and not stats.superior(same).passed
     assert stats.non_inferior(same, 0.1).passed and not stats.non_inferior(same, 0.02).passed
+    # by hand: with no discordant row Tango's bound solves n d / (1 - d) = z^2, d = 1.645^2 / (40 + 1.645^2)
+    assert str(stats.non_inferior(same, 0.02)) == "non-inferior: lower 95% bound -0.063 > -0.020"
 
 
 def _suites_of_identical_variants(profile: str, rows: int, suites: int, seed: int) -> np.ndarray:
