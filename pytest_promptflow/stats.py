@@ -396,15 +396,18 @@ def paired_power(n: int, p_better: float, p_worse: float, alpha: float = 0.05, m
 def paired_mde(n: int, discordance: float, alpha: float = 0.05, power: float = 0.8) -> float:
     """Smallest difference the one-sided paired check finds with ``power`` when rows disagree at ``discordance``.
 
-    ``inf`` when even every discordant row going one way would not be enough.
+    A difference d needs at least d discordant rows, so runs that agree more closely are taken to disagree on
+    d (all one way), and McNemar's exact test needs log2(1/alpha) of them; ``inf`` when nothing is findable.
     """
-    if paired_power(n, discordance, 0.0, alpha) < power:
-        return math.inf
 
     def shortfall(d: float) -> float:
-        return paired_power(n, (discordance + d) / 2, (discordance - d) / 2, alpha) - power
+        rate = max(discordance, d)
+        return paired_power(n, (rate + d) / 2, (rate - d) / 2, alpha) - power
 
-    return _bisect(shortfall, 0.0, discordance)
+    fewest = math.ceil(math.log2(1 / alpha)) / n
+    if fewest > 1 or shortfall(1.0) < 0:
+        return math.inf
+    return max(fewest, _bisect(shortfall, 0.0, 1.0))
 
 
 def paired_rows_needed(discordance: float, effect: float, alpha: float = 0.05, power: float = 0.8) -> int:

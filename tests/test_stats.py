@@ -249,13 +249,23 @@ def test_stated_power_matches_simulated_power(rows, p_better, p_worse, margin):
     assert stats.paired_power(rows, p_better, p_worse, margin=margin) == pytest.approx(simulated, abs=0.05)
 
 
+def test_a_5_point_drop_at_16_percent_discordance_fails_not_below_4_times_in_5():
+    """The issue's case at 400 rows: the stated power to catch the drop (probabilities swapped) is what happens."""
+    suites, rows = 4_000, 400
+    counts = np.random.default_rng(16).multinomial(rows, [0.055, 0.105, 0.84], size=suites)[:, :2]
+    caught = _share(counts, rows, lambda i: not stats.not_below(i).passed)
+    assert stats.paired_power(rows, 0.105, 0.055) == pytest.approx(caught, abs=0.05)
+    assert caught == pytest.approx(0.8, abs=0.05)
+
+
 def test_issue_figure_400_rows_5_point_drop_needs_at_most_13_percent_discordance():
     """At 95% two-sided (97.5% one-sided) the MDE reaches 0.05 at 13% discordance; at 95% one-sided at 16%."""
     assert stats.paired_mde(400, 0.13, alpha=0.025) == pytest.approx(0.05, abs=0.001)
     assert stats.paired_mde(400, 0.16, alpha=0.05) == pytest.approx(0.05, abs=0.001)
     needed = stats.paired_rows_needed(0.16, 0.05)
     assert stats.paired_power(needed, 0.105, 0.055) >= 0.8 > stats.paired_power(needed - 1, 0.105, 0.055)
-    assert stats.paired_mde(20, 0.01) == math.inf
+    assert stats.paired_mde(4, 0.0) == math.inf  # 4 of 4 rows one way: exact p = 1/16 > 0.05
+    assert stats.paired_mde(400, 0.0) == pytest.approx(0.0154, abs=0.0005)  # agreeing runs: ~6 rows one way
 
 
 def test_threshold_power_matches_simulated_wilson_gate():
