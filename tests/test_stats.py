@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pytest_promptflow import stats
+from pytest_promptflow.stats import paired
 
 ALPHA = 0.05
 
@@ -167,14 +168,14 @@ def test_mcnemar_exact_by_hand():
 
 
 def test_tango_at_zero_is_mcnemar_and_its_constraint_is_the_likelihood_maximum():
-    assert stats._tango_score(30, 18, 200, 0.0) == pytest.approx(12 / math.sqrt(48))
+    assert paired._tango_score(30, 18, 200, 0.0) == pytest.approx(12 / math.sqrt(48))
     better, worse, n, delta = 30, 18, 200, 0.02
     grid = np.linspace(1e-6, 1 - delta - 1e-6, 200_001) / 2  # P(worse) with P(better) = P(worse) + delta
     log_likelihood = (
         better * np.log(grid + delta) + worse * np.log(grid) + (n - better - worse) * np.log(1 - 2 * grid - delta)
     )
     best = grid[np.argmax(log_likelihood)]
-    assert stats._tango_constrained_worse(better / n, worse / n, delta) == pytest.approx(best, abs=1e-5)
+    assert paired._tango_constrained_worse(better / n, worse / n, delta) == pytest.approx(best, abs=1e-5)
 
 
 def test_paired_interval_keeps_its_width_with_no_discordant_rows():
