@@ -1,0 +1,97 @@
+"""Power, minimal detectable effects and rows needed (normal approximations, checked by simulation)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .intervals import _NORMAL, _bisect
+from .paired import PairedInterval, _tango_constrained_worse
+
+
+def paired_power(n: int, p_better: float, p_worse: float, alpha: float = 0.05, margin: float = 0.0) -> float:
+    """Power of the one-sided paired check that candidate > baseline - margin (Connor 1987; Nam 1997 margin).
+
+    ``p_better``/``p_worse`` are the true rates of the two kinds of discordant rows; to catch a drop, swap them.
+    """
+    delta = p_better - p_worse
+    p_null = _tango_constrained_worse(p_better, p_worse, -margin)
+    sd_null = math.sqrt(max(2 * p_null - margin * (1 + margin), 0.0))
+    sd_true = math.sqrt(max(p_better + p_worse - delta**2, 1e-12))
+    return _NORMAL.cdf((math.sqrt(n) * (delta + margin) - _NORMAL.inv_cdf(1 - alpha) * sd_null) / sd_true)
+
+
+def paired_mde(n: int, discordance: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest difference the one-sided paired check finds with ``power`` when rows disagree at ``discordance``.
+
+    A difference d needs at least d discordant rows, so runs that agree more closely are taken to disagree on
+    d (all one way), and McNemar's exact test needs log2(1/alpha) of them; ``inf`` when nothing is findable.
+    """
+
+    def shortfall(d: float) -> float:
+        rate = max(discordance, d)
+        return paired_power(n, (rate + d) / 2, (rate - d) / 2, alpha) - power
+
+    fewest = math.ceil(math.log2(1 / alpha)) / n
+    if fewest > 1 or shortfall(1.0) < 0:
+        return math.inf
+    return max(fewest, _bisect(shortfall, 0.0, 1.0))
+
+
+def paired_rows_needed(discordance: float, effect: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Rows the paired check needs to find ``effect`` with ``power`` at this discordance (for ``plan``)."""
+    z_alpha, z_beta = _NORMAL.inv_cdf(1 - alpha), _NORMAL.inv_cdf(power)
+    spread = z_alpha * math.sqrt(discordance) + z_beta * math.sqrt(max(discordance - effect**2, 0.0))
+    return math.ceil((spread / effect) ** 2)
+
+
+def threshold_power(n: int, threshold: float, true_value: float, alpha: float = 0.05) -> float:
+    """Power of a one-sided ``>= threshold`` check on a 0/1 metric whose true rate is ``true_value``."""
+    null_sd = math.sqrt(threshold * (1 - threshold))
+    true_sd = math.sqrt(max(true_value * (1 - true_value), 1e-12))
+    return _NORMAL.cdf((math.sqrt(n) * (true_value - threshold) - _NORMAL.inv_cdf(1 - alpha) * null_sd) / true_sd)
+
+
+def threshold_mde(n: int, threshold: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """How far above ``threshold`` a 0/1 metric must truly be to pass with ``power`` (``inf`` if it cannot)."""
+    if threshold_power(n, threshold, 1.0, alpha) < power:
+        return math.inf
+    return _bisect(lambda d: threshold_power(n, threshold, threshold + d, alpha) - power, 0.0, 1 - threshold)
+
+
+def threshold_rows_needed(threshold: float, effect: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Rows a ``>= threshold`` check needs to pass with ``power`` when the truth is ``threshold + effect``."""
+    true_value = threshold + effect
+    spread = _NORMAL.inv_cdf(1 - alpha) * math.sqrt(threshold * (1 - threshold)) + _NORMAL.inv_cdf(power) * math.sqrt(
+        true_value * (1 - true_value)
+    )
+    return math.ceil((spread / effect) ** 2)
+
+
+@dataclass(frozen=True)
+class PowerCheck:
+    """What a gated paired comparison could detect: shown as ``ok (underpowered: MDE 0.08 > 0.05)``."""
+
+    n: int
+    discordant: int
+    mde: float
+    min_effect: float
+    power: float
+
+    @property
+    def underpowered(self) -> bool:
+        return self.mde > self.min_effect
+
+
+def paired_power_check(interval: PairedInterval, min_effect: float = 0.05, power: float = 0.8) -> PowerCheck:
+    """The MDE and the power for ``min_effect`` at the observed discordance of a paired comparison."""
+    alpha = 1 - interval.level if interval.sides == 1 else (1 - interval.level) / 2
+    rate = max(interval.discordant / interval.n, min_effect)
+    half = rate / 2
+    return PowerCheck(
+        interval.n,
+        interval.discordant,
+        paired_mde(interval.n, interval.discordant / interval.n, alpha, power),
+        min_effect,
+        paired_power(interval.n, half + min_effect / 2, half - min_effect / 2, alpha),
+    )
