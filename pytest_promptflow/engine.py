@@ -89,6 +89,11 @@ class Run:
         return {**logged, **builtin}
 
     @property
+    def metric_values(self) -> dict[str, tuple[float, ...]]:
+        """The per-row values of the built-in metrics that are their mean: ``error_rate``'s 1 per failed row."""
+        return {"error_rate": tuple(float(row.failed) for row in self.rows)}
+
+    @property
     def latency_note(self) -> str:
         """Why latency metrics are missing, when they are."""
         if any(not row.cached for row in self.rows):

@@ -12,8 +12,8 @@ import json
 import math
 import re
 import statistics
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .aggregation import aggregation_input, aggregation_metrics, is_number
 from .config import DatasetSpec, data_columns, parse_mapping
@@ -24,23 +24,43 @@ from .flows import FlowTarget, executor_inputs
 from .llm import ledger
 from .reporting.best import lower_is_better
 
+if TYPE_CHECKING:
+    from .stats import Interval
+
 
 class MetricValue(float):
-    """A metric that remembers its name, cell, row count (and how many of them failed) and worst rows, for
-    failure messages."""
+    """A metric that remembers its name, cell, row count (and how many of them failed), worst rows and, for a
+    mean of per-row scores, those per-row values (its interval comes from them), for failure messages."""
 
     name: str
     cell_id: str
     rows: int
     worst: tuple[Mapping[str, Any], ...]
     error_rows: int
+    values: tuple[float, ...] | None
 
     def __new__(cls, value: float, name: str, cell_id: str, rows: int,
-                worst: Sequence[Mapping[str, Any]] = (), error_rows: int = 0) -> "MetricValue":
+                worst: Sequence[Mapping[str, Any]] = (), error_rows: int = 0,
+                values: Sequence[float] | None = None) -> "MetricValue":
         self = super().__new__(cls, value)
         self.name, self.cell_id, self.rows, self.worst = name, cell_id, rows, tuple(worst)
         self.error_rows = error_rows
+        self.values = None if values is None else tuple(values)
         return self
+
+    def ci(self, level: float = 0.95, sides: int = 2) -> Interval | None:
+        """The interval of this metric at ``level`` (``sides=1``: two one-sided bounds, as a ``>=`` or
+        ``<=`` gate reads them); None for a metric that is not a mean of per-row values."""
+        return None if not self.values else interval_of(self.values, level, sides, self.cell_id)
+
+
+def interval_of(values: Sequence[float], level: float = 0.95, sides: int = 2, seed: str = "") -> Interval:
+    """Wilson (continuity-corrected) for 0/1 values, a t interval for the mean of any others."""
+    from . import stats  # numpy, only once an interval is asked for
+
+    if all(value in (0.0, 1.0) for value in values):
+        return stats.wilson(int(sum(values)), len(values), level, sides)
+    return stats.mean_interval(values, level, stats.stable_seed(seed), sides=sides)
 
 
 class Metrics(dict):
@@ -70,6 +90,8 @@ class Evaluation:
     errors: tuple[str | None, ...]
     metrics: Mapping[str, float]
     note: str = ""  # what a reader of its metrics must know (rows an aggregation left out)
+    #: the per-row values of every metric that is their mean (failed rows at the worst): its interval's source
+    values: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
 
 def resolve_row(mapping: Mapping[str, str], data: Mapping[str, Any], outputs: Mapping[str, Any] | None,
@@ -125,8 +147,9 @@ def _evaluate_callable(engine: Engine, run: Run, evaluator: Callable[..., Any], 
     results = engine.map(_in_scope(f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", score, spent),
                          range(len(rows)))
     scores = count_failed(run, [s for s, _ in results])
+    columns = score_columns(scores)
     return Evaluation(name, run.cell.dataset.name, scores, tuple(e for _, e in results),
-                      {**aggregate(scores), **_spend(spent)})
+                      {**means(columns), **_spend(spent)}, values=columns)
 
 
 def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mapping[str, str],
@@ -170,9 +193,9 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
     logged = aggregation_metrics(executor, given, [inputs for inputs, _ in lines_in], [line for _, line in lines_in])
     # the flow's own log_metric calls first (the first is the primary metric), then means of per-row outputs
     counted = count_failed(run, scores)
-    means = {k: v for k, v in aggregate(counted).items() if k not in logged}
+    columns = {k: v for k, v in score_columns(counted).items() if k not in logged}
     return Evaluation(name, run.cell.dataset.name, counted, tuple(errors),
-                      {**logged, **means, **_spend(spent)}, note if logged else "")
+                      {**logged, **means(columns), **_spend(spent)}, note if logged else "", columns)
 
 
 def _aggregation_lines(run: Run, mapping: Mapping[str, str], rows: Sequence[Mapping[str, Any]],
@@ -338,10 +361,18 @@ def count_failed(run: Run, scores: Sequence[Mapping[str, Any] | None]) -> tuple[
 
 
 def aggregate(scores: Sequence[Mapping[str, Any] | None]) -> dict[str, float]:
-    """Mean of every numeric score; ``<x>_result`` pass/fail columns give ``<x>_pass_rate``.
+    """Mean of every numeric score; ``<x>_result`` pass/fail columns give ``<x>_pass_rate``."""
+    return means(score_columns(scores))
 
-    Booleans (``<x>_passed``) repeat what ``<x>_result`` says and are left out.
-    """
+
+def means(columns: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    return {key: statistics.fmean(values) for key, values in columns.items()}
+
+
+def score_columns(scores: Sequence[Mapping[str, Any] | None]) -> dict[str, tuple[float, ...]]:
+    """The per-row values whose means are the metrics: every numeric score, and 1/0 for a ``<x>_result``
+    pass/fail column as ``<x>_pass_rate``. Booleans (``<x>_passed``) repeat what ``<x>_result`` says and are
+    left out; a row the evaluator failed on (None) has no value."""
     columns: dict[str, list[float]] = {}
     for row in scores:
         for key, value in (row or {}).items():
@@ -352,7 +383,7 @@ def aggregate(scores: Sequence[Mapping[str, Any] | None]) -> dict[str, float]:
                     1.0 if str(value).lower() == "pass" else 0.0)
             elif is_number(value):
                 columns.setdefault(key, []).append(float(value))
-    return {key: statistics.fmean(values) for key, values in columns.items() if values}
+    return {key: tuple(values) for key, values in columns.items() if values}
 
 
 def _callable_name(evaluator: Any) -> str:

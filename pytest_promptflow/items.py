@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from typing import Any, Iterator
 
 import pytest
 
 from .errors import SpecError, Where
-from .thresholds import check
+from .thresholds import check, require_metric
 
 
 class ThresholdFailure(Exception):
@@ -67,14 +66,14 @@ class ExperimentItem(pytest.Item):
 
     def runtest(self) -> None:
         from .plugin import session_of
-        from .reporting.failure import failure_text
-        from .results import metrics_of
+        from .reporting.failure import threshold_failure
+        from .results import metric_properties, metrics_of
 
         session = session_of(self.config)
         run = self.run = session.run(self.planned)
         evaluations = self.evaluations = session.evaluate_experiment(self.planned, run)
         metrics = metrics_of(run, evaluations)
-        self.user_properties.extend(("promptflow." + k, round(float(v), 6)) for k, v in metrics.items())
+        self.user_properties.extend(metric_properties(metrics))
         thresholds = self.planned.spec.thresholds
         if run.latency_note:  # every row came from the store: there is no latency to check
             for threshold in (t for t in thresholds if t.metric.startswith("latency.")):
@@ -82,21 +81,14 @@ class ExperimentItem(pytest.Item):
                               stacklevel=1)
             thresholds = tuple(t for t in thresholds if not t.metric.startswith("latency."))
         for threshold in thresholds:
-            if threshold.metric not in metrics:
-                close = difflib.get_close_matches(threshold.metric, list(metrics), n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                refused = [f"{e.where}: {e.refused}" for e in self.planned.spec.evaluators
-                           if e.refused and threshold.metric.startswith(f"{e.name}.")]
-                raise SpecError(threshold.where, f"threshold on unknown metric {threshold.metric!r}",
-                                refused[0] if refused else f"{hint}metrics of this cell: {', '.join(sorted(metrics))}")
+            refused = [f"{e.where}: {e.refused}" for e in self.planned.spec.evaluators
+                       if e.refused and threshold.metric.startswith(f"{e.name}.")]
+            require_metric(threshold, metrics, refused[0] if refused else "")
         verdicts = check(thresholds, metrics)
-        self.verdicts = [{"metric": v.threshold.metric, "op": v.threshold.op, "threshold": v.threshold.value,
-                          "actual": v.actual, "passed": v.passed} for v in verdicts]
-        failed = [v for v in verdicts if not v.passed]
-        if failed:
-            worst = metrics[failed[0].threshold.metric].worst
-            error_rows = sum(row.failed for row in run.rows)
-            raise ThresholdFailure(failure_text(self.planned.id, len(run.rows), verdicts, worst, error_rows))
+        self.verdicts = [v.record() for v in verdicts]
+        failure = threshold_failure(self.planned.id, run, verdicts, metrics)
+        if failure:
+            raise ThresholdFailure(failure)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, (ThresholdFailure, SpecError)):

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import inspect
+import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .engine import Row, Run
-from .errors import SpecError
+from .errors import SpecError, Where
 from .evaluation import Evaluation, Metrics, MetricValue, evaluate, worst_rows
 from .experiment import no_flow_file
 from .flows import FlowTarget
+from .reporting.failure import threshold_failure
+from .thresholds import check, parse_expectation, require_metric
 
 
 def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
@@ -22,10 +26,15 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
     flow that logs its own ``error_rate`` has it as ``<evaluator>.error_rate``.
     """
     values: dict[str, float] = dict(run.metrics)
+    per_row = {name: run.metric_values[name] for name in values if name in run.metric_values}
     for ev in evaluations:
         for name, value in ev.metrics.items():
-            values.setdefault(name, value)
-            values[f"{ev.evaluator}.{name}"] = value
+            for key in (name, f"{ev.evaluator}.{name}"):
+                if key == name and key in values:
+                    continue
+                values[key] = value
+                if name in ev.values:
+                    per_row[key] = ev.values[name]
     rows = len(run.rows)
     failed = [row for row in run.rows if row.failed]
     notes = [f"{len(failed)} of {rows} rows failed (each scores the worst value in the evaluators' metrics), "
@@ -34,8 +43,27 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
              f"{run.duplicate_identities} rows share their identity with another row" if run.duplicate_identities
              else ""]
     note = "; ".join(n for n in notes if n)
-    return Metrics({name: MetricValue(value, name, run.cell.id, rows, worst_rows(run, evaluations, name), len(failed))
-                    for name, value in values.items()}, note)
+    return Metrics({name: MetricValue(value, name, run.cell.id, rows, worst_rows(run, evaluations, name), len(failed),
+                                      per_row.get(name)) for name, value in values.items()}, note)
+
+
+def interval_fields(metrics: Mapping[str, MetricValue]) -> dict[str, float | None]:
+    """``<metric>.ci_low``, ``.ci_high``, ``.se`` and ``.n`` (95%, two-sided) of every metric that has an
+    interval; a bound that does not exist (one row) is None."""
+    fields: dict[str, float | None] = {}
+    for name, metric in metrics.items():
+        interval = metric.ci(0.95)
+        if interval is not None:
+            for field, value in (("ci_low", interval.low), ("ci_high", interval.high), ("se", interval.se),
+                                 ("n", interval.n)):
+                fields[f"{name}.{field}"] = float(value) if math.isfinite(value) else None
+    return fields
+
+
+def metric_properties(metrics: Mapping[str, MetricValue]) -> list[tuple[str, float]]:
+    """Metrics and their intervals as JUnit user properties ``promptflow.<name>``."""
+    values: dict[str, float | None] = {**{k: float(v) for k, v in metrics.items()}, **interval_fields(metrics)}
+    return [(f"promptflow.{k}", round(v, 6)) for k, v in values.items() if v is not None]
 
 
 @dataclass(frozen=True)
@@ -60,12 +88,13 @@ class FlowRun:
         self.planned = planned
         self.run = run
         self.evaluations: list[Evaluation] = []  # every evaluate() of this test, for the reports
+        self.verdicts: list[dict[str, Any]] = []  # every expect() of this test, for the reports
         self._record(self.metrics)
 
     def _record(self, metrics: Metrics) -> None:
         """Metrics become the item's user properties (JUnit shows them)."""
         if self._item is not None:
-            self._item.user_properties.extend((f"promptflow.{k}", round(float(v), 6)) for k, v in metrics.items())
+            self._item.user_properties.extend(metric_properties(metrics))
 
     @property
     def cell(self) -> Any:
@@ -108,8 +137,24 @@ class FlowRun:
                               data=rows, dataset=dataset, connections=connections, init=init)
         self.evaluations.append(evaluation)
         result = EvalResult(self.run, evaluation, metrics_of(self.run, [evaluation]))
-        self._record(Metrics({f"{evaluation.evaluator}.{k}": v for k, v in evaluation.metrics.items()}))
+        self._record(Metrics({key: result.metrics[key] for key in (f"{evaluation.evaluator}.{k}"
+                                                                     for k in evaluation.metrics)}))
         return result
+
+    def expect(self, expectation: str) -> None:
+        """Fail the test unless ``"accuracy >= 0.8 at 95%"`` holds for this run and its evaluations so far, with
+        the failure table an experiment.yaml threshold prints; the verdict goes into the reports either way."""
+        import pytest
+
+        caller = sys._getframe(1)
+        threshold = parse_expectation(expectation, Where(caller.f_code.co_filename, caller.f_lineno))
+        metrics = metrics_of(self.run, self.evaluations)
+        require_metric(threshold, metrics)
+        verdicts = check((threshold,), metrics)
+        self.verdicts.extend(v.record() for v in verdicts)
+        failure = threshold_failure(self.cell.id, self.run, verdicts, metrics)
+        if failure:
+            pytest.fail(failure, pytrace=False)
 
     def _default_mapping(self, evaluator: Any, rows: Sequence[Mapping[str, Any]] | None) -> dict[str, str]:
         """Evaluator inputs matched by name: flow outputs first, then data columns."""

@@ -13,6 +13,7 @@ import pytest
 from conftest import Project, jsonl, run
 
 from pytest_promptflow.reporting.csv_files import evaluator_metrics, metric_order, safe, write_csv
+from pytest_promptflow.stats import wilson
 
 CELL_COLUMNS = ["flow", "cell", "config", "variants", "overrides", "dataset", "dataset_hash"]
 ENVIRONMENT = {"build_id": "4711", "run_id": "abc123", "git_commit": "f00d", "promptflow_env": "dev",
@@ -186,7 +187,17 @@ def test_a_users_run_writes_the_three_tables(project: Project, pytester: pytest.
     assert metrics[["outcome", "best", "accuracy", "exact", "error_rate"]].values.tolist() == [
         ["passed", True, 1.0, 1.0, 0.0], ["failed", False, 0.5, 0.5, 0.0]]
     assert metrics["failed_thresholds"].fillna("").tolist() == ["", "accuracy >= 0.75"]
-    assert list(metrics.columns[-3:]) == ["ev.accuracy", "ev.score", "exact.exact"]
+    interval_columns = [c for c in metrics.columns if c.endswith((".ci_low", ".ci_high", ".se", ".n"))]
+    metric_columns = [c for c in metrics.columns if c not in interval_columns]
+    assert list(metric_columns[-3:]) == ["ev.accuracy", "ev.score", "exact.exact"]
+    assert list(metrics.columns[-len(interval_columns):]) == interval_columns  # after every metric
+    # means of per-row scores have a 95% interval (Wilson for 0/1); the aggregation's log_metric accuracy has none
+    assert {"exact.ci_low", "exact.ci_high", "exact.se", "exact.n", "ev.score.ci_low", "error_rate.n"} <= set(
+        interval_columns)
+    assert not [c for c in interval_columns if c.startswith(("accuracy.", "ev.accuracy."))]
+    expected = wilson(1, 2)
+    assert metrics[["exact.ci_low", "exact.ci_high", "exact.n"]].values.tolist()[1] == pytest.approx(
+        [expected.low, expected.high, 2])
     experiments = _read(folder / "experiments.csv")
     assert experiments[["config", "evaluator", "accuracy", "exact"]].fillna("-").values.tolist() == [
         ["classify=variant_0", "ev", 1.0, "-"], ["classify=variant_0", "exact", "-", 1.0],

@@ -74,7 +74,7 @@ def _results(item: pytest.Item) -> tuple[Any, Any, list[Any], list[dict[str, Any
         return item.planned, item.run, list(item.evaluations), list(item.verdicts)
     flow_run = getattr(item, "funcargs", {}).get("flow_run")
     if flow_run is not None and hasattr(flow_run, "run"):
-        return flow_run.planned, flow_run.run, list(flow_run.evaluations), []
+        return flow_run.planned, flow_run.run, list(flow_run.evaluations), list(flow_run.verdicts)
     callspec = getattr(item, "callspec", None)
     planned = callspec.params.get("flow_run") if callspec is not None else None
     return (planned, None, [], []) if isinstance(planned, PlannedCell) else (None, None, [], [])

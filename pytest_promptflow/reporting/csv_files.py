@@ -15,12 +15,15 @@ import json
 from pathlib import Path
 from typing import AbstractSet, Any, Iterable, Mapping, Sequence
 
+from ..thresholds import at_level
+
 ROWS, METRICS, EXPERIMENTS = "rows.csv", "metrics.csv", "experiments.csv"
 CELL_COLUMNS = ("flow", "cell", "config", "variants", "overrides", "dataset", "dataset_hash")
 ROW_COLUMNS = ("error", "latency", "cached", "llm_calls", "tokens", "cost")
 ENVIRONMENT_COLUMNS = ("build_id", "run_id", "git_commit", "promptflow_env", "llm_mode")
 BUILT_IN_ORDER = ("rows", "error_rate", "latency.rows", "latency.mean", "latency.p95", "llm.calls", "llm.cache_hits",
                   "tokens.prompt", "tokens.completion", "tokens.total", "cost.total")
+INTERVAL_FIELDS = ("ci_low", "ci_high", "se", "n")
 BUILT_IN_PREFIXES = ("latency.", "llm.", "tokens.", "cost.")
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection"),
 # and a dataset or a model answer may start with anything: such text is written with a leading '.
@@ -70,11 +73,15 @@ def rows_table(cells: Sequence[Mapping[str, Any]]) -> Table:
 
 def metrics_table(cells: Sequence[Mapping[str, Any]], best: AbstractSet[tuple[str, str | None]] = frozenset()) -> Table:
     """One line per cell: its columns, outcome, whether it is its flow's best configuration, the
-    thresholds it failed, then every metric of any cell (evaluators', built-ins, prefixed ones)."""
+    thresholds it failed, then every metric of any cell (evaluators', built-ins, prefixed ones), then the
+    intervals of those that have one: ``<metric>.ci_low``, ``.ci_high``, ``.se``, ``.n`` (95%, two-sided)."""
     names = metric_order(name for cell in cells for name in cell["metrics"])
-    header = [*CELL_COLUMNS, "outcome", "best", "failed_thresholds", *names]
+    given = {name for cell in cells for name in cell.get("intervals", {})}
+    intervals = [f"{name}.{field}" for name in names for field in INTERVAL_FIELDS if f"{name}.{field}" in given]
+    header = [*CELL_COLUMNS, "outcome", "best", "failed_thresholds", *names, *intervals]
     lines = [[*cell_values(cell), cell["outcome"], (cell["flow"], cell["config"]) in best, _failed(cell),
-              *(cell["metrics"].get(name) for name in names)] for cell in cells]
+              *(cell["metrics"].get(name) for name in names),
+              *(cell.get("intervals", {}).get(name) for name in intervals)] for cell in cells]
     return header, lines
 
 
@@ -141,7 +148,8 @@ def _keys(mappings: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def _failed(cell: Mapping[str, Any]) -> str:
-    failed = (f"{v['metric']} {v['op']} {v['threshold']:g}" for v in cell["verdicts"] if not v["passed"])
+    failed = (f"{v['metric']} {v['op']} {v['threshold']:g}{at_level(v.get('level'))}"
+              for v in cell["verdicts"] if not v["passed"])
     return "; ".join(dict.fromkeys(failed))
 
 

@@ -20,11 +20,20 @@ def _fmt(value: float | None) -> str:
 
 
 def verdict_table(verdicts: Sequence[Verdict]) -> list[str]:
-    rows = [("metric", "value", "threshold", "verdict")]
-    rows += [(v.threshold.metric, _fmt(v.actual), f"{v.threshold.op} {v.threshold.value:g}",
-              "ok" if v.passed else "FAIL") for v in verdicts]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    """metric, value, threshold, verdict; and the checked bound when a threshold has a confidence level."""
+    bounded = any(v.threshold.level is not None for v in verdicts)
+    rows = [("metric", "value", "threshold", *(("bound",) if bounded else ()), "verdict")]
+    rows += [(v.threshold.metric, _fmt(v.actual), str(v.threshold).removeprefix(f"{v.threshold.metric} "),
+              *((_bound(v),) if bounded else ()), "ok" if v.passed else "FAIL") for v in verdicts]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def _bound(verdict: Verdict) -> str:
+    """``0.62 (lower, 95%)``: the one-sided bound a threshold with a level checks; ``-`` without a level."""
+    if verdict.threshold.level is None:
+        return "-"
+    return f"{_fmt(verdict.bound)} ({verdict.threshold.bound_side}, {verdict.threshold.level * 100:g}%)"
 
 
 def worst_rows_lines(worst: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -42,6 +51,16 @@ def failure_text(cell_id: str, rows: int, verdicts: Sequence[Verdict], worst: Se
     failed = [v for v in verdicts if not v.passed]
     head = f"{len(failed)} of {len(verdicts)} thresholds failed for cell {cell_id} ({_rows(rows, error_rows)})"
     return "\n".join([head, *verdict_table(verdicts), *worst_rows_lines(worst)])
+
+
+def threshold_failure(cell_id: str, run: Any, verdicts: Sequence[Verdict], metrics: Mapping[str, Any]) -> str | None:
+    """The failure text of a cell whose verdicts failed (its worst rows for the first failed metric), else
+    None: what an experiment.yaml item and ``flow_run.expect`` both print."""
+    failed = [v for v in verdicts if not v.passed]
+    if not failed:
+        return None
+    worst = getattr(metrics.get(failed[0].threshold.metric), "worst", ())
+    return failure_text(cell_id, len(run.rows), verdicts, worst, sum(row.failed for row in run.rows))
 
 
 def _rows(rows: int, error_rows: int) -> str:

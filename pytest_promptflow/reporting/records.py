@@ -38,12 +38,15 @@ def item_record(nodeid: str, outcome: str, planned: Any, run: Any = None, evalua
         "items": [{"nodeid": nodeid, "outcome": outcome}],
         "verdicts": [dict(plain(v), item=nodeid) for v in verdicts],  # an actual may be a MetricValue
         "metrics": {},
+        "intervals": {},  # <metric>.ci_low, .ci_high, .se, .n (95%, two-sided) of the metrics that have one
         "rows": [],
     }
     if run is not None:
-        from ..results import metrics_of
+        from ..results import interval_fields, metrics_of
 
-        record["metrics"] = {k: float(v) for k, v in metrics_of(run, evaluations).items()}
+        metrics = metrics_of(run, evaluations)
+        record["metrics"] = {k: float(v) for k, v in metrics.items()}
+        record["intervals"] = interval_fields(metrics)
         record["rows"] = [_row(i, row, evaluations) for i, row in enumerate(run.rows)]
     return record
 
@@ -116,7 +119,7 @@ def merge(records: Iterable[Mapping[str, Any]], primary_metrics: Mapping[str, st
     for record in sorted(records, key=lambda record: [item["nodeid"] for item in record["items"]]):
         key = (record["flow"], record["cell"])
         if key not in cells:
-            cells[key] = {**record, "items": [], "verdicts": [], "metrics": {}, "rows": []}
+            cells[key] = {**record, "items": [], "verdicts": [], "metrics": {}, "intervals": {}, "rows": []}
         _absorb(cells[key], record)
     flows = []
     for flow in sorted({flow for flow, _ in cells}):
@@ -133,6 +136,8 @@ def _absorb(cell: dict[str, Any], record: Mapping[str, Any]) -> None:
     cell["verdicts"].extend(record["verdicts"])
     for name, value in record["metrics"].items():
         cell["metrics"].setdefault(name, value)
+    for name, value in record.get("intervals", {}).items():
+        cell["intervals"].setdefault(name, value)
     if not cell["rows"]:
         cell["rows"] = [dict(row, scores=dict(row["scores"])) for row in record["rows"]]
     else:
