@@ -14,6 +14,10 @@ from typing import Any, Iterable, Mapping
 
 import pytest
 
+# numpy (intervals) loads once per process: imported first inside an in-process pytester run, it would be
+# dropped with that run's modules and fail to load again in the next
+import pytest_promptflow.stats  # noqa: F401
+
 pytest_plugins = ["pytester"]
 
 #: 4 rows; the keyword classifier (variant_0) gets all right, the "always positive" one (variant_1) half.

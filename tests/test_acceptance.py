@@ -5,9 +5,13 @@ Every flow here is pure Python (see conftest.py), so no model server is started.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import EXPERIMENT, HARD, SMALL, WITH_BOOM, Project, junit_properties, jsonl, outcomes, run
+
+from pytest_promptflow.stats import wilson
 
 
 def _ids(items: list[pytest.Item], function: str) -> list[str]:
@@ -319,6 +323,8 @@ def test_builtin_metrics_exist(project: Project, pytester: pytest.Pytester) -> N
 
 
 CALLS = """\
+import json
+
 import pytest
 
 def classify(text):
@@ -518,3 +524,115 @@ def test_two_flows_with_one_name_get_tables_of_their_own(project: Project, pytes
     result.stdout.fnmatch_lines(["*test_flex[[]flows.v2.basic-small[]] PASSED*"])
     result.stdout.fnmatch_lines(["promptflow: flow basic, 1 cell*", "promptflow: flow flows.v2.basic, 1 cell*"],
                                 consecutive=False)
+
+
+# --- confidence levels: "at 95%" thresholds, flow_run.expect, intervals in the reports -------------------------
+
+#: 20 rows: the keyword classifier (variant_0) gets all right, the "always positive" one (variant_1) 17 of 20.
+MOSTLY_POSITIVE = [{"text": f"good {i}", "label": "positive"} for i in range(17)] + [
+    {"text": f"bad {i}", "label": "negative"} for i in range(3)]
+
+
+def test_a_threshold_at_95_percent_gates_on_the_bound_not_the_point(
+        project: Project, pytester: pytest.Pytester) -> None:
+    """variant_1 scores 0.85 >= 0.8, but 17 of 20 has a one-sided 95% lower bound of about 0.65: it fails."""
+    project.dag_flow()
+    project.eval_flow()
+    project.data("small", MOSTLY_POSITIVE)
+    project.experiment(EXPERIMENT.replace('  accuracy: ">= 0.75"\n', '  score: ">= 0.8 at 95%"\n'))
+    result = run(pytester, "-v", "--promptflow-report", "out")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*clf-classify=variant_0-small? PASSED*", "*clf-classify=variant_1-small? FAILED*"])
+    bound = wilson(17, 20, 0.95, sides=1).low
+    result.stdout.fnmatch_lines([
+        "*1 of 2 thresholds failed for cell clf-classify=variant_1-small (20 rows)*",
+        "*metric*value*threshold*bound*verdict*",
+        f"*score*0.85*>= 0.8 at 95%*{bound:.4g} (lower, 95%)*FAIL*",
+        "*error_rate*0*<= 0*-*ok*",
+    ])
+    result.stdout.no_fnmatch_line("*Traceback*")
+    document = json.loads((pytester.path / "out" / "report.json").read_text(encoding="utf-8"))
+    cell = {c["cell"]: c for c in document["flows"][0]["cells"]}["clf-classify=variant_1-small"]
+    verdict = next(v for v in cell["verdicts"] if v["metric"] == "score")
+    assert (verdict["level"], verdict["passed"], verdict["actual"]) == (0.95, False, 0.85)
+    assert verdict["bound"] == pytest.approx(bound)
+    two_sided = wilson(17, 20)
+    assert [cell["intervals"][f"score.{f}"] for f in ("ci_low", "ci_high", "n")] == pytest.approx(
+        [two_sided.low, two_sided.high, 20])
+    assert cell["intervals"]["score.se"] == pytest.approx(two_sided.se)
+    assert cell["intervals"]["error_rate.ci_high"] == pytest.approx(wilson(0, 20).high)
+    assert "accuracy.ci_low" not in cell["intervals"]  # the aggregation's log_metric: no interval in this step
+    metrics_csv = (pytester.path / "out" / "metrics.csv").read_text(encoding="utf-8")
+    assert "score >= 0.8 at 95%" in metrics_csv  # the failed threshold, with its level
+
+
+EXPECT_TESTS = """
+    import pytest
+
+    @pytest.mark.promptflow(flow="flows/clf", data="data/small.jsonl", variants={"classify": "*"})
+    def test_expect(flow_run):
+        flow_run.evaluate("flows/ev", mapping={"groundtruth": "${data.label}", "prediction": "${run.outputs.category}"})
+        flow_run.expect("error_rate <= 0.2 at 95%")
+        flow_run.expect("score >= 0.8 at 95%")
+        flow_run.expect("error_rate <= 0")  # not reached when the line above fails
+"""
+
+
+def test_flow_run_expect_fails_with_the_failure_table_and_records_its_verdicts(
+        project: Project, pytester: pytest.Pytester) -> None:
+    project.dag_flow()
+    project.eval_flow()
+    project.data("small", MOSTLY_POSITIVE)
+    pytester.makepyfile(test_expect=EXPECT_TESTS)
+    result = run(pytester, "-v", "--promptflow-report", "out", "--junitxml=junit.xml")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test_expect?clf-classify=variant_0-small? PASSED*",
+                                 "*test_expect?clf-classify=variant_1-small? FAILED*"])
+    bound = wilson(17, 20, 0.95, sides=1).low
+    result.stdout.fnmatch_lines([  # the table experiment.yaml items print
+        "*1 of 1 thresholds failed for cell clf-classify=variant_1-small (20 rows)*",
+        "*metric*value*threshold*bound*verdict*",
+        f"*score*0.85*>= 0.8 at 95%*{bound:.4g} (lower, 95%)*FAIL*",
+        "*worst rows:*",
+        "*row 17: score 0*bad 0*positive*",
+    ])
+    result.stdout.no_fnmatch_line("*Traceback*")
+    result.stdout.no_fnmatch_line("*results.py*")
+    document = json.loads((pytester.path / "out" / "report.json").read_text(encoding="utf-8"))
+    cells = {c["cell"]: c for c in document["flows"][0]["cells"]}
+    assert [(v["metric"], v["op"], v["level"], v["passed"]) for v in cells["clf-classify=variant_1-small"]["verdicts"]
+            ] == [("error_rate", "<=", 0.95, True), ("score", ">=", 0.95, False)]
+    assert [v["passed"] for v in cells["clf-classify=variant_0-small"]["verdicts"]] == [True, True, True]
+    properties = junit_properties(pytester.path / "junit.xml")["test_expect[clf-classify=variant_1-small]"]
+    assert float(properties["promptflow.ev.score.ci_low"]) == pytest.approx(wilson(17, 20).low, abs=1e-6)
+    assert properties["promptflow.ev.score.n"] == "20" or float(properties["promptflow.ev.score.n"]) == 20
+    assert float(properties["promptflow.error_rate.ci_high"]) == pytest.approx(wilson(0, 20).high, abs=1e-6)
+    assert "promptflow.ev.accuracy.ci_low" not in properties
+
+
+def test_flow_run_expect_on_an_unknown_metric_or_a_level_with_no_interval_is_one_line(
+        project: Project, pytester: pytest.Pytester) -> None:
+    project.dag_flow()
+    project.eval_flow()
+    project.data("small")
+    pytester.makepyfile(test_expect="""
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/clf", data="data/small.jsonl")
+        def test_unknown(flow_run):
+            flow_run.expect("acuracy >= 0.8")
+
+        @pytest.mark.promptflow(flow="flows/clf", data="data/small.jsonl")
+        def test_logged(flow_run):
+            flow_run.evaluate("flows/ev", mapping={"groundtruth": "${data.label}",
+                                                   "prediction": "${run.outputs.category}"})
+            flow_run.expect("accuracy >= 0.5 at 90%")
+    """)
+    result = run(pytester)
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "*test_expect.py:5: threshold on unknown metric 'acuracy'; metrics of this cell: *error_rate*",
+        "*test_expect.py:11: accuracy has no interval (it comes from an aggregation node's log_metric); "
+        "drop 'at 90%' or gate a mean of per-row scores*",
+    ], consecutive=False)
+    result.stdout.no_fnmatch_line("*Traceback*")

@@ -136,6 +136,21 @@ EXPERIMENT_CASES = {
         ('  accuracy: ">= 0.75"', '  accuracy: "at least 0.75"'),
         "*bad/experiment.yaml:20: cannot parse threshold accuracy: 'at least 0.75'; write an operator and a number*",
     ),
+    "confidence level over 100%": (
+        ('  accuracy: ">= 0.75"', '  accuracy: ">= 0.75 at 150%"'),
+        "*bad/experiment.yaml:20: threshold accuracy: '>= 0.75 at 150%' has confidence level '150%'; write a "
+        "percentage between 0% and 100%, e.g. \"at 95%\"*",
+    ),
+    "'at' with no level": (
+        ('  accuracy: ">= 0.75"', '  accuracy: ">= 0.75 at"'),
+        "*bad/experiment.yaml:20: threshold accuracy: '>= 0.75 at' says 'at' with no confidence level; write the "
+        "level after it*",
+    ),
+    "a level on a metric with no interval": (
+        ('  accuracy: ">= 0.75"', '  accuracy: ">= 0.75 at 95%"'),
+        "*bad/experiment.yaml:20: accuracy has no interval (it comes from an aggregation node's log_metric); "
+        "drop 'at 95%' or gate a mean of per-row scores*",
+    ),
 }
 
 
