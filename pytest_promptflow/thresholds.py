@@ -37,6 +37,11 @@ def at_level(level: float | None) -> str:
     return "" if level is None else f" at {level * 100:g}%"
 
 
+def threshold_text(verdict: Mapping[str, Any]) -> str:
+    """``>= 0.8 at 95%``: a verdict record's threshold as the reports show it."""
+    return f"{verdict['op']} {verdict['threshold']:g}{at_level(verdict.get('level'))}"
+
+
 @dataclass(frozen=True)
 class Threshold:
     """``metric op value``, e.g. ``accuracy >= 0.6``; with a ``level`` (``>= 0.8 at 95%``) the metric's

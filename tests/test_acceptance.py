@@ -562,6 +562,7 @@ def test_a_threshold_at_95_percent_gates_on_the_bound_not_the_point(
     assert cell["intervals"]["score.se"] == pytest.approx(two_sided.se)
     assert cell["intervals"]["error_rate.ci_high"] == pytest.approx(wilson(0, 20).high)
     assert "accuracy.ci_low" not in cell["intervals"]  # the aggregation's log_metric: no interval in this step
+    result.stdout.fnmatch_lines(["*classify=variant_1-small*FAIL score >= 0.8 at 95%"])  # the terminal table
     metrics_csv = (pytester.path / "out" / "metrics.csv").read_text(encoding="utf-8")
     assert "score >= 0.8 at 95%" in metrics_csv  # the failed threshold, with its level
 

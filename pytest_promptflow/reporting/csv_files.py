@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import AbstractSet, Any, Iterable, Mapping, Sequence
 
-from ..thresholds import at_level
+from ..thresholds import threshold_text
 
 ROWS, METRICS, EXPERIMENTS = "rows.csv", "metrics.csv", "experiments.csv"
 CELL_COLUMNS = ("flow", "cell", "config", "variants", "overrides", "dataset", "dataset_hash")
@@ -148,8 +148,7 @@ def _keys(mappings: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def _failed(cell: Mapping[str, Any]) -> str:
-    failed = (f"{v['metric']} {v['op']} {v['threshold']:g}{at_level(v.get('level'))}"
-              for v in cell["verdicts"] if not v["passed"])
+    failed = (f"{v['metric']} {threshold_text(v)}" for v in cell["verdicts"] if not v["passed"])
     return "; ".join(dict.fromkeys(failed))
 
 

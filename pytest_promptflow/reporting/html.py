@@ -16,6 +16,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..thresholds import threshold_text
 from .best import built_in, lower_is_better
 
 HTML = "report.html"
@@ -189,12 +190,12 @@ def _text(value: Any) -> str:
 
 def _verdicts(cell: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The cell's verdicts, one per metric, operator, threshold and result (items may repeat them)."""
-    seen = {(v["metric"], v["op"], v["threshold"], v["passed"]): v for v in cell["verdicts"]}
+    seen = {(v["metric"], v["op"], v["threshold"], v.get("level"), v["passed"]): v for v in cell["verdicts"]}
     return list(seen.values())
 
 
 def _threshold(verdict: Mapping[str, Any]) -> str:
-    return f"{verdict['op']} {verdict['threshold']:g}"
+    return threshold_text(verdict)
 
 
 def _thresholds(cells: Iterable[Mapping[str, Any]], metrics: Sequence[str]) -> list[float]:

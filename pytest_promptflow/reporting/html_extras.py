@@ -9,6 +9,8 @@ from typing import Any, Mapping
 
 import pytest
 
+from ..thresholds import threshold_text
+
 FAILED_ROW = ' style="color:#b00;font-weight:bold"'  # cells are styled by the page's ``#results-table td``
 
 
@@ -33,7 +35,7 @@ def metrics_fragment(record: Mapping[str, Any]) -> str:
     thresholds: dict[str, list[str]] = {}
     failed: set[str] = set()
     for verdict in record["verdicts"]:
-        thresholds.setdefault(verdict["metric"], []).append(f"{verdict['op']} {verdict['threshold']:g}")
+        thresholds.setdefault(verdict["metric"], []).append(threshold_text(verdict))
         if not verdict["passed"]:
             failed.add(verdict["metric"])
     metrics: dict[str, Any] = dict(record["metrics"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..thresholds import threshold_text
+
 OUTCOMES = ("live", "from store", "failed", "missing from store")
 
 
@@ -83,7 +85,7 @@ def _value(value: float | None, failed: bool) -> str:
 
 
 def _verdict(cell: Mapping[str, Any]) -> str:
-    failed = [f"{v['metric']} {v['op']} {v['threshold']:g}" for v in cell["verdicts"] if not v["passed"]]
+    failed = [f"{v['metric']} {threshold_text(v)}" for v in cell["verdicts"] if not v["passed"]]
     if failed:
         return "FAIL " + "; ".join(dict.fromkeys(failed))
     return {"passed": "ok", "skipped": "skipped"}.get(cell["outcome"], cell["outcome"].upper())
