@@ -60,7 +60,7 @@ def interval_of(values: Sequence[float], level: float = 0.95, sides: int = 2, se
 
     if all(value in (0.0, 1.0) for value in values):
         return stats.wilson(int(sum(values)), len(values), level, sides)
-    return stats.mean_interval(values, level, stats.stable_seed(seed), sides=sides)
+    return stats.mean_interval(values, level, seed, sides=sides)
 
 
 class Metrics(dict):

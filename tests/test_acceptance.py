@@ -228,6 +228,11 @@ def test_a_row_that_raises_is_an_error_row_and_the_rest_still_pass(
             assert result.metrics["match"] == pytest.approx((4 * 1.0 + 0.0) / 5)
             assert result.metrics["error_rate"] > 0
             assert result.scores[4] == {"match": 0.0} and result.evaluation.errors[4] == "flow row failed"
+            # the interval rests on every row, the failed one at its worst: 4 of 5, and 1 error in 5
+            from pytest_promptflow.stats import wilson
+            assert result.metrics["match"].values == (1.0, 1.0, 1.0, 1.0, 0.0)
+            assert result.metrics["match"].ci() == result.metrics["same.match"].ci() == wilson(4, 5)
+            assert result.metrics["error_rate"].ci(0.9, sides=1) == wilson(1, 5, 0.9, sides=1)
 
         @pytest.mark.promptflow(flow="flows/clf", data="data/boom.jsonl", variants={"classify": ["variant_0"]})
         def test_dag(flow_run):
