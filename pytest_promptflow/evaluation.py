@@ -51,16 +51,17 @@ class MetricValue(float):
     def ci(self, level: float = 0.95, sides: int = 2) -> Interval | None:
         """The interval of this metric at ``level`` (``sides=1``: two one-sided bounds, as a ``>=`` or
         ``<=`` gate reads them); None for a metric that is not a mean of per-row values."""
-        return None if not self.values else interval_of(self.values, level, sides, self.cell_id)
+        return None if not self.values else interval_of(self.values, level, sides)
 
 
-def interval_of(values: Sequence[float], level: float = 0.95, sides: int = 2, seed: str = "") -> Interval:
-    """Wilson (continuity-corrected) for 0/1 values, a t interval for the mean of any others."""
+def interval_of(values: Sequence[float], level: float = 0.95, sides: int = 2) -> Interval:
+    """Wilson (continuity-corrected) for 0/1 values, a t interval for the mean of any others: both are
+    deterministic, so reruns give the same verdict with no seed."""
     from . import stats  # numpy, only once an interval is asked for
 
     if all(value in (0.0, 1.0) for value in values):
         return stats.wilson(int(sum(values)), len(values), level, sides)
-    return stats.mean_interval(values, level, seed, sides=sides)
+    return stats.mean_interval(values, level, sides=sides)
 
 
 class Metrics(dict):

@@ -29,9 +29,7 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
     per_row = {name: run.metric_values[name] for name in values if name in run.metric_values}
     for ev in evaluations:
         for name, value in ev.metrics.items():
-            for key in (name, f"{ev.evaluator}.{name}"):
-                if key == name and key in values:
-                    continue
+            for key in ([] if name in values else [name]) + [f"{ev.evaluator}.{name}"]:
                 values[key] = value
                 if name in ev.values:
                     per_row[key] = ev.values[name]
@@ -146,7 +144,7 @@ class FlowRun:
         the failure table an experiment.yaml threshold prints; the verdict goes into the reports either way."""
         import pytest
 
-        caller = sys._getframe(1)
+        caller = sys._getframe(1)  # CPython's private frame access: the test's file and line for a bad expectation
         threshold = parse_expectation(expectation, Where(caller.f_code.co_filename, caller.f_lineno))
         metrics = metrics_of(self.run, self.evaluations)
         require_metric(threshold, metrics)
