@@ -7,7 +7,7 @@ import json
 from typing import Iterator
 
 import pytest
-from conftest import LINE_SCORE_PY, WITH_BOOM, Project, outcomes, run
+from conftest import WITH_BOOM, Project, outcomes, run
 from fault_endpoint import FaultEndpoint
 
 from pytest_promptflow.evaluation import aggregate, flatten, judge_scores
@@ -144,36 +144,8 @@ def test_a_prompty_judge_in_both_front_ends(project: Project, echo_endpoint: Fau
 
 # --- an evaluation flow's logged metrics first; an evaluator's error_rate under its name ---------
 
-LOGGING_EVAL = """\
-inputs:
-  groundtruth:
-    type: string
-  prediction:
-    type: string
-outputs:
-  score:
-    type: int
-    reference: ${line_score.output}
-nodes:
-- name: line_score
-  type: python
-  source:
-    type: code
-    path: line_score.py
-  inputs:
-    groundtruth: ${inputs.groundtruth}
-    prediction: ${inputs.prediction}
-- name: log
-  type: python
-  source:
-    type: code
-    path: log.py
-  inputs:
-    scores: ${line_score.output}
-  aggregation: true
-"""
-
-#: logs recall, then precision (neither first by name), then its own error_rate of 0.5
+#: the aggregation node of conftest's evaluation flow, logging recall, then precision (neither first by
+#: name), then its own error_rate of 0.5
 LOG_PY = '''\
 from typing import List
 
@@ -234,9 +206,8 @@ def test_logged(flow_run):
 
 def test_logged_metrics_lead_and_an_evaluators_error_rate_keeps_its_name(project: Project) -> None:
     project.dag_flow()
-    project.write("flows/ev/flow.dag.yaml", LOGGING_EVAL)
-    project.write("flows/ev/line_score.py", LINE_SCORE_PY)
-    project.write("flows/ev/log.py", LOG_PY)
+    project.eval_flow()
+    project.write("flows/ev/aggregate.py", LOG_PY)
     project.data("with_boom", WITH_BOOM)
     project.experiment(LOGGING_EXPERIMENT)
     project.pytester.makepyfile(test_logged=LOGGING_TESTS)
