@@ -361,12 +361,8 @@ def count_failed(run: Run, scores: Sequence[Mapping[str, Any] | None]) -> tuple[
     return tuple(dict(worst) if row.failed else score for row, score in zip(run.rows, scores, strict=True))
 
 
-def aggregate(scores: Sequence[Mapping[str, Any] | None]) -> dict[str, float]:
-    """Mean of every numeric score; ``<x>_result`` pass/fail columns give ``<x>_pass_rate``."""
-    return means(score_columns(scores))
-
-
 def means(columns: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """The metrics of ``score_columns``: each column's mean."""
     return {key: statistics.fmean(values) for key, values in columns.items()}
 
 

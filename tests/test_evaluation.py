@@ -10,7 +10,7 @@ import pytest
 from conftest import WITH_BOOM, Project, outcomes, run
 from fault_endpoint import FaultEndpoint
 
-from pytest_promptflow.evaluation import aggregate, flatten, judge_scores
+from pytest_promptflow.evaluation import flatten, judge_scores, means, score_columns
 
 # the shape azure-ai-evaluation 1.18's RougeScoreEvaluator returns for one row
 ROUGE_ROW = {
@@ -28,7 +28,7 @@ def test_nested_scores_are_flattened_one_level():
 def test_means_pass_rates_and_what_is_left_out():
     rows = [flatten(ROUGE_ROW), flatten({**ROUGE_ROW, "rouge": 0.0, "rouge_result": "fail",
                                           "rouge_properties": {"rouge_recall": 0.5}}), None]
-    metrics = aggregate(rows)
+    metrics = means(score_columns(rows))
     assert metrics["rouge"] == 0.25
     assert metrics["rouge_recall"] == 0.75
     assert metrics["rouge_pass_rate"] == 0.5
@@ -49,7 +49,8 @@ def test_judge_answers_become_scores():
     assert judge_scores("judge", "4 - on topic") == judge_scores("judge", "4/5") == {"judge": 4.0}
     assert judge_scores("judge", "4.5. Close") == {"judge": 4.5}
     assert judge_scores("judge", "1st place") == {"judge": "1st place"}  # a word, not a score
-    assert aggregate([judge_scores("judge", "5"), judge_scores("judge", "Red"), judge_scores("judge", "4")]) == {
+    assert means(score_columns([judge_scores("judge", "5"), judge_scores("judge", "Red"),
+                                judge_scores("judge", "4")])) == {
         "judge": 4.5}
 
 
