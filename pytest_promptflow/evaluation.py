@@ -13,7 +13,7 @@ import math
 import re
 import statistics
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from .aggregation import aggregation_input, aggregation_metrics, is_number
 from .config import DatasetSpec, data_columns, parse_mapping
@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 class MetricValue(float):
     """A metric that remembers its name, cell, row count (and how many of them failed), worst rows and, for a
-    mean of per-row scores, those per-row values (its interval comes from them), for failure messages."""
+    mean of per-row scores, those per-row values (its interval comes from them), for failure messages.
+    ``clusters``: a key per value; values sharing one (a declared ``cluster`` column, a row's repeats) count as
+    one draw in the interval."""
 
     name: str
     cell_id: str
@@ -38,27 +40,33 @@ class MetricValue(float):
     worst: tuple[Mapping[str, Any], ...]
     error_rows: int
     values: tuple[float, ...] | None
+    clusters: tuple[object, ...] | None
 
     def __new__(cls, value: float, name: str, cell_id: str, rows: int,
                 worst: Sequence[Mapping[str, Any]] = (), error_rows: int = 0,
-                values: Sequence[float] | None = None) -> "MetricValue":
+                values: Sequence[float] | None = None, clusters: Sequence[object] | None = None) -> "MetricValue":
         self = super().__new__(cls, value)
         self.name, self.cell_id, self.rows, self.worst = name, cell_id, rows, tuple(worst)
         self.error_rows = error_rows
         self.values = None if values is None else tuple(values)
+        self.clusters = None if clusters is None else tuple(clusters)
         return self
 
     def ci(self, level: float = 0.95, sides: int = 2) -> Interval | None:
         """The interval of this metric at ``level`` (``sides=1``: two one-sided bounds, as a ``>=`` or
         ``<=`` gate reads them); None for a metric that is not a mean of per-row values."""
-        return None if not self.values else interval_of(self.values, level, sides)
+        return None if not self.values else interval_of(self.values, level, sides, self.clusters)
 
 
-def interval_of(values: Sequence[float], level: float = 0.95, sides: int = 2) -> Interval:
+def interval_of(values: Sequence[float], level: float = 0.95, sides: int = 2,
+                clusters: Sequence[object] | None = None) -> Interval:
     """Wilson (continuity-corrected) for 0/1 values, a t interval for the mean of any others: both are
-    deterministic, so reruns give the same verdict with no seed."""
+    deterministic, so reruns give the same verdict with no seed. When some values share a cluster key, the
+    cluster-robust t interval for either (Wilson takes every value as independent)."""
     from . import stats  # numpy, only once an interval is asked for
 
+    if clusters is not None and len(set(clusters)) < len(clusters):
+        return stats.mean_interval(values, level, clusters=clusters, sides=sides)
     if all(value in (0.0, 1.0) for value in values):
         return stats.wilson(int(sum(values)), len(values), level, sides)
     return stats.mean_interval(values, level, sides=sides)
@@ -93,6 +101,10 @@ class Evaluation:
     note: str = ""  # what a reader of its metrics must know (rows an aggregation left out)
     #: the per-row values of every metric that is their mean (failed rows at the worst): its interval's source
     values: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+
+    def value_rows(self, metric: str) -> tuple[int, ...]:
+        """The row index of each of ``values[metric]`` (a row the evaluator failed on has no value)."""
+        return tuple(i for i, key, _ in _score_cells(self.scores) if key == metric)
 
 
 def resolve_row(mapping: Mapping[str, str], data: Mapping[str, Any], outputs: Mapping[str, Any] | None,
@@ -371,16 +383,21 @@ def score_columns(scores: Sequence[Mapping[str, Any] | None]) -> dict[str, tuple
     pass/fail column as ``<x>_pass_rate``. Booleans (``<x>_passed``) repeat what ``<x>_result`` says and are
     left out; a row the evaluator failed on (None) has no value."""
     columns: dict[str, list[float]] = {}
-    for row in scores:
+    for _, key, value in _score_cells(scores):
+        columns.setdefault(key, []).append(value)
+    return {key: tuple(values) for key, values in columns.items() if values}
+
+
+def _score_cells(scores: Sequence[Mapping[str, Any] | None]) -> Iterator[tuple[int, str, float]]:
+    """Row index, column and value of every value ``score_columns`` keeps, in row order."""
+    for i, row in enumerate(scores):
         for key, value in (row or {}).items():
             if key.endswith("_threshold"):
                 continue
             if key.endswith("_result") and str(value).lower() in ("pass", "fail"):
-                columns.setdefault(key[: -len("_result")] + "_pass_rate", []).append(
-                    1.0 if str(value).lower() == "pass" else 0.0)
+                yield i, key[: -len("_result")] + "_pass_rate", 1.0 if str(value).lower() == "pass" else 0.0
             elif is_number(value):
-                columns.setdefault(key, []).append(float(value))
-    return {key: tuple(values) for key, values in columns.items() if values}
+                yield i, key, float(value)
 
 
 def _callable_name(evaluator: Any) -> str:

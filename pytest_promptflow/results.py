@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .engine import Row, Run
 from .errors import SpecError, Where
@@ -27,12 +28,14 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
     """
     values: dict[str, float] = dict(run.metrics)
     per_row = {name: run.metric_values[name] for name in values if name in run.metric_values}
+    clusters = {name: cluster_keys(run, range(len(run.rows))) for name in per_row}
     for ev in evaluations:
         for name, value in ev.metrics.items():
             for key in ([] if name in values else [name]) + [f"{ev.evaluator}.{name}"]:
                 values[key] = value
                 if name in ev.values:
                     per_row[key] = ev.values[name]
+                    clusters[key] = cluster_keys(run, ev.value_rows(name))
     rows = len(run.rows)
     failed = [row for row in run.rows if row.failed]
     notes = [f"{len(failed)} of {rows} rows failed (each scores the worst value in the evaluators' metrics), "
@@ -42,7 +45,22 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
              else ""]
     note = "; ".join(n for n in notes if n)
     return Metrics({name: MetricValue(value, name, run.cell.id, rows, worst_rows(run, evaluations, name), len(failed),
-                                      per_row.get(name)) for name, value in values.items()}, note)
+                                      per_row.get(name), clusters.get(name)) for name, value in values.items()}, note)
+
+
+CLUSTER = "cluster"  # the dataset column whose rows are not independent draws (one document's questions)
+
+
+def cluster_keys(run: Run, rows: Iterable[int]) -> tuple[object, ...] | None:
+    """The ``cluster`` column's value of each of ``rows`` (a row without one is a cluster of its own); None when
+    the dataset declares no such column."""
+    if not any(row.data.get(CLUSTER) is not None for row in run.rows):
+        return None
+    keys: list[object] = []
+    for i in rows:
+        value = run.rows[i].data.get(CLUSTER)
+        keys.append(("row", i) if value is None else ("cluster", json.dumps(value, sort_keys=True, default=str)))
+    return tuple(keys)
 
 
 def interval_fields(metrics: Mapping[str, MetricValue]) -> dict[str, float | None]:
