@@ -50,15 +50,17 @@ def _cells(pytester: pytest.Pytester, folder: str = "out") -> dict[str, dict[str
 
 def test_a_cluster_column_widens_the_interval_of_rows_that_move_together(
         project: Project, pytester: pytest.Pytester) -> None:
-    """12 of 20 right: Wilson takes 20 independent rows; by cluster there are 5 draws, so the interval widens."""
+    """12 of 20 right: Wilson takes 20 independent rows; by cluster there are 5 draws, so the interval widens
+    and the same ``at 95%`` gate that passes on the rows fails on the clusters."""
     project.dag_flow()
     project.eval_flow()
     project.data("clustered", CLUSTERED)
     project.data("plain", UNCLUSTERED)
-    _experiment(project, "clustered", folder="a")
-    _experiment(project, "plain", folder="b")
+    gate = 'thresholds:\n  score: ">= 0.2 at 95%"\n'
+    _experiment(project, "clustered", gate, folder="a")
+    _experiment(project, "plain", gate, folder="b")
     result = run(pytester, "--promptflow-report", "out", "-k", "variant_0 and plain-")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=1, failed=1)
     cells = _cells(pytester)
     plain, clustered = (cells[name]["intervals"] for name in ("plain", "clustered"))
     expected_plain = wilson(12, 20)
@@ -68,3 +70,9 @@ def test_a_cluster_column_widens_the_interval_of_rows_that_move_together(
     assert [clustered["score.ci_low"], clustered["score.ci_high"]] == pytest.approx([expected.low, expected.high])
     assert clustered["score.ci_high"] - clustered["score.ci_low"] > 1.5 * (plain["score.ci_high"] - plain["score.ci_low"])
     assert clustered["score.n"] == plain["score.n"] == 20
+    # the terminal table: the gated metric with its 95% interval
+    result.stdout.fnmatch_lines([
+        "*cell*accuracy*score*error_rate*verdict",
+        f"*variant_0-decorate=plain-clustered*0.6 *0.6! [[]{expected.low:.2g}, {expected.high:.2g}] *0 *FAIL score*",
+        f"*variant_0-decorate=plain-plain*0.6 *0.6 [[]{expected_plain.low:.2g}, {expected_plain.high:.2g}] *0 *ok",
+    ])

@@ -22,7 +22,8 @@ from pytest_promptflow.reporting.terminal import comparison_tables
 
 def record(cell: str, nodeid: str, metrics: dict[str, float], *, outcome: str = "passed", flow: str = "clf",
            config: str | None = None, dataset: str | None = None, default: bool = False,
-           verdicts: tuple[dict[str, Any], ...] = (), scores: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+           verdicts: tuple[dict[str, Any], ...] = (), scores: tuple[dict[str, Any], ...] = (),
+           intervals: dict[str, float | None] | None = None) -> dict[str, Any]:
     """An item's record as records.item_record builds it; ``cell`` is the id without the flow."""
     dataset = dataset or cell.rpartition("-")[2]
     config = config or cell.removesuffix(dataset).rstrip("-") or "defaults"
@@ -32,6 +33,7 @@ def record(cell: str, nodeid: str, metrics: dict[str, float], *, outcome: str = 
         "items": [{"nodeid": nodeid, "outcome": outcome}],
         "verdicts": [dict(v, item=nodeid) for v in verdicts],
         "metrics": dict(metrics),
+        "intervals": dict(intervals or {}),
         "rows": [{"index": i, "data": {}, "inputs": {}, "outputs": {}, "error": None, "latency": 0.1,
                   "cached": False, "llm_calls": 0, "tokens": 0, "cost": 0.0, "scores": dict(s)}
                  for i, s in enumerate(scores)],
@@ -223,7 +225,9 @@ def _sample_document() -> dict[str, Any]:
                config="classify=v0", default=True, scores=acc),
         record("classify=v1-small", "t.py::test[v1-small]",
                {"error_rate": 0.0, "latency.p95": 0.5, "cost.total": 0.01, "accuracy": 0.5, "ev.accuracy": 0.5},
-               config="classify=v1", outcome="failed", verdicts=(verdict("accuracy", ">=", 0.75, 0.5),)),
+               config="classify=v1", outcome="failed", verdicts=(verdict("accuracy", ">=", 0.75, 0.5),),
+               intervals={"accuracy.ci_low": 0.0946, "accuracy.ci_high": 0.9054, "error_rate.ci_low": None,
+                          "error_rate.ci_high": 0.8419}),
         record("classify=v1-small", "exp.yaml::clf[v1-small]",
                {"error_rate": 0.25, "latency.p95": 0.5, "cost.total": 0.01, "acc.accuracy": 0.5},
                config="classify=v1", outcome="failed",
@@ -238,7 +242,8 @@ def test_comparison_tables_mark_the_best_cell_and_the_failing_values():
         "promptflow: flow clf, 2 cells; best: classify=v0, highest mean accuracy (1) among 1 passing configuration",
         "     cell*accuracy*error_rate*latency.p95*cost.total*verdict",
         "  [*]  classify=v0-small  *1 *0 *0.25 *0.0125 *ok",
-        "     classify=v1-small  *0.5! *0.25! *0.5 *0.01 *FAIL acc.accuracy >= 0.6; error_rate <= 0; accuracy >= 0.75",
+        "     classify=v1-small  *0.5! [[]0.095, 0.91] *0.25! [[]-, 0.84] *0.5 *0.01 *FAIL acc.accuracy >= 0.6; "
+        "error_rate <= 0; accuracy >= 0.75",
         "promptflow: flow kw, 1 cell; no best cell: no primary metric: set promptflow_primary_metrics",
         "    cell   error_rate  latency.p95  cost.total  verdict",
         "    small  0           -            -           ok",

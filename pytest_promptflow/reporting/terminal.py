@@ -25,17 +25,20 @@ MAX_EVALUATOR_COLUMNS = 3
 
 def comparison_tables(document: Mapping[str, Any], verbosity: int = 0) -> list[str]:
     """Per flow: its cells as rows, the metrics that matter as columns, failing thresholds marked
-    with ``!``, and the best cell marked with ``*``. ``-qq`` leaves them out."""
+    with ``!``, the primary and gated metrics with their 95% interval (``0.71 [0.52, 0.85]``), and the best
+    cell marked with ``*``. ``-qq`` leaves them out."""
     if verbosity < -1:
         return []
     lines: list[str] = []
     for flow in document["flows"]:
         columns = _columns(flow)
+        spread = _with_interval(flow)
         header = ["", "cell", *columns, "verdict"]
         table = [header]
         for cell in flow["cells"]:
             failed = {name for v in cell["verdicts"] if not v["passed"] for name in _shown_as(v, cell)}
-            values = [_value(cell["metrics"].get(name), name in failed) for name in columns]
+            values = [_value(cell["metrics"].get(name), name in failed)
+                      + (_interval(cell.get("intervals", {}), name) if name in spread else "") for name in columns]
             mark = "*" if cell["config"] == flow["best"] else ""
             table.append([mark, cell["cell"].removeprefix(f"{flow['flow']}-"), *values, _verdict(cell)])
         best = f"best: {flow['best']}, " if flow["best"] else "no best cell: "
@@ -77,6 +80,21 @@ def _shown_as(verdict: Mapping[str, Any], cell: Mapping[str, Any]) -> set[str]:
     if not built_in(metric) and short in metrics and metrics[short] == metrics.get(metric):
         return {metric, short}
     return {metric}
+
+
+def _with_interval(flow: Mapping[str, Any]) -> set[str]:
+    """The columns whose interval the table shows: the primary metric and every gated one."""
+    gated = {name for cell in flow["cells"] for v in cell["verdicts"] for name in _shown_as(v, cell)}
+    return gated | ({flow["primary_metric"]} if flow["primary_metric"] else set())
+
+
+def _interval(intervals: Mapping[str, Any], name: str) -> str:
+    """`` [0.52, 0.85]``: a metric's 95% interval, short; nothing for a metric without one, ``-`` for a bound
+    that does not exist (one row)."""
+    if f"{name}.ci_low" not in intervals:
+        return ""
+    low, high = (intervals[f"{name}.{side}"] for side in ("ci_low", "ci_high"))
+    return f" [{'-' if low is None else f'{low:.2g}'}, {'-' if high is None else f'{high:.2g}'}]"
 
 
 def _value(value: float | None, failed: bool) -> str:
