@@ -1,10 +1,12 @@
 """The ``pytest-promptflow`` command: approve, reject and list the releases the gate wrote; list and stop
-the local target's endpoints."""
+the local target's endpoints; plan the rows the gates at a confidence level need."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,8 @@ from typing import TYPE_CHECKING, Sequence
 from pytest_promptflow import approvals
 from pytest_promptflow.deploy.base import DeployError
 from pytest_promptflow.errors import SpecError
+from pytest_promptflow.reporting.files import DOCUMENT
+from pytest_promptflow.reporting.plan import MIN_EFFECT, POWER, plan_lines
 
 if TYPE_CHECKING:
     from pytest_promptflow.deploy.local import LocalTarget
@@ -28,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in ("deployments", "stop"):
             _local_endpoints(args)
+            return 0
+        if args.command == "plan":
+            _plan(args)
             return 0
         folder = args.dir or find_release_dir(Path.cwd())
         if args.command == "approve":
@@ -66,7 +73,43 @@ def _parser() -> argparse.ArgumentParser:
     stop = commands.add_parser("stop", parents=[state], help="stop one local deployment, or a whole endpoint")
     stop.add_argument("endpoint", help="the endpoint, as `pytest-promptflow deployments` lists it")
     stop.add_argument("deployment", nargs="?", help="the deployment to stop (default: all, and the router)")
+    plan = commands.add_parser("plan", help="from the last report (no model calls): per check at a confidence level, "
+                                            "its n, bound, detectable effect and the rows it needs")
+    plan.add_argument("--report", type=Path, help="the report folder or its report.json (default: promptflow_report "
+                                                  "of the project around the current folder)")
+    plan.add_argument("--min-effect", type=_effect, help="the change a baseline check should detect (default: "
+                                                         f"promptflow_min_effect, or {MIN_EFFECT})")
     return parser
+
+
+def _effect(text: str) -> float:
+    """A ``--min-effect`` between 0 and 1, or a usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number between 0 and 1, e.g. 0.05")
+    return value
+
+
+def _plan(args: argparse.Namespace) -> None:
+    """Print ``plan_lines`` for the last report.json."""
+    root = project_root(Path.cwd())
+    folder = args.report or (root / configured if (configured := _ini_value(root, "promptflow_report")) else None)
+    if folder is None:
+        raise SpecError(None, "no report to plan from", "pass --report DIR (a pytest --promptflow-report folder) "
+                                                        "or set promptflow_report")
+    path = folder if folder.suffix == ".json" else folder / DOCUMENT
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SpecError(None, f"cannot read the report {path}: {error}",
+                        "run pytest with --promptflow-report DIR first, then point --report at DIR") from None
+    min_effect = args.min_effect or _effect(_ini_value(root, "promptflow_min_effect") or str(MIN_EFFECT))
+    print(f"promptflow plan from {path} (min effect {min_effect:g}, {POWER:.0%} power):")
+    for line in plan_lines(document, min_effect):
+        print(line)
 
 
 def _local_endpoints(args: argparse.Namespace) -> None:
@@ -151,13 +194,10 @@ def project_root(start: Path) -> Path:
 
 
 def _ini_value(folder: Path, key: str) -> str | None:
-    """Ini option ``key`` from ``pytest.ini`` or ``pyproject.toml`` in ``folder``, if set there."""
+    """Ini option ``key`` from the file pytest reads its options from in ``folder`` (``pytest.ini``,
+    ``pyproject.toml``, ``tox.ini`` or ``setup.cfg``), if set there."""
     if (folder / "pytest.ini").is_file():
-        import configparser
-
-        ini = configparser.ConfigParser()
-        ini.read(folder / "pytest.ini", encoding="utf-8")
-        return ini.get("pytest", key, fallback=None)
+        return _ini_file_value(folder / "pytest.ini", "pytest", key)
     if (folder / "pyproject.toml").is_file():
         try:
             import tomllib
@@ -170,7 +210,21 @@ def _ini_value(folder: Path, key: str) -> str | None:
             return None
         value = options.get(key)
         return str(value) if value else None
+    for name, section in (("tox.ini", "pytest"), ("setup.cfg", "tool:pytest")):
+        if (folder / name).is_file():
+            return _ini_file_value(folder / name, section, key)
     return None
+
+
+def _ini_file_value(path: Path, section: str, key: str) -> str | None:
+    import configparser
+
+    ini = configparser.ConfigParser(interpolation=None)
+    try:
+        ini.read(path, encoding="utf-8")
+    except configparser.Error:  # pytest itself reports a broken ini file
+        return None
+    return ini.get(section, key, fallback=None)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,23 @@ Every flow here is pure Python (see conftest.py), so no model server is started.
 from __future__ import annotations
 
 import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import pytest
 from conftest import Project, run
 
-from pytest_promptflow.stats import mean_interval, wilson
+from pytest_promptflow.stats import (
+    mean_interval,
+    paired_rows_needed,
+    threshold_mde,
+    threshold_rows_needed,
+    wilson,
+)
 
 #: 20 rows in 5 clusters of 4 whose rows all score alike: clusters 0-2 right, 3-4 wrong for the keyword classifier.
 CLUSTERED = [{"text": f"good {c}-{i}", "label": "positive" if c < 3 else "negative", "cluster": f"doc{c}"}
@@ -77,3 +88,81 @@ def test_a_cluster_column_widens_the_interval_of_rows_that_move_together(
         f"*variant_0-decorate=plain-clustered*0.6 *0.6! [[]{expected.low:.2g}, {expected.high:.2g}] *0 *FAIL score*",
         f"*variant_0-decorate=plain-plain*0.6 *0.6 [[]{expected_plain.low:.2g}, {expected_plain.high:.2g}] *0 *ok",
     ])
+
+
+# --- pytest-promptflow plan ------------------------------------------------------------------------------------
+
+#: 20 rows: the keyword classifier (variant_0) gets all right, the "always positive" one (variant_1) 17 of 20.
+MOSTLY_POSITIVE = [{"text": f"good {i}", "label": "positive"} for i in range(17)] + [
+    {"text": f"bad {i}", "label": "negative"} for i in range(3)]
+
+
+def plan(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest_promptflow.cli", "plan", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_plan_reads_the_last_report_and_says_the_rows_each_gate_needs(
+        project: Project, pytester: pytest.Pytester) -> None:
+    project.dag_flow()
+    project.eval_flow()
+    project.data("small", MOSTLY_POSITIVE)
+    _experiment(project, "small", 'variants:\n  nodes:\n    classify: "*"\nthresholds:\n'
+                                  '  score: ">= 0.8 at 95%"\n  error_rate: "<= 0.2 at 95%"\n  accuracy: ">= 0.5"\n')
+    pytester.makeini("[pytest]\npromptflow_report = out\n")
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    shown = plan(cwd=pytester.path)
+    assert shown.returncode == 0, shown.stderr
+    alpha = 0.05
+    mde = threshold_mde(20, 0.8, alpha)
+    needed = threshold_rows_needed(0.8, 0.85 - 0.8, alpha)
+    bound = wilson(17, 20, 0.95, sides=1).low
+    pytest.LineMatcher(shown.stdout.splitlines()).fnmatch_lines([
+        f"promptflow plan from {pytester.path / 'out' / 'report.json'} (min effect 0.05, 80% power):",
+        "clf-classify=variant_0-small:",
+        f"  error_rate <= 0.2 at 95%: passes, bound {wilson(0, 20, 0.95, sides=1).high:.3g}; n 20, "
+        f"MDE {threshold_mde(20, 0.8, alpha):.3g} at n 20; "
+        f"{threshold_rows_needed(0.8, 0.2, alpha)} rows (enough) to pass with 80% power if the truth is the measured 0",
+        "  score >= 0.8 at 95%: passes, bound *; n 20, MDE * at n 20; * rows (enough) to pass *the measured 1",
+        "clf-classify=variant_1-small:",
+        "  error_rate <= 0.2 at 95%: passes*",
+        f"  score >= 0.8 at 95%: fails, bound {bound:.3g}; n 20, MDE {mde:.3g} at n 20; "
+        f"{needed} rows ({needed - 20} more) to pass with 80% power if the truth is the measured 0.85",
+    ], consecutive=True)
+    assert "accuracy" not in shown.stdout  # a gate on the point estimate has no level to plan for
+    missing = plan("--report", "nowhere", cwd=pytester.path)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("pytest-promptflow: error: cannot read the report nowhere/report.json")
+    assert len(missing.stderr.splitlines()) == 1
+
+
+def _verdict(metric: str, op: str, threshold: float, actual: float, bound: float, passed: bool,
+             **paired: Any) -> dict[str, Any]:
+    return {"metric": metric, "op": op, "threshold": threshold, "actual": actual, "passed": passed, "level": 0.95,
+            "bound": bound, "item": "t.py::test", **paired}
+
+
+def test_plan_gives_a_paired_check_the_rows_its_discordance_needs(tmp_path: Path) -> None:
+    """A hand-made report: a baseline check (the fields the paired comparison records) and a continuous score."""
+    paired = _verdict("accuracy", ">=", 0.0, 0.01, -0.04, True, baseline="released", n=200, discordant=30,
+                      mde=0.081, power=0.42, min_effect=0.05)
+    continuous = _verdict("relevance", ">=", 3.5, 3.8, 3.62, True)
+    cell = {"cell": "qa-defaults-questions", "verdicts": [paired, continuous, dict(continuous)],
+            "intervals": {"relevance.n": 50, "relevance.se": 0.1, "relevance.ci_low": 3.6, "relevance.ci_high": 4.0},
+            "rows": [{"scores": {"judge.relevance": 4.0}}, {"scores": {"judge.relevance": 3.0}}]}
+    (tmp_path / "report.json").write_text(json.dumps({"version": 1, "flows": [{"flow": "qa", "cells": [cell]}]}))
+    shown = plan("--report", str(tmp_path / "report.json"), "--min-effect", "0.1", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    rows = paired_rows_needed(30 / 200, 0.05, 0.05)  # the record's own min_effect wins over --min-effect
+    z = NormalDist().inv_cdf(0.95) + NormalDist().inv_cdf(0.8)
+    continuous_rows = math.ceil((z * 0.1 * math.sqrt(50) / 0.3) ** 2)
+    assert shown.stdout.splitlines()[1:] == [
+        "qa-defaults-questions:",
+        f"  accuracy >= 0 at 95%: passes, bound -0.04 vs baseline released; n 200, 30 discordant, MDE 0.081, "
+        f"power 0.42 for 0.05; {rows} rows ({rows - 200} more) to detect 0.05 with 80% power",
+        f"  relevance >= 3.5 at 95%: passes, bound 3.62; n 50, MDE {z * 0.1:.3g} at n 50; "
+        f"{continuous_rows} rows (enough) to pass with 80% power if the truth is the measured 3.8",
+    ]
+    bad = plan("--report", str(tmp_path), "--min-effect", "5", cwd=tmp_path)
+    assert bad.returncode == 2 and "is not a number between 0 and 1" in bad.stderr
