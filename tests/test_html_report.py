@@ -142,6 +142,26 @@ def test_each_metric_has_an_inline_svg_chart() -> None:
     assert 'class="threshold"' in first  # the 0.75 line
 
 
+def test_a_metric_with_an_interval_has_an_error_bar_and_says_its_bounds() -> None:
+    document = _document()
+    cells = document["flows"][0]["cells"]
+    cells[1]["intervals"] = {"accuracy.ci_low": 0.4385, "accuracy.ci_high": 1.0, "accuracy.se": 0.0, "accuracy.n": 3}
+    cells[2]["intervals"] = {"accuracy.ci_low": None, "accuracy.ci_high": None, "accuracy.n": 1}  # one row: none
+    page = render(document)
+    first = page[page.index("<svg"): page.index("</svg>")]
+    assert first.count('class="interval"') == 1
+    title = "classify=variant_0 · small: 1; 95% interval 0.4385 to 1 (n 3)"
+    group = first[first.index(f"<title>{title}</title>"):]
+    bar = re.search(r'<rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="14"/>', group)
+    error = re.search(r'<path class="interval" d="M([\d.]+) ([\d.]+)H([\d.]+)M', group)
+    assert bar and error
+    left, width = float(bar.group(1)), float(bar.group(3))  # the bar spans 0 to 1: the interval 0.4385 to 1 on it
+    assert float(error.group(1)) == pytest.approx(left + 0.4385 * width, abs=0.1)
+    assert float(error.group(3)) == pytest.approx(left + width, abs=0.1)
+    assert float(error.group(2)) == float(bar.group(2)) + 7  # across the bar's middle
+    assert 'title="95% interval 0.4385 to 1 (n 3)">1' in page  # the comparison table's value says it too
+
+
 def test_drill_down_marks_failing_rows() -> None:
     rows = [r for r in _tables(render(_document()))["rows"] if r[0].startswith("row")]
     assert [klass for klass, _ in rows] == ["row", "row", "row", "row failing", "row", "row failing", "row failing"]

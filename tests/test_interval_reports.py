@@ -82,6 +82,8 @@ def test_a_cluster_column_widens_the_interval_of_rows_that_move_together(
              for name in cells}
     assert width["clustered"] > 1.5 * width["plain"]
     assert clustered["score.n"] == plain["score.n"] == 20
+    page = (pytester.path / "out" / "report.html").read_text(encoding="utf-8")
+    assert f"95% interval {expected.low:.4g} to {expected.high:.4g} (n 20)" in page  # the error bar's tooltip
     # the terminal table: the gated metric with its 95% interval
     result.stdout.fnmatch_lines([
         "*cell*accuracy*score*error_rate*verdict",

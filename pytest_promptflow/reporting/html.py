@@ -128,6 +128,7 @@ def _cell_view(flow: Mapping[str, Any], cell: Mapping[str, Any], columns: Sequen
         value = cell["metrics"].get(name)
         mine = [v for v in verdicts if v["metric"] == name]
         values.append({"text": MISSING if value is None else number(value),
+                       "interval": interval_text(_interval(cell, name)),
                        "failed": [_threshold(v) for v in mine if not v["passed"]],
                        "passed": [_threshold(v) for v in mine if v["passed"]]})
     rows = [_row_view(row) for row in cell["rows"]]
@@ -143,7 +144,7 @@ def _cell_view(flow: Mapping[str, Any], cell: Mapping[str, Any], columns: Sequen
         "failed_thresholds": list(dict.fromkeys(f"{v['metric']} {_threshold(v)}" for v in verdicts if not v["passed"])),
         "nodeids": [item["nodeid"] for item in cell["items"]],
         "values": values, "rows": rows, "failing_rows": sum(row["failing"] for row in rows),
-        "metrics": cell["metrics"],
+        "metrics": cell["metrics"], "intervals": cell.get("intervals", {}),
         "island_rows": [{"index": row["index"], "data": row["data"], "outputs": row["outputs"], "error": row["error"],
                          "scores": row["scores"], "failing": _row_failing(row)} for row in cell["rows"]],
     }
@@ -188,6 +189,24 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
+def _interval(cell: Mapping[str, Any], metric: str) -> tuple[float, float, int] | None:
+    """A metric's 95% interval from the cell's ``intervals`` (low, high, n); None when it has none, or no
+    finite bounds (one row)."""
+    intervals = cell.get("intervals", {})
+    low, high = intervals.get(f"{metric}.ci_low"), intervals.get(f"{metric}.ci_high")
+    if low is None or high is None:
+        return None
+    return float(low), float(high), int(intervals.get(f"{metric}.n") or 0)
+
+
+def interval_text(interval: tuple[float, float, int] | None) -> str:
+    """``95% interval 0.52 to 0.85 (n 40)``: what a tooltip says of a metric's interval."""
+    if interval is None:
+        return ""
+    low, high, n = interval
+    return f"95% interval {low:.4g} to {high:.4g} (n {n})"
+
+
 def _verdicts(cell: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The cell's verdicts, one per metric, operator, threshold and result (items may repeat them)."""
     seen = {(v["metric"], v["op"], v["threshold"], v.get("level"), v["passed"]): v for v in cell["verdicts"]}
@@ -228,7 +247,9 @@ def bar_chart(names: Sequence[str], cells: Sequence[Mapping[str, Any]], threshol
     as inline SVG: the best configuration's bars marked, failing cells red, thresholds dashed."""
     metric = names[0]
     values = [cell["metrics"].get(metric) for cell in cells]
-    present = [v for v in values if v is not None]
+    intervals = [_interval(cell, metric) if value is not None else None for cell, value in zip(cells, values,
+                                                                                                 strict=True)]
+    present = [v for v in values if v is not None] + [b for i in intervals if i for b in i[:2]]
     low = min([0.0, *present, *thresholds])
     high = max([0.0, *present, *thresholds])
     span = (high - low) or 1.0
@@ -242,18 +263,22 @@ def bar_chart(names: Sequence[str], cells: Sequence[Mapping[str, Any]], threshol
 
     parts = [f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
              f'aria-label="{escape(metric)} per cell">']
-    for i, (cell, label, value) in enumerate(zip(cells, labels, values, strict=True)):
+    for i, (cell, label, value, interval) in enumerate(zip(cells, labels, values, intervals, strict=True)):
         y = GAP + i * (BAR_HEIGHT + GAP)
         middle = y + BAR_HEIGHT / 2 + 4
         kind = "fail" if _fails(cell, names) else "best" if cell["best"] else "bar"
+        spread = f"; {interval_text(interval)}" if interval else ""
         parts.append(f'<g class="{kind}"><title>{escape(cell["label"])}: '
-                     f'{MISSING if value is None else f"{value:.6g}"}</title>')
+                     f'{MISSING if value is None else f"{value:.6g}"}{spread}</title>')
         parts.append(f'<text x="{label_width - 6}" y="{middle}" text-anchor="end">{escape(label)}</text>')
         if value is None:
             parts.append(f'<text x="{x(0) + 4}" y="{middle}" class="value">no value</text></g>')
             continue
         left, right = sorted((x(0), x(value)))
         parts.append(f'<rect x="{left}" y="{y}" width="{max(right - left, 1)}" height="{BAR_HEIGHT}"/>')
+        if interval:
+            parts.append(_error_bar(x(interval[0]), x(interval[1]), y + BAR_HEIGHT / 2))
+            right = max(right, x(interval[1]))
         parts.append(f'<text x="{max(right, x(0)) + 4}" y="{middle}" class="value">{number(value)}</text></g>')
     for threshold in thresholds:
         parts.append(f'<line class="threshold" x1="{x(threshold)}" x2="{x(threshold)}" y1="0" y2="{height - 12}">'
@@ -262,6 +287,12 @@ def bar_chart(names: Sequence[str], cells: Sequence[Mapping[str, Any]], threshol
                      f'{threshold:g}</text>')
     parts.append("</svg>")
     return {"names": list(names), "lower": lower_is_better(metric), "svg": _markup("".join(parts))}
+
+
+def _error_bar(left: float, right: float, middle: float) -> str:
+    """The 95% interval across a bar: a line with a whisker at each bound."""
+    top, bottom = middle - BAR_HEIGHT / 4, middle + BAR_HEIGHT / 4
+    return (f'<path class="interval" d="M{left} {middle}H{right}M{left} {top}V{bottom}M{right} {top}V{bottom}"/>')
 
 
 def _fails(cell: Mapping[str, Any], metrics: Sequence[str]) -> bool:
