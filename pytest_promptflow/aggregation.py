@@ -4,7 +4,10 @@ lines as ``pf run`` runs it: for the flow under test (its metrics are the cell's
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Sequence
 
 
 def aggregation_metrics(executor: Any, input_names: Sequence[str], inputs: Sequence[Mapping[str, Any]],
@@ -41,3 +44,72 @@ def is_number(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return not (isinstance(value, float) and math.isnan(value))
+
+
+RESAMPLES = 200  # bootstrap resamples of a logged metric: percentile bounds to about +-0.01 on 0..1 scores
+BUDGET = 10.0  # seconds all resamples of one aggregation may take, judged from its first call
+
+
+@dataclass(frozen=True)
+class Logged:
+    """An aggregation's logged metrics and, per metric, its values on bootstrap resamples of the lines (their
+    interval's source), or why it has none."""
+
+    metrics: dict[str, float]
+    replicates: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    no_interval: str = ""
+
+
+def logged_metrics(executor: Any, input_names: Sequence[str], inputs: Sequence[Mapping[str, Any]],
+                   aggregation_inputs: Sequence[Any], seed: str, pure_python: bool, site: str) -> Logged:
+    """``aggregation_metrics``, re-run on RESAMPLES seeded resamples of the lines when the aggregation is pure
+    Python, makes no LLM call and is quick enough (the resamples fit in BUDGET seconds)."""
+    from .llm import ledger
+
+    start = time.perf_counter()
+    with ledger.scope(site) as calls:
+        metrics = aggregation_metrics(executor, input_names, inputs, aggregation_inputs)
+    took = time.perf_counter() - start
+    if not metrics:
+        return Logged(metrics)
+    why = ("its aggregation is not a Python tool" if not pure_python
+           else "its aggregation calls an LLM" if calls.llm_calls
+           else f"its aggregation took {took:.2f} s, too long to re-run {RESAMPLES} times" if took * RESAMPLES > BUDGET
+           else "one line has no spread to resample" if len(aggregation_inputs) < 2 else "")
+    if why:
+        return Logged(metrics, no_interval=why)
+    return Logged(metrics, _replicates(executor, input_names, inputs, aggregation_inputs, seed, list(metrics)))
+
+
+def _replicates(executor: Any, input_names: Sequence[str], inputs: Sequence[Mapping[str, Any]],
+                aggregation_inputs: Sequence[Any], seed: str, names: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """Each metric's values on the resamples that ``stats.bootstrap_indices(seed)`` draws (a resample on which
+    the aggregation logged nothing is left out)."""
+    from .stats import bootstrap_indices
+
+    values: dict[str, list[float]] = {name: [] for name in names}
+    with _quiet_metric_loggers():
+        for picks in bootstrap_indices(len(aggregation_inputs), RESAMPLES, seed):
+            found = aggregation_metrics(executor, input_names, [inputs[i] for i in picks],
+                                        [aggregation_inputs[i] for i in picks])
+            for name in names:
+                if name in found:
+                    values[name].append(found[name])
+    return {name: tuple(found) for name, found in values.items() if len(found) > 1}
+
+
+@contextmanager
+def _quiet_metric_loggers() -> Iterator[None]:
+    """Resamples' ``log_metric`` calls reach no logger but the executor's own: promptflow's private
+    MetricLoggerManager holds every registered one (a tracking client's, say)."""
+    from promptflow._core.metric_logger import MetricLoggerManager
+
+    manager = MetricLoggerManager.get_instance()
+    registered = list(manager._metric_loggers)  # an executor's own logger, added while it aggregates, stays
+    for logger in registered:
+        manager.remove_metric_logger(logger)
+    try:
+        yield
+    finally:
+        for logger in registered:
+            manager.add_metric_logger(logger)

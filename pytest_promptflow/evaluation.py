@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
-from .aggregation import aggregation_input, aggregation_metrics, is_number
+from .aggregation import aggregation_input, is_number, logged_metrics
 from .config import DatasetSpec, data_columns, parse_mapping
 from .datasets import check_columns
 from .engine import Engine, Run
@@ -32,7 +32,8 @@ class MetricValue(float):
     """A metric that remembers its name, cell, row count (and how many of them failed), worst rows and, for a
     mean of per-row scores, those per-row values (its interval comes from them), for failure messages.
     ``clusters``: a key per value; values sharing one (a declared ``cluster`` column, a row's repeats) count as
-    one draw in the interval."""
+    one draw in the interval. A metric an aggregation logged has ``replicates`` (its values on bootstrap
+    resamples of the rows) instead of values, or ``no_interval``: why it has neither."""
 
     name: str
     cell_id: str
@@ -41,21 +42,32 @@ class MetricValue(float):
     error_rows: int
     values: tuple[float, ...] | None
     clusters: tuple[object, ...] | None
+    replicates: tuple[float, ...] | None
+    no_interval: str
 
     def __new__(cls, value: float, name: str, cell_id: str, rows: int,
                 worst: Sequence[Mapping[str, Any]] = (), error_rows: int = 0,
-                values: Sequence[float] | None = None, clusters: Sequence[object] | None = None) -> "MetricValue":
+                values: Sequence[float] | None = None, clusters: Sequence[object] | None = None,
+                replicates: Sequence[float] | None = None, no_interval: str = "") -> "MetricValue":
         self = super().__new__(cls, value)
         self.name, self.cell_id, self.rows, self.worst = name, cell_id, rows, tuple(worst)
         self.error_rows = error_rows
         self.values = None if values is None else tuple(values)
         self.clusters = None if clusters is None else tuple(clusters)
+        self.replicates = None if replicates is None else tuple(replicates)
+        self.no_interval = no_interval
         return self
 
     def ci(self, level: float = 0.95, sides: int = 2) -> Interval | None:
         """The interval of this metric at ``level`` (``sides=1``: two one-sided bounds, as a ``>=`` or
-        ``<=`` gate reads them); None for a metric that is not a mean of per-row values."""
-        return None if not self.values else interval_of(self.values, level, sides, self.clusters)
+        ``<=`` gate reads them); None for a metric with neither per-row values nor resampled ones."""
+        if self.values:
+            return interval_of(self.values, level, sides, self.clusters)
+        if self.replicates:
+            from . import stats
+
+            return stats.bootstrap_interval(float(self), self.replicates, level, sides, n=self.rows)
+        return None
 
 
 def interval_of(values: Sequence[float], level: float = 0.95, sides: int = 2,
@@ -101,6 +113,9 @@ class Evaluation:
     note: str = ""  # what a reader of its metrics must know (rows an aggregation left out)
     #: the per-row values of every metric that is their mean (failed rows at the worst): its interval's source
     values: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    #: a logged metric's values on bootstrap resamples of the rows (``aggregation.logged_metrics``)
+    replicates: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    no_interval: str = ""  # why the logged metrics have no replicates
 
     def value_rows(self, metric: str) -> tuple[int, ...]:
         """The row index of each of ``values[metric]`` (a row the evaluator failed on has no value)."""
@@ -203,12 +218,23 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
     lines_in, note = _aggregation_lines(run, mapping, rows, done, name, _aggregation_reads_outputs(target, mapping))
     with_failed = len(lines_in) > len(done)  # their lines lack the inputs the run's outputs feed (none reads them)
     given = [n for n in flow_inputs if not (with_failed and _from_run(mapping.get(n, "")))]
-    logged = aggregation_metrics(executor, given, [inputs for inputs, _ in lines_in], [line for _, line in lines_in])
+    aggregated = logged_metrics(executor, given, [inputs for inputs, _ in lines_in], [line for _, line in lines_in],
+                                f"{run.cell.id}:{name}", _aggregation_is_python(target),
+                                f"evaluator {name}, aggregation over dataset {run.cell.dataset.name}")
+    logged = aggregated.metrics
     # the flow's own log_metric calls first (the first is the primary metric), then means of per-row outputs
     counted = count_failed(run, scores)
     columns = {k: v for k, v in score_columns(counted).items() if k not in logged}
     return Evaluation(name, run.cell.dataset.name, counted, tuple(errors),
-                      {**logged, **means(columns), **_spend(spent)}, note if logged else "", columns)
+                      {**logged, **means(columns), **_spend(spent)}, note if logged else "", columns,
+                      aggregated.replicates, aggregated.no_interval)
+
+
+def _aggregation_is_python(target: FlowTarget) -> bool:
+    """Whether every aggregation node of a DAG evaluation flow is a Python tool (a flex ``__aggregate__`` is
+    Python): only such an aggregation is re-run on resamples of its lines."""
+    nodes = [node for node in target.definition.get("nodes") or [] if node.get("aggregation")]
+    return all(node.get("type") == "python" for node in nodes)
 
 
 def _aggregation_lines(run: Run, mapping: Mapping[str, str], rows: Sequence[Mapping[str, Any]],

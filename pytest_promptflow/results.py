@@ -15,6 +15,7 @@ from .errors import SpecError, Where
 from .evaluation import Evaluation, Metrics, MetricValue, evaluate, worst_rows
 from .experiment import no_flow_file
 from .flows import FlowTarget
+from .reporting.best import built_in
 from .reporting.failure import threshold_failure
 from .thresholds import check, parse_expectation, require_metric
 
@@ -29,6 +30,7 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
     values: dict[str, float] = dict(run.metrics)
     per_row = {name: run.metric_values[name] for name in values if name in run.metric_values}
     clusters = {name: cluster_keys(run, range(len(run.rows))) for name in per_row}
+    resampled: dict[str, tuple[tuple[float, ...] | None, str]] = {}  # a logged metric's replicates, or why none
     for ev in evaluations:
         for name, value in ev.metrics.items():
             for key in ([] if name in values else [name]) + [f"{ev.evaluator}.{name}"]:
@@ -36,6 +38,8 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
                 if name in ev.values:
                     per_row[key] = ev.values[name]
                     clusters[key] = cluster_keys(run, ev.value_rows(name))
+                elif name in ev.replicates or (ev.no_interval and not built_in(name)):
+                    resampled[key] = (ev.replicates.get(name), ev.no_interval)
     rows = len(run.rows)
     failed = [row for row in run.rows if row.failed]
     notes = [f"{len(failed)} of {rows} rows failed (each scores the worst value in the evaluators' metrics), "
@@ -45,7 +49,8 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
              else ""]
     note = "; ".join(n for n in notes if n)
     return Metrics({name: MetricValue(value, name, run.cell.id, rows, worst_rows(run, evaluations, name), len(failed),
-                                      per_row.get(name), clusters.get(name)) for name, value in values.items()}, note)
+                                      per_row.get(name), clusters.get(name), *resampled.get(name, (None, "")))
+                    for name, value in values.items()}, note)
 
 
 CLUSTER = "cluster"  # the dataset column whose rows are not independent draws (one document's questions)

@@ -150,7 +150,7 @@ def _verdict(threshold: Threshold, actual: float | None) -> Verdict:
         return Verdict(threshold, actual)
     interval = actual.ci(threshold.level, sides=1) if isinstance(actual, HasInterval) else None
     if interval is None:
-        why = _no_interval_reason(threshold.metric)
+        why = getattr(actual, "no_interval", "") or _no_interval_reason(threshold.metric)
         raise SpecError(threshold.where, f"{threshold.metric} has no interval ({why})",
                         f"drop '{at_level(threshold.level).strip()}' or gate a mean of per-row scores")
     bound = interval.low if threshold.bound_side == "lower" else interval.high

@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from conftest import EXPERIMENT, HARD, SMALL, WITH_BOOM, Project, junit_properties, jsonl, outcomes, run
+from conftest import (AGGREGATE_PY, EXPERIMENT, HARD, SMALL, WITH_BOOM, Project, junit_properties, jsonl, outcomes,
+                      run)
 
 from pytest_promptflow.stats import wilson
 
@@ -566,7 +567,8 @@ def test_a_threshold_at_95_percent_gates_on_the_bound_not_the_point(
         [two_sided.low, two_sided.high, 20])
     assert cell["intervals"]["score.se"] == pytest.approx(two_sided.se)
     assert cell["intervals"]["error_rate.ci_high"] == pytest.approx(wilson(0, 20).high)
-    assert "accuracy.ci_low" not in cell["intervals"]  # the aggregation's log_metric: no interval in this step
+    # the aggregation's log_metric accuracy: a percentile interval from re-running it on resampled lines
+    assert 0 < cell["intervals"]["accuracy.ci_low"] < 0.85 < cell["intervals"]["accuracy.ci_high"] <= 1
     result.stdout.fnmatch_lines(["*classify=variant_1-small*FAIL score >= 0.8 at 95%"])  # the terminal table
     metrics_csv = (pytester.path / "out" / "metrics.csv").read_text(encoding="utf-8")
     assert "score >= 0.8 at 95%" in metrics_csv  # the failed threshold, with its level
@@ -613,13 +615,19 @@ def test_flow_run_expect_fails_with_the_failure_table_and_records_its_verdicts(
     assert float(properties["promptflow.ev.score.ci_low"]) == pytest.approx(wilson(17, 20).low, abs=1e-6)
     assert properties["promptflow.ev.score.n"] == "20" or float(properties["promptflow.ev.score.n"]) == 20
     assert float(properties["promptflow.error_rate.ci_high"]) == pytest.approx(wilson(0, 20).high, abs=1e-6)
-    assert "promptflow.ev.accuracy.ci_low" not in properties
+    assert float(properties["promptflow.ev.accuracy.ci_low"]) < 0.85  # the aggregation re-run on resamples
+
+
+#: an aggregation too slow to re-run on 200 resamples (more than 10 s in all): its logged metric has no interval
+SLOW_AGGREGATE_PY = AGGREGATE_PY.replace("    accuracy = ", "    time.sleep(0.06)\n    accuracy = ").replace(
+    "from typing", "import time\nfrom typing")
 
 
 def test_flow_run_expect_on_an_unknown_metric_or_a_level_with_no_interval_is_one_line(
         project: Project, pytester: pytest.Pytester) -> None:
     project.dag_flow()
     project.eval_flow()
+    project.write("flows/ev/aggregate.py", SLOW_AGGREGATE_PY)
     project.data("small")
     pytester.makepyfile(test_expect="""
         import pytest
@@ -638,7 +646,7 @@ def test_flow_run_expect_on_an_unknown_metric_or_a_level_with_no_interval_is_one
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines([
         "*test_expect.py:5: threshold on unknown metric 'acuracy'; metrics of this cell: *error_rate*",
-        "*test_expect.py:11: accuracy has no interval (it comes from an aggregation node's log_metric); "
+        "*test_expect.py:11: accuracy has no interval (its aggregation took * s, too long to re-run 200 times); "
         "drop 'at 90%' or gate a mean of per-row scores*",
     ], consecutive=False)
     result.stdout.no_fnmatch_line("*Traceback*")

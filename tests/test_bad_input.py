@@ -147,8 +147,8 @@ EXPERIMENT_CASES = {
         "level after it*",
     ),
     "a level on a metric with no interval": (
-        ('  accuracy: ">= 0.75"', '  accuracy: ">= 0.75 at 95%"'),
-        "*bad/experiment.yaml:20: accuracy has no interval (it comes from an aggregation node's log_metric); "
+        ('  accuracy: ">= 0.75"', '  latency.p95: "<= 5 at 95%"'),
+        "*bad/experiment.yaml:20: latency.p95 has no interval (it is not a mean of per-row values); "
         "drop 'at 95%' or gate a mean of per-row scores*",
     ),
 }

@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 from conftest import Project, run
 
+from pytest_promptflow.aggregation import RESAMPLES
 from pytest_promptflow.stats import (
+    bootstrap_indices,
+    bootstrap_interval,
     mean_interval,
     paired_rows_needed,
     threshold_mde,
@@ -54,8 +57,11 @@ def _experiment(project: Project, name: str, extra: str = "", folder: str = "exp
 
 
 def _cells(pytester: pytest.Pytester, folder: str = "out") -> dict[str, dict[str, Any]]:
+    """The report's cells by dataset; ``flow_cells``: every cell of that dataset."""
     document = json.loads((pytester.path / folder / "report.json").read_text(encoding="utf-8"))
-    return {cell["dataset"]: cell for flow in document["flows"] for cell in flow["cells"]}
+    cells = [cell for flow in document["flows"] for cell in flow["cells"]]
+    return {cell["dataset"]: {**cell, "flow_cells": [c for c in cells if c["dataset"] == cell["dataset"]]}
+            for cell in cells}
 
 
 def test_a_cluster_column_widens_the_interval_of_rows_that_move_together(
@@ -168,3 +174,65 @@ def test_plan_gives_a_paired_check_the_rows_its_discordance_needs(tmp_path: Path
     ]
     bad = plan("--report", str(tmp_path), "--min-effect", "5", cwd=tmp_path)
     assert bad.returncode == 2 and "is not a number between 0 and 1" in bad.stderr
+
+
+# --- a logged metric's interval: the aggregation re-run on bootstrap resamples -----------------------------------
+
+COUNTING_CONFTEST = """
+import json
+from pathlib import Path
+
+LOGGED = []
+
+
+def _log(key, value):
+    LOGGED.append(key)
+
+
+def pytest_configure(config):
+    from promptflow._core.metric_logger import add_metric_logger  # what a tracking client registers
+
+    add_metric_logger(_log)
+
+
+def pytest_unconfigure(config):
+    from promptflow._core.metric_logger import remove_metric_logger
+
+    remove_metric_logger(_log)
+    Path("logged.json").write_text(json.dumps(LOGGED))
+"""
+
+
+def _resampled_accuracy(cell: str, scores: list[float]) -> Any:
+    """What the aggregation logs on each of the plugin's resamples: its mean of the resampled line scores."""
+    picks = bootstrap_indices(len(scores), RESAMPLES, f"{cell}:acc")
+    return [sum(scores[i] for i in row) / len(row) for row in picks]
+
+
+def test_an_aggregations_logged_metric_gets_a_bootstrap_interval_and_gates_at_a_level(
+        project: Project, pytester: pytest.Pytester) -> None:
+    """The eval flow's Python aggregation logs accuracy; re-run on 200 seeded resamples of its 20 lines, it gives
+    a percentile bound: variant_1's 17 of 20 clears 0.6 at 95% but not 0.8; variant_0's 20 of 20 clears both."""
+    project.dag_flow()
+    project.eval_flow()
+    project.data("small", MOSTLY_POSITIVE)
+    _experiment(project, "small", 'variants:\n  nodes:\n    classify: "*"\nthresholds:\n'
+                                  '  accuracy: ">= 0.6 at 95%"\n  acc.accuracy: ">= 0.8 at 95%"\n')
+    pytester.makeconftest(COUNTING_CONFTEST)
+    result = run(pytester, "--promptflow-report", "out")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.no_fnmatch_line("*Traceback*")
+    cell_id = "clf-classify=variant_1-small"
+    scores = [1.0] * 17 + [0.0] * 3
+    one_sided = bootstrap_interval(0.85, _resampled_accuracy(cell_id, scores), 0.95, sides=1)
+    assert 0.6 < one_sided.low < 0.8
+    result.stdout.fnmatch_lines([f"*1 of 2 thresholds failed for cell {cell_id} (20 rows)*",
+                                 f"*acc.accuracy*0.85*>= 0.8 at 95%*{one_sided.low:.4g} (lower, 95%)*FAIL*"])
+    cells = {cell["cell"]: cell for cell in _cells(pytester)["small"]["flow_cells"]}
+    two_sided = bootstrap_interval(0.85, _resampled_accuracy(cell_id, scores), 0.95)
+    intervals = cells[cell_id]["intervals"]
+    assert [intervals["accuracy.ci_low"], intervals["accuracy.ci_high"]] == pytest.approx(
+        [two_sided.low, two_sided.high])
+    assert cells["clf-classify=variant_0-small"]["intervals"]["accuracy.ci_low"] == 1.0  # every resample scores 1
+    # the resamples' log_metric calls reached no logger but the executor's: one accuracy per cell
+    assert json.loads((pytester.path / "logged.json").read_text()) == ["accuracy", "accuracy"]
