@@ -8,3 +8,7 @@ def test_matched(flow_run):
     assert result.metrics["exact_match_rate"] == 0.5
     assert result.metrics["eval.error_rate"] == 0.25  # the evaluator's own, under its name
     assert result.metrics["error_rate"] == 0  # the run's: every row of the flow ran
+    # the Python aggregation re-run on resampled lines gives its logged metrics an interval
+    interval = result.metrics["exact_match_rate"].ci()
+    assert interval is not None and interval.low <= 0.5 <= interval.high
+    flow_run.expect("partial_match_rate >= 0 at 95%")
