@@ -46,7 +46,9 @@ def is_number(value: Any) -> bool:
     return not (isinstance(value, float) and math.isnan(value))
 
 
-RESAMPLES = 200  # bootstrap resamples of a logged metric: percentile bounds to about +-0.01 on 0..1 scores
+#: bootstrap resamples of a logged metric: cheap (a DAG aggregation call took about 3 ms here, so 0.7 s per
+#: evaluated cell), and 5 replicates beyond a 97.5% percentile bound
+RESAMPLES = 200
 BUDGET = 10.0  # seconds all resamples of one aggregation may take, judged from its first call
 
 
