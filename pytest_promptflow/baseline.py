@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import difflib
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -45,7 +46,7 @@ def parse_baseline(text: Any, base_dir: Path, where: Where | None) -> BaselineSp
                             "write cell:<configuration> as report.json's config shows it, e.g. cell:defaults")
         return BaselineSpec(raw, "cell", raw.removeprefix(CELL).strip(), where=where)
     location, _, config = raw.partition("#")
-    path = Path(location) if Path(location).is_absolute() else base_dir / location
+    path = Path(os.path.normpath(base_dir / location))
     path = path / "rows.csv" if path.is_dir() else path
     if not path.is_file():
         raise SpecError(where, f"baseline {raw!r}: no rows.csv at {path}",
