@@ -50,10 +50,10 @@ def threshold_text(verdict: Mapping[str, Any]) -> str:
 
 
 def verdict_word(verdict: Mapping[str, Any]) -> str:
-    """``ok``, ``FAIL``, or for a baseline comparison that could not see ``min_effect``
+    """``ok``, ``FAIL``, or for a baseline comparison that held but could not see ``min_effect``
     ``ok (underpowered: MDE 0.08 > 0.05)`` (``FAIL (underpowered: ...)`` when strict power made it fail)."""
     word = "ok" if verdict["passed"] else "FAIL"
-    if not verdict.get("underpowered"):
+    if not (verdict.get("underpowered") and verdict.get("holds")):
         return word
     mde = verdict.get("mde")
     shown = "none" if mde is None else f"{mde:.2g}"  # None: no difference is detectable on these rows
@@ -158,7 +158,7 @@ class Verdict:
             return record
         return {**record, "threshold": -threshold.value if threshold.rule == "non-inferior" else 0.0,
                 "baseline": compared.baseline, "margin": threshold.value, "rule": threshold.rule,
-                "baseline_value": compared.baseline_value, "difference": compared.difference,
+                "holds": compared.holds, "baseline_value": compared.baseline_value, "difference": compared.difference,
                 "n": compared.n, "unpaired": compared.unpaired, "discordant": compared.discordant,
                 "mde": compared.mde if math.isfinite(compared.mde) else None, "power": compared.power,
                 "min_effect": compared.min_effect, "underpowered": compared.underpowered, "method": compared.method}

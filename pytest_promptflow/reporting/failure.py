@@ -32,7 +32,7 @@ def verdict_table(verdicts: Sequence[Verdict]) -> list[str]:
              for v in verdicts]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return table + [power_line(v.record()) for v in verdicts if v.comparison is not None]
+    return table + list(dict.fromkeys(power_line(v.record()) for v in verdicts if v.comparison is not None))
 
 
 def _against(verdict: Verdict) -> tuple[str, str]:

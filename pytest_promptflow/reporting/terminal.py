@@ -89,5 +89,5 @@ def _verdict(cell: Mapping[str, Any]) -> str:
     if failed:
         return "FAIL " + "; ".join(dict.fromkeys(failed))
     word = {"passed": "ok", "skipped": "skipped"}.get(cell["outcome"], cell["outcome"].upper())
-    underpowered = [verdict_word(v) for v in cell["verdicts"] if v.get("underpowered")]
+    underpowered = [verdict_word(v) for v in cell["verdicts"] if v.get("underpowered") and v.get("holds")]
     return underpowered[0] if word == "ok" and underpowered else word  # ok (underpowered: MDE 0.08 > 0.05)
