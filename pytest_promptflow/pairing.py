@@ -95,8 +95,9 @@ def score_column(threshold: Threshold, candidate: Side, evaluators: Sequence[str
             return column
     columns = sorted({_per_row_name(key) for row in candidate.rows for key in row.scores
                       if row_value(row, _per_row_name(key)) is not None})
+    fix = f"compare a per-row score: {', '.join(columns)}" if columns else "add an evaluator that scores each row"
     raise SpecError(threshold.where, f"threshold {threshold}: {metric} has no per-row values to pair (it comes "
-                    "from an aggregation node's log_metric)", f"compare a per-row score: {', '.join(columns)}")
+                    "from an aggregation node's log_metric)", fix)
 
 
 def _per_row_name(key: str) -> str:

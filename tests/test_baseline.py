@@ -100,8 +100,9 @@ def test_an_underpowered_pass_says_so_and_strict_power_fails_it(project: Project
     _project(project)
     project.experiment(EXPERIMENT + 'baseline: cell:classify=variant_1\nthresholds:\n'
                        '  score: ">= baseline - 0.02 at 95%"\n')
-    result = run(project.pytester, "--promptflow-report", "report", "-k", "variant_0")
-    assert outcomes(result) == {"passed": 1, "deselected": 1}, result.stdout.str()
+    # the baseline cell runs even though --promptflow-variants leaves it out of the selection
+    result = run(project.pytester, "--promptflow-report", "report", "--promptflow-variants", "classify=variant_0")
+    assert outcomes(result) == {"passed": 1}, result.stdout.str()
     verdict = _verdicts(_report(project))[("classify=variant_0", "score >= baseline - 0.02 at 95%")]
     assert verdict["underpowered"] and verdict["mde"] > 0.05 and verdict["margin"] == 0.02
     assert verdict["threshold"] == -0.02 and verdict["rule"] == "non-inferior"
@@ -212,6 +213,9 @@ def test_rows_pair_by_identity_and_unpaired_rows_are_counted() -> None:
     pairs = pair(candidate, baseline, "e.s", 0.10, None)
     assert pairs.candidate == pairs.baseline and len(pairs.candidate) == 40  # matched by identity, not position
     assert (pairs.only_candidate, pairs.only_baseline, pairs.unpaired) == (1, 1, 2)
+    scored = _side("cell c", {f"r{i}": None if i == 3 else 1.0 for i in range(40)})  # its evaluator failed on r3
+    assert (pair(scored, baseline, "e.s", 0.10, None).no_value, len(pair(scored, baseline, "e.s", 0.10, None).baseline)
+            ) == (1, 39)
 
 
 def test_too_many_unpaired_rows_no_common_row_and_shared_identities_are_one_line_each() -> None:
