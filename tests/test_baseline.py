@@ -352,3 +352,12 @@ def test_continuous_shown_power_matches_simulated_power_and_identical_runs_alarm
     assert shown.mean() == pytest.approx((low > 0).mean(), abs=_allowed_gap(suites))
     _, high, _ = bounds(same)
     assert (high < 0).mean() <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / suites)
+
+
+def test_baseline_verdicts_cross_from_xdist_workers(project: Project) -> None:
+    _project(project)
+    project.experiment(EXPERIMENT + 'baseline: cell:classify=variant_1\nthresholds:\n  score: "> baseline at 95%"\n')
+    result = project.pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--promptflow-report", "report")
+    assert outcomes(result) == {"passed": 1, "failed": 1}, result.stdout.str()
+    verdict = _verdicts(_report(project))[("classify=variant_0", "score > baseline at 95%")]
+    assert verdict["passed"] and verdict["discordant"] == 30 and verdict["baseline"] == "cell:classify=variant_1"
