@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 from pathlib import Path
 from typing import Any, Callable, Generator
 
@@ -214,22 +215,23 @@ def _comparison_settings(config: pytest.Config) -> None:
 
     strict = config.getoption("promptflow_strict_power")
     try:
-        min_effect = _share(config.getini("promptflow_min_effect"), "promptflow_min_effect", 0.0)
-        max_unpaired = _share(config.getini("promptflow_max_unpaired"), "promptflow_max_unpaired", -1e-12)
+        min_effect = _fraction(config, "promptflow_min_effect", zero=False)
+        max_unpaired = _fraction(config, "promptflow_max_unpaired", zero=True)
     except ValueError as error:
         raise pytest.UsageError(f"pytest-promptflow: {error}") from None
     config.stash[SETTINGS] = ComparisonSettings(min_effect, config.getini("promptflow_strict_power") if strict is None
                                                 else strict, max_unpaired)
 
 
-def _share(text: str, name: str, above: float) -> float:
-    """An ini value that is a fraction: above ``above`` and below 1 (``0.05``)."""
+def _fraction(config: pytest.Config, name: str, zero: bool) -> float:
+    """An ini value between 0 (allowed when ``zero``) and 1, e.g. ``0.05``."""
+    text = config.getini(name)
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if not above < value < 1:
-        raise ValueError(f"ini {name} = {text!r}; write a fraction between 0 and 1, e.g. 0.05")
+        value = math.nan
+    if not (0 <= value < 1 and (zero or value > 0)):
+        raise ValueError(f"ini {name} = {text!r}; write a fraction {'from' if zero else 'between'} 0 and 1, e.g. 0.05")
     return value
 
 

@@ -361,3 +361,10 @@ def test_baseline_verdicts_cross_from_xdist_workers(project: Project) -> None:
     assert outcomes(result) == {"passed": 1, "failed": 1}, result.stdout.str()
     verdict = _verdicts(_report(project))[("classify=variant_0", "score > baseline at 95%")]
     assert verdict["passed"] and verdict["discordant"] == 30 and verdict["baseline"] == "cell:classify=variant_1"
+
+
+def test_a_bad_min_effect_is_a_usage_error(project: Project) -> None:
+    project.write("pytest.ini", "[pytest]\npromptflow_min_effect = 5%\n")
+    result = run(project.pytester)
+    result.stderr.fnmatch_lines(["*pytest-promptflow: ini promptflow_min_effect = '5%'; write a fraction between 0 "
+                                 "and 1, e.g. 0.05"])
