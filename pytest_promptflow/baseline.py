@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import difflib
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -60,8 +61,9 @@ def comparer(spec: BaselineSpec, session: Any, planned: Any, run: Any, evaluatio
     """The ``compare`` of one cell's thresholds against ``spec``; the baseline is read only when a threshold asks."""
     candidate = side_of_run(f"cell {planned.id}", run, evaluations)
     evaluators = list(dict.fromkeys(ev.evaluator for ev in evaluations))
+    stored = None if spec.kind == "cell" else (lambda side: rescored(side, planned, run, evaluate))
     return Comparer(spec, candidate, evaluators, lambda: baseline_side(spec, session, planned, evaluate),
-                    settings, planned.id)
+                    settings, planned.id, stored)
 
 
 def baseline_side(spec: BaselineSpec, session: Any, planned: Any, evaluate: Evaluate) -> Side:
@@ -80,6 +82,25 @@ def baseline_side(spec: BaselineSpec, session: Any, planned: Any, evaluate: Eval
         return csv_side(path, cell.flow, cell.dataset.name, "", cell.config, spec.text, spec.where)
     assert spec.path is not None
     return csv_side(spec.path, cell.flow, cell.dataset.name, spec.config, cell.config, spec.text, spec.where)
+
+
+def rescored(side: Side, planned: Any, run: Any, evaluate: Evaluate) -> Side:
+    """A stored baseline's outputs scored by the cell's current evaluators, for when its stored scores lack the
+    one compared (the evaluator changed since). Each stored row gets the current dataset row of its identity;
+    rows the baseline lacks are scored as failed and left out again, so they count as unpaired."""
+    from .engine import Run
+
+    stored = {row.identity: row for row in side.rows}
+    rows = []
+    for row in run.rows:
+        old = stored.get(row.identity)
+        outputs = None if old is None or old.failed else old.outputs
+        failed = outputs is None
+        rows.append(dataclasses.replace(row, outputs=outputs, error_type="BaselineRow" if failed else None,
+                                        error_message="failed or missing in the baseline" if failed else None))
+    baseline_run = Run(planned.cell, tuple(rows), 0.0)
+    scored = side_of_run(f"{side.label}, rescored", baseline_run, evaluate(planned, baseline_run))
+    return Side(scored.label, tuple(row for row in scored.rows if row.identity in stored))
 
 
 def released_rows(session: Any, flow: str, dataset: str) -> Path | None:
@@ -133,7 +154,7 @@ def csv_side(path: Path, flow: str, dataset: str, wanted: str, own: str, text: s
     for row in (row for row in mine if row.get("config", "") == config):
         scores = {key: _value(value) for key, value in row.items()
                   if key not in fixed and not key.startswith(("data.", "inputs.", "outputs."))}
-        outputs = {key.removeprefix("outputs."): _value(v) for key, v in row.items() if key.startswith("outputs.")}
+        outputs = {key.removeprefix("outputs."): _output(v) for key, v in row.items() if key.startswith("outputs.")}
         scored.append(ScoredRow(_text(row.get("id", "")), scores, bool(row.get("error")), outputs))
     return Side(f"baseline {text} ({config} in {path.name})", tuple(scored))
 
@@ -184,6 +205,16 @@ def _text(value: str) -> str:
     from .reporting.csv_files import FORMULA_STARTS
 
     return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_STARTS) else value
+
+
+def _output(value: str) -> Any:
+    """A flow output from a CSV field: csv_files writes lists and mappings as JSON."""
+    if value.startswith(("{", "[")):
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+    return _value(value)
 
 
 def _value(value: str) -> Any:

@@ -158,7 +158,7 @@ class ComparisonSettings:
 
 
 def compare(threshold: Threshold, pairs: Pairs, source: str, settings: ComparisonSettings,
-            seed: str) -> Verdict:
+            seed: str, rescored: bool = False) -> Verdict:
     """The paired verdict: Tango (guarded by McNemar) for 0/1 scores, the paired t for continuous ones (seeded
     by the cell id for a bootstrap), and what it could detect: MDE at 80% power and the power for min_effect."""
     from . import stats
@@ -174,7 +174,7 @@ def compare(threshold: Threshold, pairs: Pairs, source: str, settings: Compariso
     rule = stats.not_below(interval) if threshold.rule == "not-below" else stats.non_inferior(interval, threshold.value)
     comparison = Comparison(source, statistics.fmean(y), interval.estimate, rule.bound, rule.passed, len(x),
                             pairs.unpaired, power.discordant, power.mde, power.power, settings.min_effect,
-                            interval.method, settings.strict)
+                            interval.method, settings.strict, rescored)
     return Verdict(threshold, statistics.fmean(x), rule.bound, comparison)
 
 
@@ -183,7 +183,7 @@ class Comparer:
     are made on first use, once, and only if some threshold compares with them."""
 
     def __init__(self, source: Any, candidate: Side, evaluators: Sequence[str], baseline: Callable[[], Side],
-                 settings: ComparisonSettings, seed: str) -> None:
+                 settings: ComparisonSettings, seed: str, rescore: Callable[[Side], Side] | None = None) -> None:
         self.source = source  # config.BaselineSpec
         self.candidate = candidate
         self.evaluators = list(evaluators)
@@ -191,11 +191,22 @@ class Comparer:
         self._baseline: Side | None = None
         self.settings = settings
         self.seed = seed
+        self._rescore = rescore  # a stored baseline's outputs scored by the current evaluators
+        self._rescored: Side | None = None
 
     def __call__(self, threshold: Threshold) -> Verdict:
         column = score_column(threshold, self.candidate, self.evaluators)
+        baseline = self._side(column)
+        pairs = pair(self.candidate, baseline, column, self.settings.max_unpaired, self.source.where or threshold.where)
+        return compare(threshold, pairs, self.source.text, self.settings, self.seed, baseline is self._rescored)
+
+    def _side(self, column: str) -> Side:
+        """The baseline's rows; when they hold no ``column`` at all (the evaluator changed since they were
+        stored), their stored outputs rescored by the cell's evaluators."""
         if self._baseline is None:
             self._baseline = self._load()
-        pairs = pair(self.candidate, self._baseline, column, self.settings.max_unpaired,
-                     self.source.where or threshold.where)
-        return compare(threshold, pairs, self.source.text, self.settings, self.seed)
+        if self._rescore is None or any(row_value(row, column) is not None for row in self._baseline.rows):
+            return self._baseline
+        if self._rescored is None:
+            self._rescored = self._rescore(self._baseline)
+        return self._rescored

@@ -117,6 +117,7 @@ class Comparison:
     min_effect: float
     method: str  # tango (0/1 scores) or t (continuous)
     strict: bool = False  # an underpowered comparison fails
+    rescored: bool = False  # the stored baseline's outputs were scored by the current evaluators
 
     @property
     def underpowered(self) -> bool:
@@ -161,7 +162,8 @@ class Verdict:
                 "holds": compared.holds, "baseline_value": compared.baseline_value, "difference": compared.difference,
                 "n": compared.n, "unpaired": compared.unpaired, "discordant": compared.discordant,
                 "mde": compared.mde if math.isfinite(compared.mde) else None, "power": compared.power,
-                "min_effect": compared.min_effect, "underpowered": compared.underpowered, "method": compared.method}
+                "min_effect": compared.min_effect, "underpowered": compared.underpowered, "method": compared.method,
+                "rescored": compared.rescored}
 
 
 def parse(metric: str, text: Any, where: Where | None = None) -> Threshold:

@@ -176,6 +176,7 @@ def test_a_previous_rows_csv_is_a_baseline(project: Project) -> None:
     verdict = _verdicts(_report(project, "after"))[("classify=variant_0", "score > baseline at 95%")]
     assert verdict["passed"] and verdict["baseline"] == "../before/rows.csv#classify=variant_1"
     assert (verdict["n"], verdict["discordant"], verdict["baseline_value"]) == (60, 30, 0.5)
+    assert not verdict["rescored"]  # its stored scores were used
     # no configuration named: each cell against its own rows of the previous run, so nothing got better
     project.experiment(EXPERIMENT + "baseline: ../before\n" + thresholds)
     itself = run(project.pytester)
@@ -368,3 +369,20 @@ def test_a_bad_min_effect_is_a_usage_error(project: Project) -> None:
     result = run(project.pytester)
     result.stderr.fnmatch_lines(["*pytest-promptflow: ini promptflow_min_effect = '5%'; write a fraction between 0 "
                                  "and 1, e.g. 0.05"])
+
+
+def test_a_stored_baseline_without_the_compared_score_is_rescored_from_its_outputs(project: Project) -> None:
+    """The evaluator changed since the rows.csv was written (renamed acc -> judge): its stored outputs are scored by
+    the current evaluator, so the comparison still rests on the same rows."""
+    _project(project)
+    project.experiment(EXPERIMENT)
+    assert outcomes(run(project.pytester, "--promptflow-report", "before")) == {"passed": 2}
+    renamed = EXPERIMENT.replace("- name: acc", "- name: judge")
+    project.experiment(renamed + 'baseline: ../before/rows.csv#classify=variant_1\nthresholds:\n'
+                       '  judge.score: "> baseline at 95%"\n')
+    result = run(project.pytester, "--promptflow-report", "after")
+    assert outcomes(result) == {"passed": 1, "failed": 1}, result.stdout.str()
+    verdicts = _verdicts(_report(project, "after"))
+    better = verdicts[("classify=variant_0", "judge.score > baseline at 95%")]
+    assert better["passed"] and better["rescored"] and (better["baseline_value"], better["discordant"]) == (0.5, 30)
+    assert not verdicts[("classify=variant_1", "judge.score > baseline at 95%")]["passed"]
