@@ -15,8 +15,6 @@ from .aggregation import is_number
 from .errors import SpecError, Where
 from .thresholds import Comparison, Threshold, Verdict
 
-ERROR_RATE = "error_rate"
-
 
 @dataclass(frozen=True)
 class ScoredRow:
@@ -37,10 +35,10 @@ class Side:
 
     def values(self, column: str) -> dict[str, float | None]:
         """identity -> the row's value in ``column``; a failed row with no value scores the column's worst."""
-        values = {row.identity: row_value(row, column) for row in self.rows}
-        worst = _worst(column, [v for row, v in zip(self.rows, values.values(), strict=True) if not row.failed])
-        return {row.identity: worst if row.failed and values[row.identity] is None else values[row.identity]
-                for row in self.rows}
+        values = [row_value(row, column) for row in self.rows]
+        worst = _worst(column, [value for row, value in zip(self.rows, values, strict=True) if not row.failed])
+        return {row.identity: worst if row.failed and value is None else value
+                for row, value in zip(self.rows, values, strict=True)}
 
     def duplicates(self) -> int:
         """Rows whose identity another row of this side has too."""
@@ -57,10 +55,8 @@ def side_of_run(label: str, run: Any, evaluations: Sequence[Any]) -> Side:
 
 
 def row_value(row: ScoredRow, column: str) -> float | None:
-    """A row's value of one per-row metric: a number, 1/0 for a ``<x>_pass_rate`` read from ``<x>_result``, the
-    row's failure for ``error_rate``; None when it has none (a row its evaluator failed on)."""
-    if column == ERROR_RATE:
-        return float(row.failed)
+    """A row's value of one per-row metric: a number, or 1/0 for a ``<x>_pass_rate`` read from ``<x>_result``;
+    None when it has none (a row its evaluator failed on)."""
     value: Any = row.scores.get(column)
     if is_number(value):
         return float(value)

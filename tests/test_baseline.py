@@ -198,7 +198,6 @@ def test_a_baseline_rows_failed_row_scores_the_worst_value(tmp_path) -> None:
                           ["other", "c", "defaults", "d", "a", "", "0"]])
     side = csv_side(path, "clf", "d", "", "defaults", "rows.csv", None)
     assert side.values("acc.score") == {"a": 1.0, "b": 0.0, "-c": 0.5}
-    assert side.values("error_rate") == {"a": 0.0, "b": 1.0, "-c": 0.0}
 
 
 # --- pairing, pure ------------------------------------------------------------------------------------------------
