@@ -385,3 +385,13 @@ def test_a_stored_baseline_without_the_compared_score_is_rescored_from_its_outpu
     better = verdicts[("classify=variant_0", "judge.score > baseline at 95%")]
     assert better["passed"] and better["rescored"] and (better["baseline_value"], better["discordant"]) == (0.5, 30)
     assert not verdicts[("classify=variant_1", "judge.score > baseline at 95%")]["passed"]
+
+
+def test_a_lower_is_better_metric_is_not_compared_with_a_baseline() -> None:
+    from pytest_promptflow.pairing import score_column
+
+    threshold = parse("error_rate", "not below baseline at 95%", Where("exp/experiment.yaml", 21))
+    with pytest.raises(SpecError, match=r"^exp/experiment.yaml:21: threshold error_rate not below baseline at 95%: "
+                                        r"error_rate is better lower, and a baseline comparison reads higher as "
+                                        r"better; compare a score where higher is better$"):
+        score_column(threshold, _side("cell c", {"r1": 1.0}), ["e"])
