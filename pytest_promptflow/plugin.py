@@ -26,8 +26,10 @@ SESSION = pytest.StashKey[PromptflowSession]()
 REPORTS = pytest.StashKey[Reports]()
 LLM_TALLY = "promptflow_llm_tally"
 MARKER_HELP = (
-    "promptflow(flow, data, variants=None, overrides=None, strategy='matrix', mappings=None, init=None): "
-    "run the test once per cell of flow x node variants x overrides x dataset; it gets the run as flow_run"
+    "promptflow(flow, data, variants=None, overrides=None, strategy='matrix', mappings=None, init=None, "
+    "baseline=None): run the test once per cell of flow x node variants x overrides x dataset; it gets the run as "
+    "flow_run; baseline (cell:<configuration>, released or a rows.csv) is what flow_run.expect('m > baseline at "
+    "95%') compares with"
 )
 
 
