@@ -60,6 +60,18 @@ class VariantsSpec:
 
 
 @dataclass(frozen=True)
+class BaselineSpec:
+    """What baseline thresholds compare with: ``cell:<configuration>`` (another cell on the same dataset),
+    ``released`` (the flow's released version), or a previous ``rows.csv`` (``path#<configuration>``)."""
+
+    text: str  # as declared, for the reports
+    kind: str  # "cell", "released" or "rows"
+    config: str = ""  # the configuration (cell:, or the part after # of a rows.csv path)
+    path: Path | None = None  # a rows.csv, resolved
+    where: Where | None = None
+
+
+@dataclass(frozen=True)
 class ExperimentSpec:
     """Everything one experiment asks for: the flow, its data, evaluators, matrix and thresholds."""
 
@@ -72,6 +84,7 @@ class ExperimentSpec:
     thresholds: tuple[Threshold, ...] = ()
     where: Where | None = None
     init: Mapping[str, Any] = field(default_factory=dict)  # a class or flex flow's init arguments
+    baseline: BaselineSpec | None = None  # what ``>= baseline ...`` thresholds compare with
 
 
 #: ``${data.col}``, ``${run.outputs.x}`` or ``${target.x}`` (the same as ``${run.outputs.x}``).

@@ -1,7 +1,7 @@
 """experiment.yaml (+ overlays) -> ExperimentSpec, every error naming file:line.
 
 The format is the GenAIOps prompt-flow template's (name, flow, connections, datasets,
-evaluators) plus our keys ``variants`` and ``thresholds``.
+evaluators) plus our keys ``variants``, ``thresholds`` and ``baseline``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from .config import (
     _MAPPING_FIX,
     STRATEGIES,
+    BaselineSpec,
     ConnectionSpec,
     DatasetSpec,
     EvaluatorSpec,
@@ -28,7 +29,8 @@ from .thresholds import Threshold
 from .thresholds import parse as parse_threshold
 
 # runtime (the template's Azure ML runtime name) is accepted and ignored: runs are local
-TOP_KEYS = ("name", "flow", "connections", "datasets", "evaluators", "runtime", "variants", "thresholds", "init")
+TOP_KEYS = ("name", "flow", "connections", "datasets", "evaluators", "runtime", "variants", "thresholds", "init",
+            "baseline")
 DATASET_KEYS = ("name", "source", "description", "mappings")
 EVALUATOR_KEYS = ("name", "flow", "datasets", "init")
 EVALUATOR_DATASET_KEYS = ("name", "reference", "source", "description", "mappings")
@@ -88,7 +90,9 @@ def load_experiment(path: Path, env: str | None = None) -> ExperimentSpec:
     variants = _variants(sections["variants"]) if "variants" in sections else None
     thresholds = _thresholds(sections["thresholds"]) if "thresholds" in sections else ()
     init = _init(sections["init"].path, sections["init"].node, "init", "experiment") if "init" in sections else {}
-    return ExperimentSpec(name, flow, datasets, evaluators, connections, variants, thresholds, Where(path), init)
+    baseline = _baseline(sections["baseline"]) if "baseline" in sections else None
+    return ExperimentSpec(name, flow, datasets, evaluators, connections, variants, thresholds, Where(path), init,
+                          baseline)
 
 
 # --- reading and locating -----------------------------------------------------------------------
@@ -494,6 +498,13 @@ def _variants(src: _Src) -> VariantsSpec:
             raise SpecError(where, f"override {key!r} has no values", "give a value or a list of values")
         overrides[str(key)] = tuple(_plain(value)) if isinstance(value, list) else (_plain(value),)
     return VariantsSpec(strategy, nodes, overrides, src.where)
+
+
+def _baseline(src: _Src) -> BaselineSpec:
+    """``baseline: cell:<configuration> | released | <path>/rows.csv[#<configuration>]``, paths relative to the file."""
+    from .baseline import parse_baseline
+
+    return parse_baseline(src.value, src.path.parent, src.where)
 
 
 def _thresholds(src: _Src) -> tuple[Threshold, ...]:

@@ -84,11 +84,21 @@ class ExperimentItem(pytest.Item):
             refused = [f"{e.where}: {e.refused}" for e in self.planned.spec.evaluators
                        if e.refused and threshold.metric.startswith(f"{e.name}.")]
             require_metric(threshold, metrics, refused[0] if refused else "")
-        verdicts = check(thresholds, metrics)
+        verdicts = check(thresholds, metrics, self._comparer(session, run, evaluations))
         self.verdicts = [v.record() for v in verdicts]
         failure = threshold_failure(self.planned.id, run, verdicts, metrics)
         if failure:
             raise ThresholdFailure(failure)
+
+    def _comparer(self, session: Any, run: Any, evaluations: list[Any]) -> Any:
+        """What baseline thresholds compare with (the experiment's ``baseline:``); None when it declares none."""
+        spec = self.planned.spec.baseline
+        if spec is None:
+            return None
+        from .baseline import comparer, settings_of
+
+        return comparer(spec, session, self.planned, run, evaluations, session.evaluate_experiment,
+                        settings_of(self.config))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, (ThresholdFailure, SpecError)):

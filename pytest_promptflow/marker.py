@@ -8,11 +8,12 @@ from typing import Any, Mapping
 
 import pytest
 
+from .baseline import parse_baseline
 from .config import STRATEGIES, DatasetSpec, ExperimentSpec, VariantsSpec
 from .errors import SpecError, Where
 from .flows import check_flow
 
-ARGUMENTS = ("flow", "data", "variants", "overrides", "strategy", "mappings", "init", "name")
+ARGUMENTS = ("flow", "data", "variants", "overrides", "strategy", "mappings", "init", "name", "baseline")
 
 
 def spec_from_marker(
@@ -48,7 +49,9 @@ def spec_from_marker(
     flow = kwargs["flow"]
     name = str(kwargs.get("name") or (Path(flow).name if isinstance(flow, (str, Path)) else
                                       getattr(flow, "__name__", "flow")))
-    return ExperimentSpec(name=name, flow=flow, datasets=datasets, variants=variants, where=where), init
+    baseline = parse_baseline(kwargs["baseline"], rootdir, where) if kwargs.get("baseline") is not None else None
+    return ExperimentSpec(name=name, flow=flow, datasets=datasets, variants=variants, where=where,
+                          baseline=baseline), init
 
 
 def _datasets(data: Any, mappings: Mapping[str, str], where: Where, rootdir: Path) -> list[DatasetSpec]:

@@ -33,6 +33,12 @@ class Cell:
         return "-".join(parts)
 
     @property
+    def config(self) -> str:
+        """The configuration without flow and dataset, as report.json's ``config``: ``classify=variant_1``, or
+        ``defaults`` for a flow with no variants, overrides or init labels."""
+        return self.id.removeprefix(f"{self.flow}-").removesuffix(self.dataset.name).rstrip("-") or "defaults"
+
+    @property
     def key(self) -> tuple[Any, ...]:
         """What makes two cells the same run (the dataset by file and mappings, not by name)."""
         mappings = tuple(sorted(self.dataset.mappings.items()))

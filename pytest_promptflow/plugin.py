@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 from pathlib import Path
 from typing import Any, Callable, Generator
 
@@ -25,8 +26,10 @@ SESSION = pytest.StashKey[PromptflowSession]()
 REPORTS = pytest.StashKey[Reports]()
 LLM_TALLY = "promptflow_llm_tally"
 MARKER_HELP = (
-    "promptflow(flow, data, variants=None, overrides=None, strategy='matrix', mappings=None, init=None): "
-    "run the test once per cell of flow x node variants x overrides x dataset; it gets the run as flow_run"
+    "promptflow(flow, data, variants=None, overrides=None, strategy='matrix', mappings=None, init=None, "
+    "baseline=None): run the test once per cell of flow x node variants x overrides x dataset; it gets the run as "
+    "flow_run; baseline (cell:<configuration>, released or a rows.csv) is what flow_run.expect('m > baseline at "
+    "95%') compares with"
 )
 
 
@@ -166,6 +169,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   type="linelist", default=[])
     parser.addini("promptflow_llm_prices", "per model: NAME prompt=P completion=C (per 1K tokens)",
                   type="linelist", default=[])
+    group.addoption("--promptflow-strict-power", action="store_true", default=None,
+                    help="a baseline comparison that cannot detect promptflow_min_effect fails "
+                    "(default: ini promptflow_strict_power; off: it passes as 'ok (underpowered ...)')")
+    parser.addini("promptflow_strict_power", "an underpowered baseline comparison fails", type="bool", default=False)
+    parser.addini("promptflow_min_effect", "the difference a baseline comparison should detect with 80% power",
+                  default="0.05")
+    parser.addini("promptflow_max_unpaired", "the share of rows a baseline comparison may leave unpaired",
+                  default="0.10")
     parser.addini("promptflow_progress", "show a long cell's progress (rows, rows/s, cache hits, errors) "
                   "on a terminal", type="bool", default=True)
 
@@ -188,6 +199,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.rootpath, _report_folder(config), _flow_lines(config.getini("promptflow_primary_metrics")),
         {"promptflow_env": config.getoption("promptflow_env") or "", "llm_mode": config.stash[SESSION].llm.mode},
     )
+    _comparison_settings(config)
     config.pluginmanager.register(ReportsPlugin(config, reports), "promptflow-reports")
     register_tracking(config)
     if config.getoption("promptflow_release") and not config.getoption("promptflow_endpoint_answers"):
@@ -196,6 +208,33 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ReleasePlugin(config, _release_settings(config), reports), "promptflow-release")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(config), "promptflow-xdist")
+
+
+def _comparison_settings(config: pytest.Config) -> None:
+    """Baseline comparisons' power settings; a bad ini value is a usage error that says how to fix it."""
+    from .baseline import SETTINGS
+    from .pairing import ComparisonSettings
+
+    strict = config.getoption("promptflow_strict_power")
+    try:
+        min_effect = _fraction(config, "promptflow_min_effect", zero=False)
+        max_unpaired = _fraction(config, "promptflow_max_unpaired", zero=True)
+    except ValueError as error:
+        raise pytest.UsageError(f"pytest-promptflow: {error}") from None
+    config.stash[SETTINGS] = ComparisonSettings(min_effect, config.getini("promptflow_strict_power") if strict is None
+                                                else strict, max_unpaired)
+
+
+def _fraction(config: pytest.Config, name: str, zero: bool) -> float:
+    """An ini value between 0 (allowed when ``zero``) and 1, e.g. ``0.05``."""
+    text = config.getini(name)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 <= value < 1 and (zero or value > 0)):
+        raise ValueError(f"ini {name} = {text!r}; write a fraction {'from' if zero else 'between'} 0 and 1, e.g. 0.05")
+    return value
 
 
 def _endpoint_answers(config: pytest.Config) -> Any:

@@ -8,7 +8,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .engine import Row, Run
 from .errors import SpecError, Where
@@ -110,6 +110,7 @@ class FlowRun:
         self.run = run
         self.evaluations: list[Evaluation] = []  # every evaluate() of this test, for the reports
         self.verdicts: list[dict[str, Any]] = []  # every expect() of this test, for the reports
+        self._scorers: list[Callable[[Run], Evaluation]] = []  # every evaluate(), to score a baseline cell alike
         self._record(self.metrics)
 
     def _record(self, metrics: Metrics) -> None:
@@ -154,28 +155,52 @@ class FlowRun:
         evaluator, connections, init = session.prepare_evaluator(evaluator, self.planned.spec.connections, init,
                                                                  self.planned.spec.where)
         mapping = dict(mapping) if mapping is not None else self._default_mapping(evaluator, rows)
-        evaluation = evaluate(session.engine, self.run, evaluator, mapping, name=name,
-                              data=rows, dataset=dataset, connections=connections, init=init)
+
+        def scorer(run: Run) -> Evaluation:
+            return evaluate(session.engine, run, evaluator, mapping, name=name, data=rows, dataset=dataset,
+                            connections=connections, init=init)
+
+        evaluation = scorer(self.run)
+        self._scorers.append(scorer)
         self.evaluations.append(evaluation)
         result = EvalResult(self.run, evaluation, metrics_of(self.run, [evaluation]))
         self._record(Metrics({key: result.metrics[key] for key in (f"{evaluation.evaluator}.{k}"
                                                                      for k in evaluation.metrics)}))
         return result
 
-    def expect(self, expectation: str) -> None:
-        """Fail the test unless ``"accuracy >= 0.8 at 95%"`` holds for this run and its evaluations so far, with
-        the failure table an experiment.yaml threshold prints; the verdict goes into the reports either way."""
+    def expect(self, expectation: str, baseline: str | Path | None = None) -> None:
+        """Fail the test unless ``"accuracy >= 0.8 at 95%"`` (or ``"accuracy >= baseline - 0.02 at 95%"``) holds
+        for this run and its evaluations so far, with the failure table an experiment.yaml threshold prints; the
+        verdict goes into the reports either way. ``baseline`` (``cell:<configuration>``, ``released`` or a
+        rows.csv path) replaces the marker's ``baseline=``; a baseline cell is scored by this test's evaluators."""
         import pytest
 
         caller = sys._getframe(1)  # CPython's private frame access: the test's file and line for a bad expectation
-        threshold = parse_expectation(expectation, Where(caller.f_code.co_filename, caller.f_lineno))
+        where = Where(caller.f_code.co_filename, caller.f_lineno)
+        threshold = parse_expectation(expectation, where)
         metrics = metrics_of(self.run, self.evaluations)
         require_metric(threshold, metrics)
-        verdicts = check((threshold,), metrics)
+        verdicts = check((threshold,), metrics, self._comparer(baseline, where))
         self.verdicts.extend(v.record() for v in verdicts)
         failure = threshold_failure(self.cell.id, self.run, verdicts, metrics)
         if failure:
             pytest.fail(failure, pytrace=False)
+
+    def _comparer(self, baseline: str | Path | None, where: Where) -> Any:
+        """What a baseline expectation compares with: ``baseline``, else the marker's; None when neither is given."""
+        from .baseline import comparer, parse_baseline, settings_of
+        from .pairing import ComparisonSettings
+
+        spec = (parse_baseline(baseline, self._session.rootdir, where) if baseline is not None
+                else self.planned.spec.baseline)
+        if spec is None:
+            return None
+        settings = settings_of(self._item.config) if self._item is not None else ComparisonSettings()
+        return comparer(spec, self._session, self.planned, self.run, self.evaluations, self._score_alike, settings)
+
+    def _score_alike(self, planned: Any, run: Run) -> list[Evaluation]:
+        """A baseline cell's run scored by every evaluator this test used, with the same mappings."""
+        return [scorer(run) for scorer in self._scorers]
 
     def _default_mapping(self, evaluator: Any, rows: Sequence[Mapping[str, Any]] | None) -> dict[str, str]:
         """Evaluator inputs matched by name: flow outputs first, then data columns."""

@@ -1,4 +1,5 @@
-"""Thresholds: parsing ``">= 0.6"`` and checking metrics against them (pure, no I/O)."""
+"""Thresholds: parsing ``">= 0.6"`` (or ``">= baseline - 0.02 at 95%"``) and checking metrics against them
+(pure, no I/O; a baseline comparison is computed by baseline.py and handed in as a ``Comparison``)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _PATTERN = re.compile(rf"^\s*(>=|<=|==|!=|>|<)\s*({_NUMBER})\s*(?:\bat\b\s*(.*?))?\s*$")
 _LEVEL = re.compile(rf"^({_NUMBER})\s*%$")
-_EXPECTATION = re.compile(r"^\s*(\S+?)\s*((?:>=|<=|==|!=|>|<).*)$")
+_EXPECTATION = re.compile(r"^\s*(\S+?)\s*((?:>=|<=|==|!=|>|<|not\s+below\b).*)$")
+_BASELINE = re.compile(
+    rf"^\s*(?:(>=|>)\s*baseline(?:\s*-\s*({_NUMBER}))?|(not)\s+below\s+baseline)\s*(?:\bat\b\s*(.*?))?\s*$")
+NOT_BELOW = "not below"
+_BASELINE_FORMS = '">= baseline - 0.02 at 95%", "> baseline at 95%" or "not below baseline at 95%"'
 BOUNDED = (">=", ">", "<=", "<")  # the operators a confidence level applies to
 
 
@@ -38,8 +43,25 @@ def at_level(level: float | None) -> str:
 
 
 def threshold_text(verdict: Mapping[str, Any]) -> str:
-    """``>= 0.8 at 95%``: a verdict record's threshold as the reports show it."""
+    """``>= 0.8 at 95%`` (``>= baseline - 0.02 at 95%``): a verdict record's threshold as the reports show it."""
+    if verdict.get("baseline") is not None:
+        return f"{verdict['op']} baseline{_minus(verdict.get('margin') or 0.0)}{at_level(verdict.get('level'))}"
     return f"{verdict['op']} {verdict['threshold']:g}{at_level(verdict.get('level'))}"
+
+
+def verdict_word(verdict: Mapping[str, Any]) -> str:
+    """``ok``, ``FAIL``, or for a baseline comparison that held but could not see ``min_effect``
+    ``ok (underpowered: MDE 0.08 > 0.05)`` (``FAIL (underpowered: ...)`` when strict power made it fail)."""
+    word = "ok" if verdict["passed"] else "FAIL"
+    if not (verdict.get("underpowered") and verdict.get("holds")):
+        return word
+    mde = verdict.get("mde")
+    shown = "none" if mde is None else f"{mde:.2g}"  # None: no difference is detectable on these rows
+    return f"{word} (underpowered: MDE {shown} > {verdict['min_effect']:g})"
+
+
+def _minus(margin: float) -> str:
+    return f" - {margin:g}" if margin else ""
 
 
 @dataclass(frozen=True)
@@ -52,9 +74,20 @@ class Threshold:
     value: float
     where: Where | None = None
     level: float | None = None
+    #: compares with a baseline on the same rows: ``op`` is ``>=`` or ``>`` (``value`` the margin) or ``not below``
+    baseline: bool = False
 
     def __str__(self) -> str:
+        if self.baseline:
+            return f"{self.metric} {self.op} baseline{_minus(self.value)}{at_level(self.level)}"
         return f"{self.metric} {self.op} {self.value:g}{at_level(self.level)}"
+
+    @property
+    def rule(self) -> str:
+        """A baseline threshold's check: ``non-inferior`` (with a margin), ``superior`` or ``not-below``."""
+        if self.op == NOT_BELOW:
+            return "not-below"
+        return "non-inferior" if self.value else "superior"
 
     @property
     def bound_side(self) -> str:
@@ -67,12 +100,43 @@ class Threshold:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """A baseline threshold's paired comparison (made by baseline.py): candidate - baseline on the rows both
+    sides have, the one-sided bound the rule checks, and what the comparison could detect."""
+
+    baseline: str  # the source as declared: cell:<configuration>, released, or a rows.csv path
+    baseline_value: float  # the baseline's mean over the paired rows
+    difference: float  # candidate - baseline over the paired rows
+    bound: float  # lower bound of the difference (upper for "not below") at the threshold's level
+    holds: bool  # the rule's verdict on that bound
+    n: int  # paired rows
+    unpaired: int  # rows of either side with no partner (or no value)
+    discordant: int  # paired rows whose values differ
+    mde: float  # the smallest difference found with 80% power at this n and discordance (inf: none)
+    power: float  # the power to find a difference of min_effect
+    min_effect: float
+    method: str  # tango (0/1 scores) or t (continuous)
+    strict: bool = False  # an underpowered comparison fails
+    rescored: bool = False  # the stored baseline's outputs were scored by the current evaluators
+
+    @property
+    def underpowered(self) -> bool:
+        return self.mde > self.min_effect
+
+    @property
+    def passed(self) -> bool:
+        return self.holds and not (self.strict and self.underpowered)
+
+
+@dataclass(frozen=True)
 class Verdict:
-    """A threshold against a metric; ``bound`` is the one-sided bound a threshold with a level checks."""
+    """A threshold against a metric; ``bound`` is the one-sided bound a threshold with a level checks (for a
+    baseline threshold, the bound of candidate - baseline, and ``comparison`` says the rest)."""
 
     threshold: Threshold
     actual: float | None
     bound: float | None = None
+    comparison: Comparison | None = None
 
     @property
     def checked(self) -> float | None:
@@ -80,18 +144,34 @@ class Verdict:
 
     @property
     def passed(self) -> bool:
+        if self.comparison is not None:
+            return self.comparison.passed
         return self.checked is not None and self.threshold.holds(self.checked)
 
     def record(self) -> dict[str, Any]:
-        """The verdict as the reports keep it."""
-        return {"metric": self.threshold.metric, "op": self.threshold.op, "threshold": self.threshold.value,
-                "actual": self.actual, "passed": self.passed, "level": self.threshold.level, "bound": self.bound}
+        """The verdict as the reports keep it; a baseline threshold's adds its comparison (``threshold`` is then
+        the limit the bound had to clear: -margin, or 0)."""
+        threshold = self.threshold
+        record = {"metric": threshold.metric, "op": threshold.op, "threshold": threshold.value, "actual": self.actual,
+                  "passed": self.passed, "level": threshold.level, "bound": self.bound}
+        compared = self.comparison
+        if compared is None:
+            return record
+        return {**record, "threshold": -threshold.value if threshold.rule == "non-inferior" else 0.0,
+                "baseline": compared.baseline, "margin": threshold.value, "rule": threshold.rule,
+                "holds": compared.holds, "baseline_value": compared.baseline_value, "difference": compared.difference,
+                "n": compared.n, "unpaired": compared.unpaired, "discordant": compared.discordant,
+                "mde": compared.mde if math.isfinite(compared.mde) else None, "power": compared.power,
+                "min_effect": compared.min_effect, "underpowered": compared.underpowered, "method": compared.method,
+                "rescored": compared.rescored}
 
 
 def parse(metric: str, text: Any, where: Where | None = None) -> Threshold:
     """Parse one threshold; a bare number means ``>=``; ``at 95%`` adds a confidence level."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         return Threshold(metric, ">=", float(text), where)
+    if "baseline" in str(text):
+        return _parse_baseline(metric, str(text), where)
     match = _PATTERN.match(str(text))
     if not match:
         raise SpecError(
@@ -101,6 +181,20 @@ def parse(metric: str, text: Any, where: Where | None = None) -> Threshold:
         )
     op, value, level = match.group(1), float(match.group(2)), match.group(3)
     return Threshold(metric, op, value, where, None if level is None else _level(metric, op, text, level, where))
+
+
+def _parse_baseline(metric: str, text: str, where: Where | None) -> Threshold:
+    """``>= baseline - 0.02 at 95%``, ``> baseline at 95%``, ``not below baseline at 95%``: always with a level,
+    as a comparison of two noisy runs means nothing without one."""
+    match = _BASELINE.match(text)
+    if not match:
+        raise SpecError(where, f"cannot parse threshold {metric}: {text!r}",
+                        f"compare with a baseline as {_BASELINE_FORMS}")
+    op, margin, level = match.group(1) or NOT_BELOW, float(match.group(2) or 0.0), match.group(4)
+    if level is None:
+        raise SpecError(where, f"threshold {metric}: {text!r} compares with a baseline but has no confidence level",
+                        f'add one, e.g. "{text.strip()} at 95%"')
+    return Threshold(metric, op, margin, where, _level(metric, ">=", text, level, where), baseline=True)
 
 
 def _level(metric: str, op: str, text: Any, level: str, where: Where | None) -> float:
@@ -139,10 +233,24 @@ def require_metric(threshold: Threshold, metrics: Mapping[str, float], fix: str 
                     fix or f"{hint}metrics of this cell: {', '.join(sorted(metrics))}")
 
 
-def check(thresholds: tuple[Threshold, ...], metrics: Mapping[str, float]) -> list[Verdict]:
+#: makes a baseline threshold's verdict (baseline.Comparer): given to ``check`` where a baseline is declared
+Compare = Callable[[Threshold], Verdict]
+
+
+def check(thresholds: tuple[Threshold, ...], metrics: Mapping[str, float],
+          compare: Compare | None = None) -> list[Verdict]:
     """One verdict per threshold; a metric that is missing fails its threshold. A threshold with a level on
-    a metric with no interval is a usage error (SpecError at the threshold's place)."""
-    return [_verdict(t, metrics.get(t.metric)) for t in thresholds]
+    a metric with no interval, or a baseline threshold with no baseline (``compare``), is a usage error
+    (SpecError at the threshold's place)."""
+    return [_compared(t, compare) if t.baseline else _verdict(t, metrics.get(t.metric)) for t in thresholds]
+
+
+def _compared(threshold: Threshold, compare: Compare | None) -> Verdict:
+    if compare is None:
+        raise SpecError(threshold.where, f"threshold {threshold} compares with a baseline, but none is declared",
+                        "add 'baseline: cell:<configuration>' (or 'released', or a previous rows.csv) to "
+                        "experiment.yaml, or baseline=... to the marker or to flow_run.expect")
+    return compare(threshold)
 
 
 def _verdict(threshold: Threshold, actual: float | None) -> Verdict:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pytest_promptflow.errors import SpecError, Where
 from pytest_promptflow.evaluation import MetricValue
 from pytest_promptflow.reporting.failure import verdict_table
 from pytest_promptflow.stats import mean_interval, wilson
-from pytest_promptflow.thresholds import check, parse, parse_expectation
+from pytest_promptflow.thresholds import (
+    Comparison,
+    Verdict,
+    check,
+    parse,
+    parse_expectation,
+    threshold_text,
+    verdict_word,
+)
 
 
 @pytest.mark.parametrize(
@@ -125,3 +135,60 @@ def test_parse_an_expectation(text, metric, op, level):
 def test_an_unparsable_expectation_says_how_to_write_one():
     with pytest.raises(SpecError, match=r"test_x.py:3: cannot parse expectation 'accuracy'; write a metric"):
         parse_expectation("accuracy", Where("test_x.py", 3))
+
+
+# --- baseline thresholds ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "op", "margin", "level", "rule"), [
+    (">= baseline - 0.02 at 95%", ">=", 0.02, 0.95, "non-inferior"),
+    (">=baseline-0.1 at 99%", ">=", 0.1, 0.99, "non-inferior"),
+    ("> baseline at 95%", ">", 0.0, 0.95, "superior"),
+    ("not below baseline at 90%", "not below", 0.0, 0.9, "not-below"),
+])
+def test_parse_a_baseline_threshold(text, op, margin, level, rule):
+    threshold = parse("accuracy", text)
+    assert (threshold.baseline, threshold.op, threshold.value, threshold.level, threshold.rule) == (
+        True, op, margin, level, rule)
+    assert str(threshold) == f"accuracy {op} baseline{f' - {margin:g}' if margin else ''} at {level * 100:g}%"
+    assert parse_expectation(f"accuracy {text}") == threshold
+    assert not parse("accuracy", ">= 0.8 at 95%").baseline  # the old forms are unchanged
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (">= baseline - 0.02", "experiment.yaml:7: threshold accuracy: '>= baseline - 0.02' compares with a baseline but "
+     "has no confidence level; add one, e.g. \">= baseline - 0.02 at 95%\""),
+    ("not below baseline", "experiment.yaml:7: threshold accuracy: 'not below baseline' compares with a baseline but "
+     "has no confidence level; add one, e.g. \"not below baseline at 95%\""),
+    ("<= baseline at 95%", "experiment.yaml:7: cannot parse threshold accuracy: '<= baseline at 95%'; compare with a "
+     "baseline as \">= baseline - 0.02 at 95%\", \"> baseline at 95%\" or \"not below baseline at 95%\""),
+    ("> baseline at", "experiment.yaml:7: threshold accuracy: '> baseline at' says 'at' with no confidence level; "
+     "write the level after it, e.g. \">= 0.8 at 95%\", or drop \"at\""),
+    ("> baseline at 150%", "experiment.yaml:7: threshold accuracy: '> baseline at 150%' has confidence level '150%'; "
+     "write a percentage between 0% and 100%, e.g. \"at 95%\""),
+])
+def test_a_bad_baseline_threshold_is_one_line(text, message):
+    with pytest.raises(SpecError) as info:
+        parse("accuracy", text, Where("experiment.yaml", 7))
+    assert str(info.value) == message
+
+
+def test_a_baseline_threshold_with_no_baseline_is_a_usage_error_and_with_one_is_compared():
+    threshold = parse("accuracy", "> baseline at 95%", Where("experiment.yaml", 4))
+    with pytest.raises(SpecError, match=r"^experiment.yaml:4: threshold accuracy > baseline at 95% compares with a "
+                                        r"baseline, but none is declared; add 'baseline: cell:<configuration>'"):
+        check((threshold,), {"accuracy": 0.9})
+    comparison = Comparison("cell:defaults", 0.5, 0.1, 0.03, True, 40, 0, 6, 0.2, 0.3, 0.05, "tango")
+    verdict = check((threshold,), {}, lambda t: Verdict(t, 0.6, 0.03, comparison))[0]
+    record = verdict.record()
+    assert verdict.passed and record["baseline"] == "cell:defaults" and record["underpowered"]
+    assert {key: record[key] for key in ("margin", "n", "unpaired", "discordant", "mde", "power", "min_effect")} == {
+        "margin": 0.0, "n": 40, "unpaired": 0, "discordant": 6, "mde": 0.2, "power": 0.3, "min_effect": 0.05}
+    assert threshold_text(record) == "> baseline at 95%" and verdict_word(record) == "ok (underpowered: MDE 0.2 > 0.05)"
+    strict = Verdict(threshold, 0.6, 0.03, dataclasses.replace(comparison, strict=True))
+    assert not strict.passed and verdict_word(strict.record()) == "FAIL (underpowered: MDE 0.2 > 0.05)"
+    table = verdict_table([verdict])
+    assert table[1].split() == ["accuracy", "0.6", ">", "baseline", "at", "95%", "0.5", "+0.1", "0.03", "(lower,",
+                                "95%)", "ok", "(underpowered:", "MDE", "0.2", ">", "0.05)"]
+    assert table[2] == ("accuracy vs baseline cell:defaults: 40 paired rows (0 unpaired), 6 discordant; MDE 0.2 at "
+                        "80% power, power 0.30 for 0.05")

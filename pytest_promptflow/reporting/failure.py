@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Sequence
 
-from ..thresholds import Verdict
+from ..thresholds import Verdict, verdict_word
 
 MAX_VALUE_CHARS = 80
 
@@ -20,13 +20,34 @@ def _fmt(value: float | None) -> str:
 
 
 def verdict_table(verdicts: Sequence[Verdict]) -> list[str]:
-    """metric, value, threshold, verdict; and the checked bound when a threshold has a confidence level."""
+    """metric, value, threshold, verdict; the checked bound when a threshold has a confidence level; and for a
+    baseline threshold the baseline's value and the difference (whose bound is checked), then a line per
+    comparison saying what it could detect."""
     bounded = any(v.threshold.level is not None for v in verdicts)
-    rows = [("metric", "value", "threshold", *(("bound",) if bounded else ()), "verdict")]
+    compared = any(v.comparison is not None for v in verdicts)
+    rows = [("metric", "value", "threshold", *(("baseline", "difference") if compared else ()),
+             *(("bound",) if bounded else ()), "verdict")]
     rows += [(v.threshold.metric, _fmt(v.actual), str(v.threshold).removeprefix(f"{v.threshold.metric} "),
-              *((_bound(v),) if bounded else ()), "ok" if v.passed else "FAIL") for v in verdicts]
+              *(_against(v) if compared else ()), *((_bound(v),) if bounded else ()), verdict_word(v.record()))
+             for v in verdicts]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    table = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return table + list(dict.fromkeys(power_line(v.record()) for v in verdicts if v.comparison is not None))
+
+
+def _against(verdict: Verdict) -> tuple[str, str]:
+    """The baseline's value and candidate - baseline, over the paired rows; ``-`` for other thresholds."""
+    compared = verdict.comparison
+    return ("-", "-") if compared is None else (_fmt(compared.baseline_value), f"{compared.difference:+.4g}")
+
+
+def power_line(verdict: Mapping[str, Any]) -> str:
+    """``accuracy vs baseline cell:defaults: 40 paired rows (0 unpaired), 12 discordant; MDE 0.11 at 80% power,
+    power 0.31 for 0.05``: what a baseline comparison could detect, said out loud."""
+    mde = "none detectable" if verdict["mde"] is None else f"{verdict['mde']:.2g}"
+    return (f"{verdict['metric']} vs baseline {verdict['baseline']}: {verdict['n']} paired rows ({verdict['unpaired']} "
+            f"unpaired), {verdict['discordant']} discordant; MDE {mde} at 80% power, power {verdict['power']:.2f} "
+            f"for {verdict['min_effect']:g}")
 
 
 def _bound(verdict: Verdict) -> str:

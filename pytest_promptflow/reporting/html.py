@@ -16,7 +16,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..thresholds import threshold_text
+from ..thresholds import threshold_text, verdict_word
 from .best import built_in, lower_is_better
 
 HTML = "report.html"
@@ -214,11 +214,15 @@ def _verdicts(cell: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def _threshold(verdict: Mapping[str, Any]) -> str:
-    return threshold_text(verdict)
+    """``>= 0.8 at 95%``; a baseline comparison that could not see min_effect adds ``(underpowered: ...)``."""
+    note = verdict_word(verdict).partition(" ")[2]  # "(underpowered: MDE 0.08 > 0.05)" or nothing
+    return f"{threshold_text(verdict)} {note}".rstrip()
 
 
 def _thresholds(cells: Iterable[Mapping[str, Any]], metrics: Sequence[str]) -> list[float]:
-    return sorted({float(v["threshold"]) for cell in cells for v in cell["verdicts"] if v["metric"] in metrics})
+    """The thresholds a metric's chart draws: a baseline threshold's limit is on the difference, not the metric."""
+    return sorted({float(v["threshold"]) for cell in cells for v in cell["verdicts"]
+                   if v["metric"] in metrics and v.get("baseline") is None})
 
 
 def _chart_groups(cells: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[list[str]]:

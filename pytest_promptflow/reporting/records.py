@@ -27,7 +27,7 @@ def item_record(nodeid: str, outcome: str, planned: Any, run: Any = None, evalua
         "flow": cell.flow,
         "flow_source": str(planned.target.path or ""),  # what a release packages ("" for a callable)
         "cell": cell.id,
-        "config": cell.id.removeprefix(f"{cell.flow}-").removesuffix(cell.dataset.name).rstrip("-") or "defaults",
+        "config": cell.config,
         "variants": dict(cell.variants),
         "default": all(defaults.get(node, variant) == variant for node, variant in cell.variants),
         "overrides": {key: plain(value) for key, value in cell.overrides},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..thresholds import threshold_text
+from ..thresholds import threshold_text, verdict_word
 
 OUTCOMES = ("live", "from store", "failed", "missing from store")
 
@@ -106,4 +106,6 @@ def _verdict(cell: Mapping[str, Any]) -> str:
     failed = [f"{v['metric']} {threshold_text(v)}" for v in cell["verdicts"] if not v["passed"]]
     if failed:
         return "FAIL " + "; ".join(dict.fromkeys(failed))
-    return {"passed": "ok", "skipped": "skipped"}.get(cell["outcome"], cell["outcome"].upper())
+    word = {"passed": "ok", "skipped": "skipped"}.get(cell["outcome"], cell["outcome"].upper())
+    underpowered = [verdict_word(v) for v in cell["verdicts"] if v.get("underpowered") and v.get("holds")]
+    return underpowered[0] if word == "ok" and underpowered else word  # ok (underpowered: MDE 0.08 > 0.05)

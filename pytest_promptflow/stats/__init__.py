@@ -33,6 +33,7 @@ from .paired import (
 )
 from .power import (
     PowerCheck,
+    mean_power_check,
     paired_mde,
     paired_power,
     paired_power_check,
@@ -57,6 +58,7 @@ __all__ = [
     "mcnemar_exact",
     "mcnemar_exact_from_counts",
     "mean_interval",
+    "mean_power_check",
     "non_inferior",
     "not_below",
     "paired_counts",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .intervals import _NORMAL, _bisect
+from .intervals import _NORMAL, Interval, _bisect, t_quantile
 from .paired import PairedInterval, _tango_constrained_worse
 
 
@@ -95,3 +95,16 @@ def paired_power_check(interval: PairedInterval, min_effect: float = 0.05, power
         min_effect,
         paired_power(interval.n, half + min_effect / 2, half - min_effect / 2, alpha),
     )
+
+
+def mean_power_check(interval: Interval, discordant: int, min_effect: float = 0.05, power: float = 0.8) -> PowerCheck:
+    """``paired_power_check`` for continuous scores, from the paired t interval's standard error: a shift d is
+    found with power Phi(d / se - t), so the MDE is (t + z_power) se (``inf`` with no standard error)."""
+    alpha = 1 - interval.level if interval.sides == 1 else (1 - interval.level) / 2
+    if interval.n < 2 or not math.isfinite(interval.se):
+        return PowerCheck(interval.n, discordant, math.inf, min_effect, 0.0)
+    critical = t_quantile(1 - alpha, interval.n - 1)
+    if interval.se == 0:  # every paired row agrees exactly: any shift of every row shows
+        return PowerCheck(interval.n, discordant, 0.0, min_effect, 1.0)
+    mde = (critical + _NORMAL.inv_cdf(power)) * interval.se
+    return PowerCheck(interval.n, discordant, mde, min_effect, _NORMAL.cdf(min_effect / interval.se - critical))
