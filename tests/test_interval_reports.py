@@ -167,7 +167,7 @@ def test_plan_gives_a_paired_check_the_rows_its_discordance_needs(tmp_path: Path
     continuous_rows = math.ceil((z * 0.1 * math.sqrt(50) / 0.3) ** 2)
     assert shown.stdout.splitlines()[1:] == [
         "qa-defaults-questions:",
-        f"  accuracy >= 0 at 95%: passes, bound -0.04 vs baseline released; n 200, 30 discordant, MDE 0.081, "
+        f"  accuracy >= baseline at 95%: passes, bound -0.04 vs baseline released; n 200, 30 discordant, MDE 0.081, "
         f"power 0.42 for 0.05; {rows} rows ({rows - 200} more) to detect 0.05 with 80% power",
         f"  relevance >= 3.5 at 95%: passes, bound 3.62; n 50, MDE {z * 0.1:.3g} at n 50; "
         f"{continuous_rows} rows (enough) to pass with 80% power if the truth is the measured 3.8",
