@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from .config import (
     _MAPPING_FIX,
+    REPEAT_FIX,
     STRATEGIES,
     ConnectionSpec,
     DatasetSpec,
@@ -22,13 +23,15 @@ from .config import (
     ExperimentSpec,
     VariantsSpec,
     parse_mapping,
+    parse_repeat,
 )
 from .errors import SpecError, Where
 from .thresholds import Threshold
 from .thresholds import parse as parse_threshold
 
 # runtime (the template's Azure ML runtime name) is accepted and ignored: runs are local
-TOP_KEYS = ("name", "flow", "connections", "datasets", "evaluators", "runtime", "variants", "thresholds", "init")
+TOP_KEYS = ("name", "flow", "connections", "datasets", "evaluators", "runtime", "variants", "thresholds", "init",
+            "repeat")
 DATASET_KEYS = ("name", "source", "description", "mappings")
 EVALUATOR_KEYS = ("name", "flow", "datasets", "init")
 EVALUATOR_DATASET_KEYS = ("name", "reference", "source", "description", "mappings")
@@ -88,7 +91,9 @@ def load_experiment(path: Path, env: str | None = None) -> ExperimentSpec:
     variants = _variants(sections["variants"]) if "variants" in sections else None
     thresholds = _thresholds(sections["thresholds"]) if "thresholds" in sections else ()
     init = _init(sections["init"].path, sections["init"].node, "init", "experiment") if "init" in sections else {}
-    return ExperimentSpec(name, flow, datasets, evaluators, connections, variants, thresholds, Where(path), init)
+    repeat = _repeat(sections["repeat"]) if "repeat" in sections else None
+    return ExperimentSpec(name, flow, datasets, evaluators, connections, variants, thresholds, Where(path), init,
+                          repeat)
 
 
 # --- reading and locating -----------------------------------------------------------------------
@@ -494,6 +499,14 @@ def _variants(src: _Src) -> VariantsSpec:
             raise SpecError(where, f"override {key!r} has no values", "give a value or a list of values")
         overrides[str(key)] = tuple(_plain(value)) if isinstance(value, list) else (_plain(value),)
     return VariantsSpec(strategy, nodes, overrides, src.where)
+
+
+def _repeat(src: _Src) -> int:
+    """``repeat: 3``: each row runs three times."""
+    try:
+        return parse_repeat(src.value)
+    except ValueError as error:
+        raise SpecError(src.where, f"experiment: {error}", REPEAT_FIX) from None
 
 
 def _thresholds(src: _Src) -> tuple[Threshold, ...]:

@@ -8,11 +8,11 @@ from typing import Any, Mapping
 
 import pytest
 
-from .config import STRATEGIES, DatasetSpec, ExperimentSpec, VariantsSpec
+from .config import REPEAT_FIX, STRATEGIES, DatasetSpec, ExperimentSpec, VariantsSpec, parse_repeat
 from .errors import SpecError, Where
 from .flows import check_flow
 
-ARGUMENTS = ("flow", "data", "variants", "overrides", "strategy", "mappings", "init", "name")
+ARGUMENTS = ("flow", "data", "variants", "overrides", "strategy", "mappings", "init", "name", "repeat")
 
 
 def spec_from_marker(
@@ -48,7 +48,18 @@ def spec_from_marker(
     flow = kwargs["flow"]
     name = str(kwargs.get("name") or (Path(flow).name if isinstance(flow, (str, Path)) else
                                       getattr(flow, "__name__", "flow")))
-    return ExperimentSpec(name=name, flow=flow, datasets=datasets, variants=variants, where=where), init
+    return ExperimentSpec(name=name, flow=flow, datasets=datasets, variants=variants, where=where,
+                          repeat=_repeat(kwargs.get("repeat"), where)), init
+
+
+def _repeat(value: Any, where: Where) -> int | None:
+    """``repeat=3``: each row runs three times; None leaves it to --promptflow-repeat."""
+    if value is None:
+        return None
+    try:
+        return parse_repeat(value)
+    except ValueError as error:
+        raise SpecError(where, f"promptflow marker: {error}", REPEAT_FIX) from None
 
 
 def _datasets(data: Any, mappings: Mapping[str, str], where: Where, rootdir: Path) -> list[DatasetSpec]:
