@@ -13,7 +13,7 @@ import math
 import re
 import statistics
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from .aggregation import aggregation_input, aggregation_metrics, is_number
 from .config import DatasetSpec, data_columns, parse_mapping
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 class MetricValue(float):
     """A metric that remembers its name, cell, row count (and how many of them failed), worst rows and, for a
-    mean of per-row scores, those per-row values (its interval comes from them), for failure messages."""
+    mean of per-row scores, those per-row values (its interval comes from them), for failure messages.
+    ``clusters``: a key per value; values sharing one (a row's repeats) count as one draw in the interval."""
 
     name: str
     cell_id: str
@@ -38,28 +39,37 @@ class MetricValue(float):
     worst: tuple[Mapping[str, Any], ...]
     error_rows: int
     values: tuple[float, ...] | None
+    clusters: tuple[object, ...] | None
 
     def __new__(cls, value: float, name: str, cell_id: str, rows: int,
                 worst: Sequence[Mapping[str, Any]] = (), error_rows: int = 0,
-                values: Sequence[float] | None = None) -> "MetricValue":
+                values: Sequence[float] | None = None, clusters: Sequence[object] | None = None) -> "MetricValue":
         self = super().__new__(cls, value)
         self.name, self.cell_id, self.rows, self.worst = name, cell_id, rows, tuple(worst)
         self.error_rows = error_rows
         self.values = None if values is None else tuple(values)
+        self.clusters = None if clusters is None else tuple(clusters)
         return self
 
     def ci(self, level: float = 0.95, sides: int = 2) -> Interval | None:
         """The interval of this metric at ``level`` (``sides=1``: two one-sided bounds, as a ``>=`` or
         ``<=`` gate reads them); None for a metric that is not a mean of per-row values."""
-        return None if not self.values else interval_of(self.values, level, sides)
+        return None if not self.values else interval_of(self.values, level, sides, self.clusters)
 
 
-def interval_of(values: Sequence[float], level: float = 0.95, sides: int = 2) -> Interval:
+def interval_of(values: Sequence[float], level: float = 0.95, sides: int = 2,
+                clusters: Sequence[object] | None = None) -> Interval:
     """Wilson (continuity-corrected) for 0/1 values, a t interval for the mean of any others: both are
-    deterministic, so reruns give the same verdict with no seed."""
+    deterministic, so reruns give the same verdict with no seed. Values that share a cluster key count as
+    one cluster: Wilson on their effective number, or the cluster-robust t."""
     from . import stats  # numpy, only once an interval is asked for
 
-    if all(value in (0.0, 1.0) for value in values):
+    zero_one = all(value in (0.0, 1.0) for value in values)
+    if clusters is not None and len(set(clusters)) < len(clusters):
+        if zero_one:
+            return stats.clustered_wilson(values, clusters, level, sides)
+        return stats.mean_interval(values, level, clusters=clusters, sides=sides)
+    if zero_one:
         return stats.wilson(int(sum(values)), len(values), level, sides)
     return stats.mean_interval(values, level, sides=sides)
 
@@ -94,6 +104,10 @@ class Evaluation:
     #: the per-row values of every metric that is their mean (failed rows at the worst): its interval's source
     values: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
+    def value_rows(self, metric: str) -> tuple[int, ...]:
+        """The row index of each of ``values[metric]`` (a row the evaluator failed on has no value)."""
+        return tuple(i for i, key, _ in _score_cells(self.scores) if key == metric)
+
 
 def resolve_row(mapping: Mapping[str, str], data: Mapping[str, Any], outputs: Mapping[str, Any] | None,
                 where: Where | None) -> dict[str, Any]:
@@ -118,10 +132,11 @@ def evaluate(engine: Engine, run: Run, evaluator: Any, mapping: Mapping[str, str
     """Score ``run`` with ``evaluator``; ``data`` (rows of ``dataset``, aligned with the run's) defaults to the
     run's own rows. ``init``: a flex evaluation flow's init arguments."""
     where = dataset.where
-    rows = [row.data for row in run.rows] if data is None else list(data)
-    if len(rows) != len(run.rows):
-        raise SpecError(where, f"evaluation data has {len(rows)} rows but the run has {len(run.rows)}",
+    given = None if data is None else list(data)
+    if given is not None and len(given) != run.dataset_rows:
+        raise SpecError(where, f"evaluation data has {len(given)} rows but the run has {run.dataset_rows}",
                         "give the evaluator dataset the same rows, in order, as the dataset it references")
+    rows = [row.data if given is None else given[row.index] for row in run.rows]  # each repeat: its row's data
     check_columns(dataset, rows, data_columns(mapping), where)
     if isinstance(evaluator, FlowTarget) and evaluator.kind == "prompty":
         judge = _prompty_judge(evaluator, mapping, name or evaluator.name, connections or {}, where)
@@ -371,16 +386,21 @@ def score_columns(scores: Sequence[Mapping[str, Any] | None]) -> dict[str, tuple
     pass/fail column as ``<x>_pass_rate``. Booleans (``<x>_passed``) repeat what ``<x>_result`` says and are
     left out; a row the evaluator failed on (None) has no value."""
     columns: dict[str, list[float]] = {}
-    for row in scores:
+    for _, key, value in _score_cells(scores):
+        columns.setdefault(key, []).append(value)
+    return {key: tuple(values) for key, values in columns.items() if values}
+
+
+def _score_cells(scores: Sequence[Mapping[str, Any] | None]) -> Iterator[tuple[int, str, float]]:
+    """Row index, column and value of every value ``score_columns`` keeps, in row order."""
+    for i, row in enumerate(scores):
         for key, value in (row or {}).items():
             if key.endswith("_threshold"):
                 continue
             if key.endswith("_result") and str(value).lower() in ("pass", "fail"):
-                columns.setdefault(key[: -len("_result")] + "_pass_rate", []).append(
-                    1.0 if str(value).lower() == "pass" else 0.0)
+                yield i, key[: -len("_result")] + "_pass_rate", 1.0 if str(value).lower() == "pass" else 0.0
             elif is_number(value):
-                columns.setdefault(key, []).append(float(value))
-    return {key: tuple(values) for key, values in columns.items() if values}
+                yield i, key, float(value)
 
 
 def _callable_name(evaluator: Any) -> str:

@@ -14,6 +14,7 @@ from .errors import SpecError, Where
 from .evaluation import Evaluation, Metrics, MetricValue, evaluate, worst_rows
 from .experiment import no_flow_file
 from .flows import FlowTarget
+from .repeats import repeat_metrics, row_clusters
 from .reporting.failure import threshold_failure
 from .thresholds import check, parse_expectation, require_metric
 
@@ -27,22 +28,29 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
     """
     values: dict[str, float] = dict(run.metrics)
     per_row = {name: run.metric_values[name] for name in values if name in run.metric_values}
+    value_rows = {name: tuple(range(len(run.rows))) for name in per_row}  # the run row of each value
     for ev in evaluations:
         for name, value in ev.metrics.items():
             for key in ([] if name in values else [name]) + [f"{ev.evaluator}.{name}"]:
                 values[key] = value
                 if name in ev.values:
-                    per_row[key] = ev.values[name]
-    rows = len(run.rows)
+                    per_row[key], value_rows[key] = ev.values[name], ev.value_rows(name)
+    clusters = {name: row_clusters(run, value_rows[name]) for name in per_row}
+    for name in list(per_row):  # a repeated run's pass@k, pass^k and flaky rate: one value per row
+        for key, (value, row_values) in repeat_metrics(run, name, per_row[name], value_rows[name]).items():
+            values[key], per_row[key] = value, row_values
+    runs = len(run.rows)
     failed = [row for row in run.rows if row.failed]
-    notes = [f"{len(failed)} of {rows} rows failed (each scores the worst value in the evaluators' metrics), "
+    counted = f"{runs} rows" if run.repeats == 1 else f"{runs} runs ({run.dataset_rows} rows x {run.repeats} repeats)"
+    notes = [f"{len(failed)} of {counted} failed (each scores the worst value in the evaluators' metrics), "
              f"first: {failed[0].error_type}: {failed[0].error_message}" if failed else "",
              *(ev.note for ev in evaluations), run.latency_note,
              f"{run.duplicate_identities} rows share their identity with another row" if run.duplicate_identities
              else ""]
     note = "; ".join(n for n in notes if n)
-    return Metrics({name: MetricValue(value, name, run.cell.id, rows, worst_rows(run, evaluations, name), len(failed),
-                                      per_row.get(name)) for name, value in values.items()}, note)
+    return Metrics({name: MetricValue(value, name, run.cell.id, run.dataset_rows, worst_rows(run, evaluations, name),
+                                      len(failed), per_row.get(name), clusters.get(name))
+                    for name, value in values.items()}, note)
 
 
 def interval_fields(metrics: Mapping[str, MetricValue]) -> dict[str, float | None]:
