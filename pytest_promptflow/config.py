@@ -75,7 +75,7 @@ class ExperimentSpec:
     repeat: int | None = None  # runs of each row; None: the session's (--promptflow-repeat, ini promptflow_repeat)
 
 
-REPEAT_FIX = "give a whole number of runs per row, 1 or more (1 runs each row once)"
+REPEAT_FIX = "give a whole number of runs per row, 1 or more"
 
 
 def parse_repeat(value: Any) -> int:
