@@ -430,6 +430,7 @@ def worst_rows(run: Run, evaluations: Sequence[Evaluation], metric: str, limit: 
     worst = []
     for value, i, error in ranked[:limit]:
         row = run.rows[i]
-        worst.append({"row": i, "inputs": dict(row.inputs), "outputs": dict(row.outputs or {}),
-                      "score": None if value == -math.inf else value, "error": error})
+        worst.append({"row": row.index, "inputs": dict(row.inputs), "outputs": dict(row.outputs or {}),
+                      "score": None if value == -math.inf else value, "error": error,
+                      **({"repeat": row.repeat} if run.repeats > 1 else {})})
     return worst

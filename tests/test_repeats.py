@@ -284,3 +284,21 @@ def test_a_clustered_wilson_gate_at_the_threshold_passes_at_most_5_percent_with_
     naive = np.mean([stats.wilson(int(v.sum()), len(v), 0.95, 1).low >= threshold for v in values])
     assert clustered <= _allowed(0.05, suites)
     assert naive > 0.1
+
+
+def test_a_failure_table_names_the_row_and_the_repeat_of_a_worst_run() -> None:
+    from pytest_promptflow.config import DatasetSpec
+    from pytest_promptflow.engine import Row, Run
+    from pytest_promptflow.evaluation import worst_rows
+    from pytest_promptflow.matrix import Cell
+    from pytest_promptflow.reporting.failure import worst_rows_lines
+
+    def ran(index: int, repeat: int, error: str | None) -> Row:
+        return Row(index, {"text": "t"}, {"text": "t"}, None if error else {"answer": "a"}, error and "ValueError",
+                   error, 0.1, identity=f"r{index}", repeat=repeat)
+
+    cell = Cell("flow", (), (), DatasetSpec("rows", Path("rows.jsonl")))
+    run = Run(cell, (ran(0, 0, None), ran(0, 1, None), ran(1, 0, None), ran(1, 1, "boom")), 1.0, repeats=2)
+    assert run.dataset_rows == 2 and run.duplicate_identities == 0
+    lines = worst_rows_lines(worst_rows(run, [], "match"))
+    assert lines[1] == "  row 1, repeat 1: error ValueError: boom: {\"text\": \"t\"}"
