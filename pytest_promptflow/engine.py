@@ -204,7 +204,7 @@ class Engine:
                  for i, row in enumerate(rows) for r in range(repeats)]
         observer = self.observe(cell, len(items)) if self.observe else None
         try:
-            results = self.map(lambda item: _timed(runner, site.format(item[0], _repeat_label(item[4])), *item),
+            results = self.map(lambda item: _timed(runner, site.format(item[0], repeat_label(item[4])), *item),
                                items, observer)
         finally:
             if observer is not None:
@@ -246,7 +246,7 @@ def _aggregate(runner: Runner, rows: Sequence[Row], flow_name: str) -> dict[str,
         return runner.aggregate([row.inputs for row in done], [row.aggregation_input for row in done])
 
 
-def _repeat_label(repeat: int) -> str:
+def repeat_label(repeat: int) -> str:
     """Where a row's later repeat is, in messages: ``, repeat 2``; nothing for the first."""
     return f", repeat {repeat}" if repeat else ""
 

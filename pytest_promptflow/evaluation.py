@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 from .aggregation import aggregation_input, aggregation_metrics, is_number
 from .config import DatasetSpec, data_columns, parse_mapping
 from .datasets import check_columns
-from .engine import Engine, Run
+from .engine import Engine, Run, repeat_label
 from .errors import SpecError, Where, replay_error
 from .flows import FlowTarget, executor_inputs
 from .llm import ledger
@@ -160,7 +160,8 @@ def _evaluate_callable(engine: Engine, run: Run, evaluator: Callable[..., Any], 
         return (flatten(value) if isinstance(value, Mapping) else {name: value}), None
 
     spent: list[ledger.RowCalls] = []
-    results = engine.map(_in_scope(f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", score, spent),
+    results = engine.map(_in_scope(run, f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", score,
+                                   spent),
                          range(len(rows)))
     scores = count_failed(run, [s for s, _ in results])
     columns = score_columns(scores)
@@ -185,7 +186,7 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
         return executor.exec_line(inputs, index=i), inputs
 
     spent: list[ledger.RowCalls] = []
-    lines = engine.map(_in_scope(f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", line, spent),
+    lines = engine.map(_in_scope(run, f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", line, spent),
                        range(len(rows)))
     scores: list[Mapping[str, Any] | None] = []
     errors: list[str | None] = []
@@ -319,10 +320,13 @@ def _as_score(value: Any) -> Any:
     return value
 
 
-def _in_scope(site: str, function: Callable[[int], Any], spent: list[ledger.RowCalls]) -> Callable[[int], Any]:
-    """``function`` with its LLM calls counted per row into ``spent``; a replay miss fails the evaluation."""
+def _in_scope(run: Run, site: str, function: Callable[[int], Any],
+              spent: list[ledger.RowCalls]) -> Callable[[int], Any]:
+    """``function`` with its LLM calls counted per row into ``spent``, in the repeat of the run row it scores (a
+    judge's answers to a later repeat are stored apart, as the flow's are); a replay miss fails the evaluation."""
     def scoped(i: int) -> Any:
-        with ledger.scope(site.format(i)) as calls:
+        row = run.rows[i]
+        with ledger.scope(site.format(row.index) + repeat_label(row.repeat), row.repeat) as calls:
             result = function(i)
         spent.append(calls)
         if calls.replay_misses:

@@ -164,7 +164,7 @@ def test_a_bad_repeat_in_ini_marker_or_experiment_is_one_line_naming_where(proje
 
 # --- the LLM store: repeat 0 keeps today's key, later repeats have their own ------------------------------
 
-CORPUS_FLOW = Path(__file__).resolve().parent / "corpus" / "dag_python_and_llm"
+CORPUS = Path(__file__).resolve().parent / "corpus"
 
 
 ANSWERS_TEST = """
@@ -173,7 +173,9 @@ import pytest
 
 @pytest.mark.promptflow(flow="flow", data="data.jsonl")
 def test_answers(flow_run):
-    assert flow_run.metrics["error_rate"] == 0
+    judged = flow_run.evaluate("judges/relevance.prompty",
+                               mapping={"question": "${data.question}", "answer": "${run.outputs.answer}"})
+    assert judged.metrics["error_rate"] == 0
 """
 
 
@@ -192,21 +194,23 @@ def test_repeats_store_their_own_answers_and_replay_them_while_repeat_0_keeps_it
         pytester: pytest.Pytester, _promptflow_loaded: None, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "OPENAI_API_KEY", "OPENAI_BASE_URL", "AOAI_API_KEY"):
         monkeypatch.delenv(name, raising=False)  # no credentials: the embedded model answers
-    shutil.copytree(CORPUS_FLOW / "flow", pytester.path / "flow")
-    (pytester.path / "data.jsonl").write_text("".join((CORPUS_FLOW / "data.jsonl").read_text().splitlines(True)[:2]))
+    shutil.copytree(CORPUS / "dag_python_and_llm" / "flow", pytester.path / "flow")
+    shutil.copytree(CORPUS / "prompty_judge_evaluator" / "judges", pytester.path / "judges")
+    questions = (CORPUS / "dag_python_and_llm" / "data.jsonl").read_text().splitlines(True)[:2]
+    (pytester.path / "data.jsonl").write_text("".join(questions))
     pytester.makepyfile(test_marker=ANSWERS_TEST)
 
     once = run(pytester, "test_marker.py", "--promptflow-llm=record", "--promptflow-llm-store", "once")
     assert outcomes(once) == {"passed": 1}, once.stdout.str()
     single = stored(pytester.path / "once")
-    assert len(single) == 2 and all(key == key_before_repeats(entry) for key, entry in single.items())
+    assert len(single) == 4 and all(key == key_before_repeats(entry) for key, entry in single.items())
 
     recorded = run(pytester, "test_marker.py", "--promptflow-llm=record", "--promptflow-llm-store", "three",
                    "--promptflow-repeat", "3", "--promptflow-report", "recorded")
     assert outcomes(recorded) == {"passed": 1}, recorded.stdout.str()
     triple = stored(pytester.path / "three")
-    assert len(triple) == 6  # 2 rows x 3 repeats, one call each
-    assert sorted(entry["request"].get("repeat", 0) for entry in triple.values()) == [0, 0, 1, 1, 2, 2]
+    assert len(triple) == 12  # 2 rows x 3 repeats, a flow call and a judge call each
+    assert sorted(entry["request"].get("repeat", 0) for entry in triple.values()) == [0] * 4 + [1] * 4 + [2] * 4
     assert set(single) < set(triple)  # repeat 0 is stored under the key it always had
 
     from pytest_promptflow.llm.embedded import EmbeddedModel
@@ -218,9 +222,9 @@ def test_repeats_store_their_own_answers_and_replay_them_while_repeat_0_keeps_it
     replayed = run(pytester, "test_marker.py", "--promptflow-llm=replay", "--promptflow-llm-store", "three",
                    "--promptflow-repeat", "3", "--promptflow-report", "replayed")
     assert outcomes(replayed) == {"passed": 1}, replayed.stdout.str()
-    replayed.stdout.fnmatch_lines(["promptflow: 6 LLM calls (replay mode, store *): 0 live, 6 from store"])
-    outputs = [[(row["id"], row["repeat"], row["outputs"]) for row in report_cell_at(pytester.path / folder)["rows"]]
-               for folder in ("recorded", "replayed")]
+    replayed.stdout.fnmatch_lines(["promptflow: 12 LLM calls (replay mode, store *): 0 live, 12 from store"])
+    outputs = [[(row["id"], row["repeat"], row["outputs"], row["scores"])
+                for row in report_cell_at(pytester.path / folder)["rows"]] for folder in ("recorded", "replayed")]
     assert outputs[0] == outputs[1]
 
 
