@@ -76,7 +76,10 @@ def test_a_counting_flow_has_exact_pass_at_k_pass_hat_k_and_flaky_rows(project: 
     counting_project(project)
     result = run(project.pytester, "--promptflow-report", "report", "--promptflow-concurrency", "1")
     assert outcomes(result) == {"passed": 1}, result.stdout.str()
-    result.stdout.fnmatch_lines(["promptflow: 1 cells, 1 rows at a time per cell, repeat 3 (each row runs 3 times)"])
+    result.stdout.fnmatch_lines(["promptflow: 1 cells, 1 rows at a time per cell, repeat 3 (each row runs 3 times)",
+                                 "*",
+                                 "promptflow: cell counting-rows (repeat 3): flaky rows: error_rate 1 of 5 (crash); "
+                                 "match.match 3 of 5 (once, twice, crash)"])
     cell = report_cell(project)
     assert cell["cell"] == "counting-rows" and cell["repeats"] == 3  # K is not part of the cell's id
     assert [(row["id"], row["repeat"]) for row in cell["rows"]] == [(r["id"], k) for r in ROWS for k in range(3)]
