@@ -309,3 +309,47 @@ def test_a_failure_table_names_the_row_and_the_repeat_of_a_worst_run() -> None:
     assert run.dataset_rows == 2 and run.duplicate_identities == 0
     lines = worst_rows_lines(worst_rows(run, [], "match"))
     assert lines[1] == "  row 1, repeat 1: error ValueError: boom: {\"text\": \"t\"}"
+
+
+REFERENCED = """\
+name: clf
+flow: ../flows/clf
+repeat: 2
+datasets:
+- name: small
+  source: ../data/small.jsonl
+  mappings:
+    text: "${data.text}"
+evaluators:
+- name: acc
+  flow: ../flows/ev
+  datasets:
+  - name: truth
+    reference: small
+    source: ../data/truth.jsonl
+    mappings:
+      groundtruth: "${data.truth}"
+      prediction: "${run.outputs.category}"
+variants:
+  strategy: defaults
+thresholds:
+  acc.score: ">= 1"
+  acc.score.pass^k: ">= 1"
+"""
+
+
+def test_experiment_repeat_scores_each_repeat_against_its_rows_line_in_a_referenced_dataset(project: Project) -> None:
+    """``repeat: 2`` in experiment.yaml; an evaluator dataset of its own (``reference: small``) gives each repeat of
+    row i its line i."""
+    from conftest import SMALL
+
+    project.dag_flow()
+    project.eval_flow()
+    project.data()
+    project.data("truth", [{"truth": row["label"]} for row in SMALL])
+    project.experiment(REFERENCED)
+    result = run(project.pytester, "exp", "--promptflow-report", "report")
+    assert outcomes(result) == {"passed": 1}, result.stdout.str()
+    cell = report_cell(project)
+    assert cell["repeats"] == 2 and [row["repeat"] for row in cell["rows"]] == [0, 1] * 4
+    assert [row["scores"]["acc.score"] for row in cell["rows"]] == [1] * 8
