@@ -278,6 +278,20 @@ def test_three_repeats_lift_power_on_noisy_rows_to_80_percent_and_identical_vari
         assert _superior_share(rates, rates, repeats, suites, seed=4 + repeats) <= _allowed(0.05, suites)
 
 
+def test_clustered_wilson_counts_rows_whose_repeats_agree_once_and_independent_repeats_as_values():
+    def bounds(interval: stats.Interval) -> tuple[float, float]:
+        return interval.low, interval.high
+
+    clusters = np.repeat(np.arange(20), 3)
+    agreeing = np.repeat([1.0] * 17 + [0.0] * 3, 3)
+    assert bounds(stats.clustered_wilson(agreeing, clusters)) == pytest.approx(bounds(stats.wilson(17, 20)))
+    assert bounds(stats.clustered_wilson(np.ones(60), clusters)) == bounds(stats.wilson(20, 20))  # no variance
+    mixed = np.tile([1.0, 1.0, 0.0], 20)  # every row passes 2 of 3: rows do not differ, the 60 values count
+    assert bounds(stats.clustered_wilson(mixed, clusters)) == pytest.approx(bounds(stats.wilson(40, 60)))
+    with pytest.raises(ValueError, match="0/1"):
+        stats.clustered_wilson([0.5, 1.0], [0, 0])
+
+
 def test_a_clustered_wilson_gate_at_the_threshold_passes_at_most_5_percent_with_repeats():
     """Rows whose repeats agree (the worst case for counting repeats as rows) with the truth at the threshold:
     ``>= 0.8 at 95%`` on 40 rows x 3 repeats passes at most 5%, as Wilson on 40 rows does; counting the 120
