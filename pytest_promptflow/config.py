@@ -85,6 +85,18 @@ class ExperimentSpec:
     where: Where | None = None
     init: Mapping[str, Any] = field(default_factory=dict)  # a class or flex flow's init arguments
     baseline: BaselineSpec | None = None  # what ``>= baseline ...`` thresholds compare with
+    repeat: int | None = None  # runs of each row; None: the session's (--promptflow-repeat, ini promptflow_repeat)
+
+
+REPEAT_FIX = "give a whole number of runs per row, 1 or more"
+
+
+def parse_repeat(value: Any) -> int:
+    """How many times each row runs: a whole number of 1 or more (``"3"`` too), else ValueError saying so."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.lstrip("+").isdigit() or int(text) < 1:
+        raise ValueError(f"repeat {value!r} is not a whole number of 1 or more")
+    return int(text)
 
 
 #: ``${data.col}``, ``${run.outputs.x}`` or ``${target.x}`` (the same as ``${run.outputs.x}``).

@@ -49,6 +49,8 @@ class Row:
     #: pairs this row with the same row in other runs: the dataset's ``id`` column, else a hash of the
     #: columns the flow reads (``row_identity``)
     identity: str = ""
+    #: which of the row's runs this is (``--promptflow-repeat K``: 0 to K-1); its identity is the same in each
+    repeat: int = 0
 
     @property
     def failed(self) -> bool:
@@ -62,13 +64,20 @@ class Row:
 
 @dataclass(frozen=True)
 class Run:
-    """A cell's rows, in dataset order."""
+    """A cell's rows, in dataset order; with ``repeats`` K above 1, each dataset row's K runs one after another
+    (``rows[i * K + r]`` is row i's repeat r)."""
 
     cell: Cell
     rows: tuple[Row, ...]
     seconds: float
     #: what the flow's own aggregation nodes logged with ``log_metric`` (an evaluation flow under test)
     flow_metrics: Mapping[str, float] = field(default_factory=dict)
+    repeats: int = 1
+
+    @property
+    def dataset_rows(self) -> int:
+        """How many dataset rows ran (each ``repeats`` times)."""
+        return len(self.rows) // self.repeats
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -78,7 +87,7 @@ class Run:
         live = sorted(r.latency for r in self.rows if not r.cached)
         builtin = {
             "error_rate": sum(r.failed for r in self.rows) / len(self.rows),
-            "rows": float(len(self.rows)),
+            "rows": float(self.dataset_rows),
             "latency.rows": float(len(live)),
             **ledger.spend(self.rows),
         }
@@ -108,7 +117,7 @@ class Run:
     @property
     def duplicate_identities(self) -> int:
         """Rows whose identity another row has too: they cannot be paired with a baseline's rows one to one."""
-        counts = Counter(row.identity for row in self.rows)
+        counts = Counter(row.identity for row in self.rows if row.repeat == 0)
         return sum(n for n in counts.values() if n > 1)
 
 
@@ -175,29 +184,33 @@ class Engine:
         self._lock = threading.Lock()
 
     def run(self, target: FlowTarget, cell: Cell, rows: Sequence[Mapping[str, Any]],
-            connections: Mapping[str, Any], init: Mapping[str, Any] | None = None) -> Run:
-        key = (target.identity, cell.key, repr(sorted((init or {}).items())))
+            connections: Mapping[str, Any], init: Mapping[str, Any] | None = None, repeats: int = 1) -> Run:
+        """The cell's run, each row ``repeats`` times."""
+        key = (target.identity, cell.key, repr(sorted((init or {}).items())), repeats)
         with self._lock:
             if key not in self._runs:
-                self._runs[key] = self._execute(target, cell, rows, connections, init)
+                self._runs[key] = self._execute(target, cell, rows, connections, init, repeats)
             run = self._runs[key]
         return run if run.cell == cell else dataclasses.replace(run, cell=cell)  # same rows, its own name
 
     def _execute(self, target: FlowTarget, cell: Cell, rows: Sequence[Mapping[str, Any]],
-                 connections: Mapping[str, Any], init: Mapping[str, Any] | None) -> Run:
+                 connections: Mapping[str, Any], init: Mapping[str, Any] | None, repeats: int) -> Run:
         runner = target.executor(dict(cell.variants), dict(cell.overrides), connections, init)
         check_mappings(cell.dataset, rows, runner.input_names)
         start = time.perf_counter()
-        site = f"flow {target.name}, row {{}} of dataset {cell.dataset.name}"
+        site = f"flow {target.name}, row {{}} of dataset {cell.dataset.name}{{}}"
         items = [(i, row, flow_inputs(cell.dataset, row, runner.input_names),
-                  row_identity(cell.dataset, row, runner.input_names)) for i, row in enumerate(rows)]
+                  row_identity(cell.dataset, row, runner.input_names), r)
+                 for i, row in enumerate(rows) for r in range(repeats)]
         observer = self.observe(cell, len(items)) if self.observe else None
         try:
-            results = self.map(lambda item: _timed(runner, site.format(item[0]), *item), items, observer)
+            results = self.map(lambda item: _timed(runner, site.format(item[0], repeat_label(item[4])), *item),
+                               items, observer)
         finally:
             if observer is not None:
                 observer.close()
-        return Run(cell, tuple(results), time.perf_counter() - start, _aggregate(runner, results, target.name))
+        return Run(cell, tuple(results), time.perf_counter() - start, _aggregate(runner, results, target.name),
+                   repeats)
 
     def map(self, function: Callable[[Any], Any], items: Sequence[Any],
             observer: RowObserver | None = None) -> list[Any]:
@@ -233,9 +246,14 @@ def _aggregate(runner: Runner, rows: Sequence[Row], flow_name: str) -> dict[str,
         return runner.aggregate([row.inputs for row in done], [row.aggregation_input for row in done])
 
 
+def repeat_label(repeat: int) -> str:
+    """Where a row's later repeat is, in messages: ``, repeat 2``; nothing for the first."""
+    return f", repeat {repeat}" if repeat else ""
+
+
 def _timed(run_row: Callable[[Mapping[str, Any]], RowOutcome], site: str, index: int, data: Mapping[str, Any],
-           inputs: Mapping[str, Any], identity: str) -> Row:
-    with ledger.scope(site) as calls:
+           inputs: Mapping[str, Any], identity: str, repeat: int = 0) -> Row:
+    with ledger.scope(site, repeat) as calls:
         start = time.perf_counter()
         try:
             outcome = run_row(inputs)
@@ -244,5 +262,5 @@ def _timed(run_row: Callable[[Mapping[str, Any]], RowOutcome], site: str, index:
         latency = time.perf_counter() - start if outcome.latency is None else outcome.latency
     return Row(index, data, inputs, outcome.outputs, outcome.error_type, outcome.error_message, latency,
                calls.llm_calls, calls.cache_hits, calls.prompt_tokens, calls.completion_tokens, calls.cost,
-               tuple(calls.replay_misses), outcome.aggregation_input, identity)
+               tuple(calls.replay_misses), outcome.aggregation_input, identity, repeat)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 from .aggregation import aggregation_input, is_number, logged_metrics
 from .config import DatasetSpec, data_columns, parse_mapping
 from .datasets import check_columns
-from .engine import Engine, Run
+from .engine import Engine, Run, repeat_label
 from .errors import SpecError, Where, replay_error
 from .flows import FlowTarget, executor_inputs
 from .llm import ledger
@@ -73,13 +73,16 @@ class MetricValue(float):
 def interval_of(values: Sequence[float], level: float = 0.95, sides: int = 2,
                 clusters: Sequence[object] | None = None) -> Interval:
     """Wilson (continuity-corrected) for 0/1 values, a t interval for the mean of any others: both are
-    deterministic, so reruns give the same verdict with no seed. When some values share a cluster key, the
-    cluster-robust t interval for either (Wilson takes every value as independent)."""
+    deterministic, so reruns give the same verdict with no seed. Values that share a cluster key count as
+    one draw: Wilson on their effective number, or the cluster-robust t."""
     from . import stats  # numpy, only once an interval is asked for
 
+    zero_one = all(value in (0.0, 1.0) for value in values)
     if clusters is not None and len(set(clusters)) < len(clusters):
+        if zero_one:
+            return stats.clustered_wilson(values, clusters, level, sides)
         return stats.mean_interval(values, level, clusters=clusters, sides=sides)
-    if all(value in (0.0, 1.0) for value in values):
+    if zero_one:
         return stats.wilson(int(sum(values)), len(values), level, sides)
     return stats.mean_interval(values, level, sides=sides)
 
@@ -145,10 +148,11 @@ def evaluate(engine: Engine, run: Run, evaluator: Any, mapping: Mapping[str, str
     """Score ``run`` with ``evaluator``; ``data`` (rows of ``dataset``, aligned with the run's) defaults to the
     run's own rows. ``init``: a flex evaluation flow's init arguments."""
     where = dataset.where
-    rows = [row.data for row in run.rows] if data is None else list(data)
-    if len(rows) != len(run.rows):
-        raise SpecError(where, f"evaluation data has {len(rows)} rows but the run has {len(run.rows)}",
+    given = None if data is None else list(data)
+    if given is not None and len(given) != run.dataset_rows:
+        raise SpecError(where, f"evaluation data has {len(given)} rows but the run has {run.dataset_rows}",
                         "give the evaluator dataset the same rows, in order, as the dataset it references")
+    rows = [row.data if given is None else given[row.index] for row in run.rows]  # each repeat: its row's data
     check_columns(dataset, rows, data_columns(mapping), where)
     if isinstance(evaluator, FlowTarget) and evaluator.kind == "prompty":
         judge = _prompty_judge(evaluator, mapping, name or evaluator.name, connections or {}, where)
@@ -172,7 +176,8 @@ def _evaluate_callable(engine: Engine, run: Run, evaluator: Callable[..., Any], 
         return (flatten(value) if isinstance(value, Mapping) else {name: value}), None
 
     spent: list[ledger.RowCalls] = []
-    results = engine.map(_in_scope(f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", score, spent),
+    results = engine.map(_in_scope(run, f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", score,
+                                   spent),
                          range(len(rows)))
     scores = count_failed(run, [s for s, _ in results])
     columns = score_columns(scores)
@@ -197,7 +202,7 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
         return executor.exec_line(inputs, index=i), inputs
 
     spent: list[ledger.RowCalls] = []
-    lines = engine.map(_in_scope(f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", line, spent),
+    lines = engine.map(_in_scope(run, f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", line, spent),
                        range(len(rows)))
     scores: list[Mapping[str, Any] | None] = []
     errors: list[str | None] = []
@@ -342,10 +347,13 @@ def _as_score(value: Any) -> Any:
     return value
 
 
-def _in_scope(site: str, function: Callable[[int], Any], spent: list[ledger.RowCalls]) -> Callable[[int], Any]:
-    """``function`` with its LLM calls counted per row into ``spent``; a replay miss fails the evaluation."""
+def _in_scope(run: Run, site: str, function: Callable[[int], Any],
+              spent: list[ledger.RowCalls]) -> Callable[[int], Any]:
+    """``function`` with its LLM calls counted per row into ``spent``, in the repeat of the run row it scores (a
+    judge's answers to a later repeat are stored apart, as the flow's are); a replay miss fails the evaluation."""
     def scoped(i: int) -> Any:
-        with ledger.scope(site.format(i)) as calls:
+        row = run.rows[i]
+        with ledger.scope(site.format(row.index) + repeat_label(row.repeat), row.repeat) as calls:
             result = function(i)
         spent.append(calls)
         if calls.replay_misses:
@@ -453,6 +461,7 @@ def worst_rows(run: Run, evaluations: Sequence[Evaluation], metric: str, limit: 
     worst = []
     for value, i, error in ranked[:limit]:
         row = run.rows[i]
-        worst.append({"row": i, "inputs": dict(row.inputs), "outputs": dict(row.outputs or {}),
-                      "score": None if value == -math.inf else value, "error": error})
+        worst.append({"row": row.index, "inputs": dict(row.inputs), "outputs": dict(row.outputs or {}),
+                      "score": None if value == -math.inf else value, "error": error,
+                      **({"repeat": row.repeat} if run.repeats > 1 else {})})
     return worst

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from .config import (
     _MAPPING_FIX,
+    REPEAT_FIX,
     STRATEGIES,
     BaselineSpec,
     ConnectionSpec,
@@ -23,6 +24,7 @@ from .config import (
     ExperimentSpec,
     VariantsSpec,
     parse_mapping,
+    parse_repeat,
 )
 from .errors import SpecError, Where
 from .thresholds import Threshold
@@ -30,7 +32,7 @@ from .thresholds import parse as parse_threshold
 
 # runtime (the template's Azure ML runtime name) is accepted and ignored: runs are local
 TOP_KEYS = ("name", "flow", "connections", "datasets", "evaluators", "runtime", "variants", "thresholds", "init",
-            "baseline")
+            "baseline", "repeat")
 DATASET_KEYS = ("name", "source", "description", "mappings")
 EVALUATOR_KEYS = ("name", "flow", "datasets", "init")
 EVALUATOR_DATASET_KEYS = ("name", "reference", "source", "description", "mappings")
@@ -91,8 +93,9 @@ def load_experiment(path: Path, env: str | None = None) -> ExperimentSpec:
     thresholds = _thresholds(sections["thresholds"]) if "thresholds" in sections else ()
     init = _init(sections["init"].path, sections["init"].node, "init", "experiment") if "init" in sections else {}
     baseline = _baseline(sections["baseline"]) if "baseline" in sections else None
+    repeat = _repeat(sections["repeat"]) if "repeat" in sections else None
     return ExperimentSpec(name, flow, datasets, evaluators, connections, variants, thresholds, Where(path), init,
-                          baseline)
+                          baseline, repeat)
 
 
 # --- reading and locating -----------------------------------------------------------------------
@@ -505,6 +508,14 @@ def _baseline(src: _Src) -> BaselineSpec:
     from .baseline import parse_baseline
 
     return parse_baseline(src.value, src.path.parent, src.where)
+
+
+def _repeat(src: _Src) -> int:
+    """``repeat: 3``: each row runs three times."""
+    try:
+        return parse_repeat(src.value)
+    except ValueError as error:
+        raise SpecError(src.where, f"experiment: {error}", REPEAT_FIX) from None
 
 
 def _thresholds(src: _Src) -> tuple[Threshold, ...]:

@@ -9,11 +9,11 @@ from typing import Any, Mapping
 import pytest
 
 from .baseline import parse_baseline
-from .config import STRATEGIES, DatasetSpec, ExperimentSpec, VariantsSpec
+from .config import REPEAT_FIX, STRATEGIES, DatasetSpec, ExperimentSpec, VariantsSpec, parse_repeat
 from .errors import SpecError, Where
 from .flows import check_flow
 
-ARGUMENTS = ("flow", "data", "variants", "overrides", "strategy", "mappings", "init", "name", "baseline")
+ARGUMENTS = ("flow", "data", "variants", "overrides", "strategy", "mappings", "init", "name", "baseline", "repeat")
 
 
 def spec_from_marker(
@@ -51,7 +51,17 @@ def spec_from_marker(
                                       getattr(flow, "__name__", "flow")))
     baseline = parse_baseline(kwargs["baseline"], rootdir, where) if kwargs.get("baseline") is not None else None
     return ExperimentSpec(name=name, flow=flow, datasets=datasets, variants=variants, where=where,
-                          baseline=baseline), init
+                          baseline=baseline, repeat=_repeat(kwargs.get("repeat"), where)), init
+
+
+def _repeat(value: Any, where: Where) -> int | None:
+    """``repeat=3``: each row runs three times; None leaves it to --promptflow-repeat."""
+    if value is None:
+        return None
+    try:
+        return parse_repeat(value)
+    except ValueError as error:
+        raise SpecError(where, f"promptflow marker: {error}", REPEAT_FIX) from None
 
 
 def _datasets(data: Any, mappings: Mapping[str, str], where: Where, rootdir: Path) -> list[DatasetSpec]:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Generator
 
 import pytest
 
+from .config import REPEAT_FIX, parse_repeat
 from .errors import SpecError, Where
 from .llm.retry import RetryPolicy
 from .llm.settings import MODES, LLMSettings, parse_limits, parse_mode, parse_prices
@@ -27,9 +28,9 @@ REPORTS = pytest.StashKey[Reports]()
 LLM_TALLY = "promptflow_llm_tally"
 MARKER_HELP = (
     "promptflow(flow, data, variants=None, overrides=None, strategy='matrix', mappings=None, init=None, "
-    "baseline=None): run the test once per cell of flow x node variants x overrides x dataset; it gets the run as "
-    "flow_run; baseline (cell:<configuration>, released or a rows.csv) is what flow_run.expect('m > baseline at "
-    "95%') compares with"
+    "baseline=None, repeat=None): run the test once per cell of flow x node variants x overrides x dataset (each "
+    "row repeat times); it gets the run as flow_run; baseline (cell:<configuration>, released or a rows.csv) is "
+    "what flow_run.expect('m > baseline at 95%') compares with"
 )
 
 
@@ -52,6 +53,21 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} is not a positive number")
     return value
+
+
+def _repeat(text: str) -> int:
+    try:
+        return parse_repeat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{error}; {REPEAT_FIX}") from None
+
+
+def repeats(config: pytest.Config) -> int:
+    """--promptflow-repeat, else ini promptflow_repeat; a bad ini value is one usage line with the fix."""
+    try:
+        return _option_or_ini(config, "promptflow_repeat", _repeat)
+    except ValueError as error:
+        raise pytest.UsageError(f"pytest-promptflow: {error}") from None
 
 
 def _llm_mode(text: str) -> str:
@@ -106,6 +122,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--promptflow-concurrency", metavar="N", type=_positive_int, default=None,
                     help="rows run at once per cell (default: ini promptflow_concurrency, 4)")
     parser.addini("promptflow_concurrency", "rows run at once per cell", default="4")
+    group.addoption("--promptflow-repeat", metavar="K", type=_repeat, default=None,
+                    help="run each row K times: pass@k, pass^k and flaky rows, intervals over rows (default: ini "
+                    "promptflow_repeat, 1; an experiment's repeat: or the marker's repeat= wins)")
+    parser.addini("promptflow_repeat", "runs of each row (an experiment's repeat: wins)", default="1")
     group.addoption("--promptflow-llm", metavar="MODE", type=_llm_mode, default=None,
                     help="LLM calls: " + "; ".join(f"{mode}: {text}" for mode, text in MODES.items()))
     group.addoption("--promptflow-llm-store", metavar="DIR", default=None,
@@ -194,6 +214,7 @@ def pytest_configure(config: pytest.Config) -> None:
         workers=int(workerinput.get("workercount", 1)),
         progress=progress_factory(config),
         answers=_endpoint_answers(config),
+        repeats=repeats(config),
     )
     reports = config.stash[REPORTS] = Reports(
         config.rootpath, _report_folder(config), _flow_lines(config.getini("promptflow_primary_metrics")),

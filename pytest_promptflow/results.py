@@ -15,6 +15,7 @@ from .errors import SpecError, Where
 from .evaluation import Evaluation, Metrics, MetricValue, evaluate, worst_rows
 from .experiment import no_flow_file
 from .flows import FlowTarget
+from .repeats import repeat_metrics
 from .reporting.best import built_in
 from .reporting.failure import threshold_failure
 from .thresholds import check, parse_expectation, require_metric
@@ -29,42 +30,50 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
     """
     values: dict[str, float] = dict(run.metrics)
     per_row = {name: run.metric_values[name] for name in values if name in run.metric_values}
-    clusters = {name: cluster_keys(run, range(len(run.rows))) for name in per_row}
+    value_rows = {name: tuple(range(len(run.rows))) for name in per_row}  # the run row of each value
     resampled: dict[str, tuple[tuple[float, ...] | None, str]] = {}  # a logged metric's replicates, or why none
     for ev in evaluations:
         for name, value in ev.metrics.items():
             for key in ([] if name in values else [name]) + [f"{ev.evaluator}.{name}"]:
                 values[key] = value
                 if name in ev.values:
-                    per_row[key] = ev.values[name]
-                    clusters[key] = cluster_keys(run, ev.value_rows(name))
+                    per_row[key], value_rows[key] = ev.values[name], ev.value_rows(name)
                 elif name in ev.replicates or (ev.no_interval and not built_in(name)):
                     resampled[key] = (ev.replicates.get(name), ev.no_interval)
-    rows = len(run.rows)
+    clusters = {name: cluster_keys(run, value_rows[name]) for name in per_row}
+    for name in list(per_row):  # a repeated run's pass@k, pass^k and flaky rate: one value per row
+        for key, (value, row_values) in repeat_metrics(run, name, per_row[name], value_rows[name]).items():
+            values[key], per_row[key] = value, row_values
+    runs = len(run.rows)
     failed = [row for row in run.rows if row.failed]
-    notes = [f"{len(failed)} of {rows} rows failed (each scores the worst value in the evaluators' metrics), "
+    counted = f"{runs} rows" if run.repeats == 1 else f"{runs} runs ({run.dataset_rows} rows x {run.repeats} repeats)"
+    notes = [f"{len(failed)} of {counted} failed (each scores the worst value in the evaluators' metrics), "
              f"first: {failed[0].error_type}: {failed[0].error_message}" if failed else "",
              *(ev.note for ev in evaluations), run.latency_note,
              f"{run.duplicate_identities} rows share their identity with another row" if run.duplicate_identities
              else ""]
     note = "; ".join(n for n in notes if n)
-    return Metrics({name: MetricValue(value, name, run.cell.id, rows, worst_rows(run, evaluations, name), len(failed),
-                                      per_row.get(name), clusters.get(name), *resampled.get(name, (None, "")))
+    return Metrics({name: MetricValue(value, name, run.cell.id, run.dataset_rows, worst_rows(run, evaluations, name),
+                                      len(failed), per_row.get(name), clusters.get(name),
+                                      *resampled.get(name, (None, "")))
                     for name, value in values.items()}, note)
 
 
 CLUSTER = "cluster"  # the dataset column whose rows are not independent draws (one document's questions)
 
 
-def cluster_keys(run: Run, rows: Iterable[int]) -> tuple[object, ...] | None:
-    """The ``cluster`` column's value of each of ``rows`` (a row without one is a cluster of its own); None when
-    the dataset declares no such column."""
-    if not any(row.data.get(CLUSTER) is not None for row in run.rows):
+def cluster_keys(run: Run, value_rows: Iterable[int]) -> tuple[object, ...] | None:
+    """The cluster of each value (``value_rows``: the run row each came from): the dataset's ``cluster`` column,
+    else its dataset row (a row's repeats are one draw); None when neither groups anything."""
+    declared = any(row.data.get(CLUSTER) is not None for row in run.rows)
+    if not declared and run.repeats == 1:
         return None
     keys: list[object] = []
-    for i in rows:
-        value = run.rows[i].data.get(CLUSTER)
-        keys.append(("row", i) if value is None else ("cluster", json.dumps(value, sort_keys=True, default=str)))
+    for i in value_rows:
+        row = run.rows[i]
+        value = row.data.get(CLUSTER) if declared else None
+        cluster = ("cluster", json.dumps(value, sort_keys=True, default=str))
+        keys.append(("row", row.index) if value is None else cluster)
     return tuple(keys)
 
 

@@ -34,6 +34,7 @@ class PlannedCell:
     target: FlowTarget
     cell: Cell
     init: Mapping[str, Any] | None = None
+    repeats: int = 1  # runs of each row: the experiment's ``repeat``, else the session's
 
     @property
     def id(self) -> str:
@@ -46,8 +47,9 @@ class PromptflowSession:
     def __init__(self, rootdir: Path, concurrency: int, selection: str | None,
                  shared_dir: Path | None = None, owner_pid: int | None = None,
                  llm: LLMSettings | None = None, workers: int = 1, progress: ObserverFactory | None = None,
-                 answers: Any = None) -> None:
+                 answers: Any = None, repeats: int = 1) -> None:
         self.rootdir = rootdir
+        self.repeats = repeats  # --promptflow-repeat / ini promptflow_repeat: an experiment's ``repeat`` wins
         self.answers = answers  # deploy.answers.EndpointAnswers: a deployment answers its flow's rows
         self.selection = selection
         self.llm = llm or LLMSettings(store=rootdir / ".promptflow-llm")
@@ -94,7 +96,8 @@ class PromptflowSession:
         given = spec.init if init is None else init
         cells = expand(target.name, variants, node_variants, spec.datasets, given)
         init = {**target.default_init(), **given} or None
-        return [PlannedCell(spec, target, cell, init) for cell in narrow(cells, self.selection)]
+        repeats = spec.repeat or self.repeats
+        return [PlannedCell(spec, target, cell, init, repeats) for cell in narrow(cells, self.selection)]
 
     # -- running --
     @property
@@ -183,7 +186,8 @@ class PromptflowSession:
         if self.answers is not None:
             target = self.answers.target(planned.target, planned.cell.dataset.name) or target
         connections = self.connections(target, planned.spec.connections, planned.init)
-        run = self.engine.run(target, planned.cell, self.rows(planned.cell.dataset), connections, planned.init)
+        run = self.engine.run(target, planned.cell, self.rows(planned.cell.dataset), connections, planned.init,
+                              planned.repeats)
         if run.replay_misses:
             raise replay_error(run.replay_misses)
         return run

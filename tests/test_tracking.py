@@ -173,6 +173,7 @@ def test_missing_mlflow_is_a_usage_error_naming_the_extra(
     ("accuracy", "accuracy"), ("ev.f1_score", "ev.f1_score"), ("latency p95/all-rows", "latency p95/all-rows"),
     ("a:b", "a_b"), ("précision", "pr_cision"), ("x@y!", "x_y_"), ("a//b", "a__b"), ("/abs", "_abs"),
     ("../up", "_.._up"), ("a/./b", "a_._b"), ("", "_"), (".", "_."), ("x" * 300, "x" * 250),
+    ("ev.match.pass@k", "ev.match.pass_at_k"), ("ev.match.pass^k", "ev.match.pass_hat_k"),
 ])
 def test_mlflow_key_maps_what_mlflow_would_refuse(name: str, key: str) -> None:
     from mlflow.utils.validation import _validate_metric_name, _validate_param_name

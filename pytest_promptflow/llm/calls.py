@@ -161,7 +161,9 @@ class CallLayer:
         deployment = _DEPLOYMENT.search(path)
         model = deployment.group(1) if deployment else str(body.get("model", ""))
         kind = _ENDPOINT.search(path).group(1)  # type: ignore[union-attr]
-        return Call(CallRequest(provider, kind, model, request.url.params.get("api-version"), body), connection, url)
+        content = CallRequest(provider, kind, model, request.url.params.get("api-version"), body,
+                              ledger.current().repeat)  # a row's repeat has answers of its own
+        return Call(content, connection, url)
 
     def _endpoint(self, url: str) -> tuple[str, str]:
         with self._lock:

@@ -1,7 +1,7 @@
 """What one row's LLM calls cost: calls, cache hits, tokens, money, and the calls that failed.
 
-The engine opens a ``scope`` around every row; our call layer finds it through a context variable,
-which promptflow copies into the threads it runs nodes in.
+The engine opens a ``scope`` around every row (and repeat of a row); our call layer finds it through a
+context variable, which promptflow copies into the threads it runs nodes in.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ class RowCalls:
     """Counts for the LLM calls made while one row ran (nodes may call from several threads)."""
 
     site: str  # e.g. "flow sentiment, row 3 of dataset sentiment_easy"
+    #: which of a row's repeated runs this is: from 1 on, its LLM calls are stored under keys of their own
+    repeat: int = 0
     llm_calls: int = 0
     cache_hits: int = 0
     prompt_tokens: int = 0
@@ -79,8 +81,8 @@ def current() -> RowCalls:
 
 
 @contextmanager
-def scope(site: str) -> Iterator[RowCalls]:
-    calls = RowCalls(site)
+def scope(site: str, repeat: int = 0) -> Iterator[RowCalls]:
+    calls = RowCalls(site, repeat)
     token = _current.set(calls)
     try:
         yield calls

@@ -1,11 +1,12 @@
 """The LLM answer store: one JSON file per answer, keyed by the request's content.
 
 The key covers the provider (the embedded model, or an endpoint's scheme and host), the endpoint
-kind, the model or deployment, the API version and the whole request body (messages or prompt and
-every generation parameter); never a header, a credential or any other part of the URL. Each file
-is written to a temporary name and renamed into place, so threads, xdist workers and concurrent
-pytest processes never leave a torn file, and an interrupted run at worst leaves a stray
-``*.tmp``. Files are deterministic (sorted keys, indented) so a store can be committed and diffed.
+kind, the model or deployment, the API version, the whole request body (messages or prompt and
+every generation parameter) and, from a row's second repeat on, the repeat's index; never a header,
+a credential or any other part of the URL. Each file is written to a temporary name and renamed
+into place, so threads, xdist workers and concurrent pytest processes never leave a torn file, and
+an interrupted run at worst leaves a stray ``*.tmp``. Files are deterministic (sorted keys,
+indented) so a store can be committed and diffed.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ class CallRequest:
     model: str
     api_version: str | None
     body: Mapping[str, Any]
+    #: the repeat of a row that made the call (``--promptflow-repeat``): 0, the first, is left out of the key,
+    #: so stores recorded before repeats existed still answer it; each later repeat has answers of its own
+    repeat: int = 0
 
     def as_json(self) -> dict[str, Any]:
-        return {"provider": self.provider, "kind": self.kind, "model": self.model,
-                "api_version": self.api_version, "body": self.body}
+        fields = {"provider": self.provider, "kind": self.kind, "model": self.model,
+                  "api_version": self.api_version, "body": self.body}
+        return {**fields, "repeat": self.repeat} if self.repeat else fields
 
     @property
     def key(self) -> str:

@@ -114,11 +114,13 @@ class ReportsPlugin:
         log_to_tracking(self.config, document, self.reports.folder)  # last: it logs the files written above
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        from .terminal import comparison_tables
+        from .terminal import comparison_tables, flaky_lines
 
         if self.reports.document is None:
             return
-        for line in comparison_tables(self.reports.document, terminalreporter.config.get_verbosity()):
+        verbosity = terminalreporter.config.get_verbosity()
+        for line in [*comparison_tables(self.reports.document, verbosity), *flaky_lines(self.reports.document,
+                                                                                        verbosity)]:
             terminalreporter.write_line(line)
         if self.reports.folder is not None:
             terminalreporter.write_line(f"promptflow: reports in {self.reports.folder}")

@@ -1,6 +1,7 @@
 """The report document as three CSV tables, for pandas, spreadsheets and CI artifacts.
 
-- ``rows.csv``: one line per row of every cell (its data, inputs, outputs, error, cost, scores);
+- ``rows.csv``: one line per row of every cell (its data, inputs, outputs, error, cost, scores), and per
+  repeat of a row when rows ran more than once (``repeat`` column, 0 to K-1);
 - ``metrics.csv``: one line per cell, every metric of any cell as a column;
 - ``experiments.csv``: one line per cell and evaluator with the build's columns, the consolidated
   experiment table of the GenAIOps template.
@@ -55,17 +56,20 @@ Table = tuple[list[str], list[list[Any]]]
 
 
 def rows_table(cells: Sequence[Mapping[str, Any]]) -> Table:
-    """One line per row: the cell's columns, the row's index and identity, data, inputs, outputs, costs and scores."""
+    """One line per row (and repeat): the cell's columns, the row's index and identity (and repeat, when rows
+    repeat), data, inputs, outputs, costs and scores."""
+    repeat = ["repeat"] if any(cell.get("repeats", 1) > 1 for cell in cells) else []
     data = _keys(row["data"] for cell in cells for row in cell["rows"])
     inputs = _keys(row["inputs"] for cell in cells for row in cell["rows"])
     outputs = _keys(row["outputs"] or {} for cell in cells for row in cell["rows"])
     scores = _keys(row["scores"] for cell in cells for row in cell["rows"])
-    header = [*CELL_COLUMNS, "index", "id", *(f"data.{k}" for k in data), *(f"inputs.{k}" for k in inputs),
+    header = [*CELL_COLUMNS, "index", "id", *repeat, *(f"data.{k}" for k in data), *(f"inputs.{k}" for k in inputs),
               *(f"outputs.{k}" for k in outputs), *ROW_COLUMNS, *scores]
     lines = []
     for cell in cells:
         for row in cell["rows"]:
-            lines.append([*cell_values(cell), row["index"], row.get("id", ""), *(row["data"].get(k) for k in data),
+            lines.append([*cell_values(cell), row["index"], row.get("id", ""), *(row.get("repeat", 0) for _ in repeat),
+                          *(row["data"].get(k) for k in data),
                           *(row["inputs"].get(k) for k in inputs), *((row["outputs"] or {}).get(k) for k in outputs),
                           *(row[k] for k in ROW_COLUMNS), *(row["scores"].get(k) for k in scores)])
     return header, lines

@@ -63,7 +63,8 @@ def worst_rows_lines(worst: Sequence[Mapping[str, Any]]) -> list[str]:
     for row in worst:
         result = f"error {row['error']}" if row.get("error") else f"score {_fmt(row.get('score'))}"
         outputs = "" if row.get("error") else f" -> {_short(row.get('outputs'))}"
-        lines.append(f"  row {row['row']}: {result}: {_short(row.get('inputs'))}{outputs}")
+        repeat = f", repeat {row['repeat']}" if "repeat" in row else ""
+        lines.append(f"  row {row['row']}{repeat}: {result}: {_short(row.get('inputs'))}{outputs}")
     return lines
 
 

@@ -20,7 +20,8 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
     load_promptflow()
     from ..llm.settings import MODES
 
-    lines = [f"promptflow: {len(planned)} cells, {session.engine.concurrency} rows at a time per cell",
+    lines = [f"promptflow: {len(planned)} cells, {session.engine.concurrency} rows at a time per cell"
+             f"{repeat_text(planned)}",
              f"promptflow: LLM calls: {session.llm.mode} mode ({MODES[session.llm.mode]}), "
              f"store {session.llm.store}"]
     embedded = REPLAYED if session.llm.mode == "replay" else EMBEDDED
@@ -38,6 +39,15 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
                 seen[name] = embedded if resolved.embedded else f"credentials from {resolved.source}"
     lines += [f"promptflow: connection {name} -> {text}" for name, text in sorted(seen.items())]
     return lines + sdk_environment_lines(session)
+
+
+def repeat_text(planned: list[Any]) -> str:
+    """``, repeat 3 (each row runs 3 times)`` when rows repeat (``repeat 1/3`` when cells differ); else nothing."""
+    counts = sorted({cell.repeats for cell in planned})
+    if counts == [1]:
+        return ""
+    shown = "/".join(str(k) for k in counts)
+    return f", repeat {shown} (each row runs {shown} times)"
 
 
 def sdk_environment_lines(session: Any) -> list[str]:

@@ -39,15 +39,19 @@ def item_record(nodeid: str, outcome: str, planned: Any, run: Any = None, evalua
         "verdicts": [dict(plain(v), item=nodeid) for v in verdicts],  # an actual may be a MetricValue
         "metrics": {},
         "intervals": {},  # <metric>.ci_low, .ci_high, .se, .n (95%, two-sided) of the metrics that have one
+        "repeats": planned.repeats,  # runs of each row: ``rows`` holds each row's runs, ``repeat`` 0 to K-1
         "rows": [],
+        "flaky": [],  # rows whose repeats disagree on a 0/1 metric, with each repeat's value and outputs
     }
     if run is not None:
+        from ..repeats import flaky
         from ..results import interval_fields, metrics_of
 
         metrics = metrics_of(run, evaluations)
         record["metrics"] = {k: float(v) for k, v in metrics.items()}
         record["intervals"] = interval_fields(metrics)
         record["rows"] = [_row(i, row, evaluations) for i, row in enumerate(run.rows)]
+        record["flaky"] = plain(flaky(run, evaluations))
     return record
 
 
@@ -59,6 +63,7 @@ def _row(index: int, row: Any, evaluations: Sequence[Any]) -> dict[str, Any]:
     return {
         "index": row.index,
         "id": row.identity,
+        "repeat": row.repeat,
         "data": plain(dict(row.data)),
         "inputs": plain(dict(row.inputs)),
         "outputs": plain(dict(row.outputs)) if row.outputs is not None else None,
@@ -119,7 +124,8 @@ def merge(records: Iterable[Mapping[str, Any]], primary_metrics: Mapping[str, st
     for record in sorted(records, key=lambda record: [item["nodeid"] for item in record["items"]]):
         key = (record["flow"], record["cell"])
         if key not in cells:
-            cells[key] = {**record, "items": [], "verdicts": [], "metrics": {}, "intervals": {}, "rows": []}
+            cells[key] = {**record, "items": [], "verdicts": [], "metrics": {}, "intervals": {}, "rows": [],
+                          "flaky": []}
         _absorb(cells[key], record)
     flows = []
     for flow in sorted({flow for flow, _ in cells}):
@@ -138,6 +144,7 @@ def _absorb(cell: dict[str, Any], record: Mapping[str, Any]) -> None:
         cell["metrics"].setdefault(name, value)
     for name, value in record.get("intervals", {}).items():
         cell["intervals"].setdefault(name, value)
+    cell["flaky"].extend(entry for entry in record.get("flaky", []) if entry not in cell["flaky"])
     if not cell["rows"]:
         cell["rows"] = [dict(row, scores=dict(row["scores"])) for row in record["rows"]]
     else:

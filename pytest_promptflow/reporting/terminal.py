@@ -20,6 +20,7 @@ def llm_summary(session: Any) -> list[str]:
 
 
 COLUMNS_AFTER = ("error_rate", "latency.p95", "cost.total")
+MAX_FLAKY_IDS = 5  # row identities named per flaky metric; report.json lists them all
 MAX_EVALUATOR_COLUMNS = 3
 
 
@@ -109,3 +110,24 @@ def _verdict(cell: Mapping[str, Any]) -> str:
     word = {"passed": "ok", "skipped": "skipped"}.get(cell["outcome"], cell["outcome"].upper())
     underpowered = [verdict_word(v) for v in cell["verdicts"] if v.get("underpowered") and v.get("holds")]
     return underpowered[0] if word == "ok" and underpowered else word  # ok (underpowered: MDE 0.08 > 0.05)
+
+
+def flaky_lines(document: Mapping[str, Any], verbosity: int = 0) -> list[str]:
+    """Per cell whose rows ran more than once: how many rows were flaky on which metric, e.g.
+    ``promptflow: cell sentiment-small (repeat 3): flaky rows: match 2 of 5 (r1, r4); error_rate 1 of 5 (r4)``."""
+    if verbosity < -1:
+        return []
+    lines = []
+    for cell in (cell for flow in document["flows"] for cell in flow["cells"] if cell.get("flaky")):
+        rows = len(cell["rows"]) // cell["repeats"]
+        by_metric: dict[str, list[str]] = {}
+        for entry in cell["flaky"]:
+            by_metric.setdefault(entry["metric"], []).append(str(entry["id"]))
+        parts = [f"{metric} {len(ids)} of {rows} ({_some(ids)})" for metric, ids in by_metric.items()]
+        lines.append(f"promptflow: cell {cell['cell']} (repeat {cell['repeats']}): flaky rows: {'; '.join(parts)}")
+    return lines
+
+
+def _some(names: list[str]) -> str:
+    """The first ``MAX_FLAKY_IDS`` names, then ``...`` if there are more."""
+    return ", ".join(names[:MAX_FLAKY_IDS]) + (", ..." if len(names) > MAX_FLAKY_IDS else "")

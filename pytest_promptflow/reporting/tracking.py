@@ -33,6 +33,7 @@ ENVIRONMENT_PARAMS = ("git_commit", "build_id", "promptflow_env", "llm_mode")
 MAX_KEY, MAX_PARAM, MAX_TAG = 250, 6000, 8000  # mlflow.utils.validation
 MAX_METRICS, MAX_PARAMS_OR_TAGS = 1000, 100  # per log_batch call
 NOT_IN_KEY = re.compile(r"[^\w./\- ]", re.ASCII)  # MLflow's key characters (a colon is refused on Windows)
+SPELLED = {".pass@k": ".pass_at_k", ".pass^k": ".pass_hat_k"}  # repeats' metrics, which "_" alone would merge
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,8 @@ def tag_items(cell: Mapping[str, Any], flow: Mapping[str, Any],
 def mlflow_key(name: str) -> str:
     """``name`` as an MLflow key: only letters, digits, ``_ - . /`` and space, no path that resolves
     elsewhere (``a//b``, ``../x``, ``/x``), at most 250 characters."""
+    for ending, spelled in SPELLED.items():
+        name = name.removesuffix(ending) + spelled if name.endswith(ending) else name
     key = NOT_IN_KEY.sub("_", name)
     if posixpath.normpath(key) != key or key.startswith(("/", "..")) or key in ("", "."):
         key = key.replace("/", "_")  # no path left to resolve

@@ -57,16 +57,44 @@ def wilson(successes: int, n: int, level: float = 0.95, sides: int = 2, continui
     """
     if n <= 0 or not 0 <= successes <= n:
         raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes} of {n}")
-    z = _z(level, sides)
-    cc = 0.5 if continuity else 0.0
-    low = 0.0 if successes == 0 else _wilson_root((successes - cc) / n, n, -z)
-    high = 1.0 if successes == n else _wilson_root((successes + cc) / n, n, z)
+    low, high = _wilson_bounds(successes, n, _z(level, sides), 0.5 if continuity else 0.0)
     p = successes / n
     method = "wilson-cc" if continuity else "wilson"
     return Interval(low, high, p, math.sqrt(p * (1 - p) / n), n, method, level, sides)
 
 
-def _wilson_root(p: float, n: int, z: float) -> float:
+def clustered_wilson(values: Values, clusters: Sequence[object], level: float = 0.95, sides: int = 2) -> Interval:
+    """Wilson (continuity-corrected) for 0/1 values that come in clusters (a row's repeats, a declared cluster),
+    on their effective number: n over the design effect, the cluster-robust variance over the binomial one.
+
+    It lies between the number of clusters (each cluster's values all agree: the interval of one value per
+    cluster) and n (values within a cluster vary as independently as across). All 0s or all 1s carry no
+    variance to measure, so they count one value per cluster: a cluster-robust t interval would shrink to
+    a point there and pass any gate.
+    """
+    z = _z(level, sides)
+    array = np.asarray(values, dtype=float)
+    if not np.isin(array, (0.0, 1.0)).all():
+        raise ValueError("clustered_wilson takes 0/1 values")
+    sums, counts = _cluster_totals(array, clusters)
+    n, groups = float(counts.sum()), len(sums)
+    p = float(sums.sum()) / n
+    effective = float(groups)
+    if 0 < p < 1 and groups > 1:
+        robust = groups / (groups - 1) * float(((sums - counts * p) ** 2).sum()) / n**2
+        effective = n if robust == 0 else min(n, max(groups, p * (1 - p) / robust))
+    low, high = _wilson_bounds(p * effective, effective, z, 0.5)
+    return Interval(low, high, p, math.sqrt(p * (1 - p) / effective), int(n), "wilson-cc-clustered", level, sides)
+
+
+def _wilson_bounds(successes: float, n: float, z: float, cc: float) -> tuple[float, float]:
+    """Wilson's bounds for ``successes`` of ``n`` (either may be an effective, fractional count)."""
+    low = 0.0 if successes == 0 else _wilson_root(max(0.0, successes - cc) / n, n, -z)
+    high = 1.0 if successes == n else _wilson_root(min(n, successes + cc) / n, n, z)
+    return low, high
+
+
+def _wilson_root(p: float, n: float, z: float) -> float:
     centre = p + z * z / (2 * n)
     spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return min(1.0, max(0.0, (centre + spread) / (1 + z * z / n)))
