@@ -149,13 +149,14 @@ def csv_side(path: Path, flow: str, dataset: str, wanted: str, own: str, text: s
                         f"compare on the same data; it has {', '.join(found[:5]) or 'no rows'}")
     configs = list(dict.fromkeys(row.get("config", "") for row in mine))
     config = _chosen(configs, wanted, own, _best(path, flow, dataset), path, text, where)
-    fixed = {*CELL_COLUMNS, *ROW_COLUMNS, "index", "id"}
+    fixed = {*CELL_COLUMNS, *ROW_COLUMNS, "index", "id", "repeat"}
     scored = []
     for row in (row for row in mine if row.get("config", "") == config):
         scores = {key: _value(value) for key, value in row.items()
                   if key not in fixed and not key.startswith(("data.", "inputs.", "outputs."))}
         outputs = {key.removeprefix("outputs."): _output(v) for key, v in row.items() if key.startswith("outputs.")}
-        scored.append(ScoredRow(_text(row.get("id", "")), scores, bool(row.get("error")), outputs))
+        repeat = int(row["repeat"]) if str(row.get("repeat") or "").isdigit() else 0
+        scored.append(ScoredRow(_text(row.get("id", "")), scores, bool(row.get("error")), outputs, repeat))
     return Side(f"baseline {text} ({config} in {path.name})", tuple(scored))
 
 

@@ -24,6 +24,7 @@ class ScoredRow:
     scores: Mapping[str, Any]
     failed: bool = False
     outputs: Mapping[str, Any] | None = None
+    repeat: int = 0  # which run of the row (--promptflow-repeat); a row's repeats share its identity
 
 
 @dataclass(frozen=True)
@@ -34,15 +35,21 @@ class Side:
     rows: tuple[ScoredRow, ...]
 
     def values(self, column: str) -> dict[str, float | None]:
-        """identity -> the row's value in ``column``; a failed row with no value scores the column's worst."""
+        """identity -> the row's value in ``column`` (the mean over its repeats: rows pair, not runs); a failed
+        row with no value scores the column's worst; None when no repeat has a value."""
         values = [row_value(row, column) for row in self.rows]
         worst = _worst(column, [value for row, value in zip(self.rows, values, strict=True) if not row.failed])
-        return {row.identity: worst if row.failed and value is None else value
-                for row, value in zip(self.rows, values, strict=True)}
+        runs: dict[str, list[float]] = {}
+        for row, value in zip(self.rows, values, strict=True):
+            value = worst if row.failed and value is None else value
+            runs.setdefault(row.identity, [])
+            if value is not None:
+                runs[row.identity].append(value)
+        return {identity: sum(found) / len(found) if found else None for identity, found in runs.items()}
 
     def duplicates(self) -> int:
-        """Rows whose identity another row of this side has too."""
-        return sum(n for n in Counter(row.identity for row in self.rows).values() if n > 1)
+        """Rows whose identity another row of this side has too (a row's repeats are one row)."""
+        return sum(n for n in Counter(row.identity for row in self.rows if row.repeat == 0).values() if n > 1)
 
 
 def side_of_run(label: str, run: Any, evaluations: Sequence[Any]) -> Side:
@@ -50,7 +57,7 @@ def side_of_run(label: str, run: Any, evaluations: Sequence[Any]) -> Side:
     rows = []
     for i, row in enumerate(run.rows):
         scores = {f"{ev.evaluator}.{name}": value for ev in evaluations for name, value in (ev.scores[i] or {}).items()}
-        rows.append(ScoredRow(row.identity, scores, row.failed, row.outputs))
+        rows.append(ScoredRow(row.identity, scores, row.failed, row.outputs, row.repeat))
     return Side(label, tuple(rows))
 
 

@@ -95,6 +95,18 @@ def test_a_better_cell_passes_superiority_and_an_identical_one_only_not_below(pr
     assert not same["passed"] and same["discordant"] == 0 and same["difference"] == 0.0
 
 
+def test_repeated_rows_pair_by_row_not_by_run(project: Project) -> None:
+    """With every row run twice, each side has two runs per identity: they pair as one row (their mean), so the
+    comparison still rests on 60 rows and is the one-run comparison of these deterministic flows."""
+    _project(project)
+    project.experiment(EXPERIMENT + 'repeat: 2\nbaseline: cell:classify=variant_1\nthresholds:\n  score:\n'
+                       '  - "not below baseline at 95%"\n')
+    result = run(project.pytester, "--promptflow-report", "report")
+    assert outcomes(result) == {"passed": 2}, result.stdout.str()
+    better = _verdicts(_report(project))[("classify=variant_0", "score not below baseline at 95%")]
+    assert (better["n"], better["unpaired"], better["difference"]) == (60, 0, 0.5)
+
+
 def test_an_underpowered_pass_says_so_and_strict_power_fails_it(project: Project) -> None:
     """60 rows disagreeing on 30: the MDE is far above 0.05, so the (real) win is 'ok (underpowered ...)'."""
     _project(project)
