@@ -3,6 +3,7 @@ our keys) passes its PR overlay, and a broken prompt fails its threshold with th
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -101,3 +102,36 @@ def test_replay_misses_then_records_then_replays_without_a_model(
     assert outcomes(replayed) == {"passed": 1}
     replayed.stdout.fnmatch_lines(["promptflow: 3 LLM calls (replay mode, store *): 0 live, 3 from store"])
     assert sorted(store.rglob("*.json")) == entries
+
+
+AGAINST_ITSELF = '''\
+import pytest
+
+EVAL_MAPPING = {"groundtruth": "${data.label}", "prediction": "${run.outputs.category}"}
+
+
+@pytest.mark.promptflow(flow="flows/sentiment", data="data/sentiment.jsonl", mappings={"text": "${data.text}"},
+                        overrides={"nodes.classify.inputs.temperature": [0.7]}, baseline=BASELINE)
+def test_against_itself(flow_run):
+    flow_run.evaluate("flows/sentiment_eval", mapping=EVAL_MAPPING)
+    if BASELINE:
+        flow_run.expect("score not below baseline at 95%")
+'''
+
+
+def test_a_sentiment_cell_is_not_below_itself_live(pytester: pytest.Pytester, _promptflow_loaded: None) -> None:
+    """A/A on the embedded model: the noisiest sample cell (temperature 0.7, 28 rows) run live twice, the second
+    run compared with the first's rows.csv, passes 'not below baseline at 95%' (evals/MEASURED.md has the
+    discordance such runs show)."""
+    for folder in ("flows/sentiment", "flows/sentiment_eval"):
+        shutil.copytree(ROOT / folder, pytester.path / folder)
+    shutil.copytree(ROOT / "evals/data", pytester.path / "data")
+    runs = []
+    for name, baseline in (("first", None), ("second", "first/rows.csv")):
+        pytester.makepyfile(test_aa=f"BASELINE = {baseline!r}\n" + AGAINST_ITSELF)
+        runs.append(pytester.runpytest("-p", "no:cacheprovider", "--promptflow-llm=record",
+                                       f"--promptflow-llm-store={name}-store", f"--promptflow-report={name}"))
+        assert runs[-1].ret == 0, runs[-1].stdout.str()
+    runs[-1].stdout.no_fnmatch_line("*Traceback*")
+    verdict = json.loads((pytester.path / "second/report.json").read_text())["flows"][0]["cells"][0]["verdicts"][0]
+    assert verdict["rule"] == "not-below" and verdict["passed"] and verdict["n"] == 28 and verdict["unpaired"] == 0
