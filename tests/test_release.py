@@ -95,6 +95,34 @@ def test_first_release_registers_the_best_configuration_and_its_data(released: P
     assert record["git_commit"] is not None and len(record["digest"]) == 64
 
 
+def _csv(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open(encoding="utf-8", newline="") as rows:
+        return list(csv.DictReader(rows))
+
+
+def test_the_release_keeps_the_chosen_cells_rows_with_the_flow_version(released: Project) -> None:
+    from pytest_promptflow.registry.mlflow_registry import MlflowRegistry
+
+    registry = MlflowRegistry(f"sqlite:///{released.pytester.path / 'mlflow.db'}",
+                              released.pytester.path / "mlartifacts")
+    assert registry.released_rows("clf", "small") is None  # nothing released yet
+    release(released)
+    chosen = [row for row in _csv(released.pytester.path / "reports/rows.csv") if row["config"] == "classify=variant_0"]
+    kept = registry.released_rows("clf", "small")
+    assert kept is not None and kept.name == "small.csv"
+    assert _csv(kept) == chosen and len(chosen) == 4 and all(row["id"] for row in chosen)
+    assert registry.released_rows("clf", "hard") is None
+    # new data, same flow: the reused model version now points at the new rows
+    data = released.pytester.path / "data/small.jsonl"
+    data.write_text(data.read_text().replace("a good day", "a very good day"))
+    release(released)
+    again = registry.released_rows("clf", "small")
+    assert again is not None and "a very good day" in {row["data.text"] for row in _csv(again)}
+    assert versions(released)["model:clf"] == ["1"]
+
+
 def test_an_unchanged_second_release_creates_nothing_and_changes_create_exactly_what_changed(
         released: Project) -> None:
     release(released)
