@@ -123,6 +123,20 @@ def test_the_release_keeps_the_chosen_cells_rows_with_the_flow_version(released:
     assert versions(released)["model:clf"] == ["1"]
 
 
+def test_the_model_version_says_how_it_was_selected(released: Project) -> None:
+    """With a per-row primary metric the choice is fair (4 rows: Holm), and the model version's tags say so."""
+    from mlflow import MlflowClient
+
+    released.pytester.makeini("[pytest]\npromptflow_primary_metrics = clf: score\n")
+    release(released)
+    record = json.loads((released.pytester.path / "reports/release-clf.json").read_text())
+    assert record["selection"]["mode"] == "holm" and record["primary_metric"] == "score"
+    client = MlflowClient(tracking_uri=f"sqlite:///{released.pytester.path / 'mlflow.db'}")
+    tags = client.get_model_version("clf", "1").tags
+    assert tags["selection.mode"] == "holm" and float(tags["selection.optimism"]) >= 0.0
+    assert tags["rows_run"]
+
+
 def test_an_unchanged_second_release_creates_nothing_and_changes_create_exactly_what_changed(
         released: Project) -> None:
     release(released)
