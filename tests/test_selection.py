@@ -38,8 +38,8 @@ def record(config: str, scores: Sequence[float], *, default: bool = False, cost:
     }
 
 
-def flow_of(*records: dict[str, Any]) -> dict[str, Any]:
-    document = merge(records, {"clf": "score"}, {"run_id": "x"})
+def flow_of(*records: dict[str, Any], primary: str = "score") -> dict[str, Any]:
+    document = merge(records, {"clf": primary}, {"run_id": "x"})
     return json.loads(json.dumps(document))["flows"][0]  # as report.json holds it
 
 
@@ -98,6 +98,22 @@ def test_a_winner_that_fails_its_threshold_on_the_confirmation_half_is_not_relea
     assert flow["best_reason"].startswith("v0 was picked on the selection half but does not clear score >= 0.7 at "
                                           "95% on the confirmation half")
     assert flow["selection"]["failed_on_confirmation"] == ["score >= 0.7 at 95%"]
+
+
+def test_a_logged_mean_of_a_per_row_column_is_chosen_on_that_columns_rows():
+    """An evaluation flow's aggregation logs accuracy = mean of its per-row score: that column is its rows."""
+    def logged(config: str, scores: list[float], accuracy: float, default: bool = False) -> dict[str, Any]:
+        found = record(config, scores, default=default)
+        found["metrics"].update({"accuracy": accuracy, "ev.accuracy": accuracy})
+        return found
+
+    same = flow_of(logged("v0", [1.0] * 25 + [0.0] * 5, 25 / 30, True), logged("v1", [1.0] * 26 + [0.0] * 4, 26 / 30),
+                   primary="accuracy")
+    assert same["selection"]["mode"] == "holm" and same["best"] == "v0" and same["selection"]["tied_with"] == ["v1"]
+    # logged as something else than the column's mean (a weighted accuracy): no per-row values, means decide
+    other = flow_of(logged("v0", [1.0] * 25 + [0.0] * 5, 0.5, True), logged("v1", [1.0] * 26 + [0.0] * 4, 0.6),
+                    primary="accuracy")
+    assert other["selection"]["mode"] == "none" and other["best"] == "v1"
 
 
 # --- Holm ----------------------------------------------------------------------------------------------------

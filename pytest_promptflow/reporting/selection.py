@@ -65,11 +65,19 @@ def in_selection_half(identity: str) -> bool:
 
 def row_values(cell: Mapping[str, Any], metric: str) -> dict[str, float] | None:
     """Each row's value of ``metric`` by row identity, as the metric's mean reads it; None when the metric is
-    not a mean of per-row scores (a ``log_metric`` accuracy, ``latency.p95``). Failed flow rows already carry
-    the worst scores; a row its evaluator failed on counts at the worst value seen (0 or lower)."""
+    not a mean of per-row scores (``latency.p95``, a ``log_metric`` that is no column's mean). Failed flow rows
+    already carry the worst scores; a row its evaluator failed on counts at the worst value seen (0 or lower)."""
     rows = cell.get("rows") or []
     if metric == "error_rate" and rows:
         return {_identity(row): float(row["error"] is not None) for row in rows}
+    direct = _column(rows, metric)
+    if direct is not None:
+        return direct
+    column = _logged_mean_of(cell, metric)
+    return None if column is None else _column(rows, column)
+
+
+def _column(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[str, float] | None:
     found = [_score(row["scores"], metric) for row in rows]
     seen = [value for value in found if value is not None]
     if not seen:
@@ -78,6 +86,21 @@ def row_values(cell: Mapping[str, Any], metric: str) -> dict[str, float] | None:
 
     worst = max(seen) if lower_is_better(metric) else min(0.0, *seen)
     return {_identity(row): worst if value is None else value for row, value in zip(rows, found, strict=True)}
+
+
+def _logged_mean_of(cell: Mapping[str, Any], metric: str) -> str | None:
+    """The per-row score column whose mean an aggregation node logged as ``metric`` (an evaluation flow's
+    ``accuracy`` over its per-row ``score``): the one column of that evaluator whose mean is the metric's
+    value in this cell. None when no column, or more than one, is."""
+    value = cell["metrics"].get(metric)
+    evaluators = {key[: -len(metric) - 1] for key in cell["metrics"] if key.endswith(f".{metric}")}
+    if value is None or not evaluators:
+        return None
+    columns = {key for row in cell["rows"] for key in row["scores"] if key.partition(".")[0] in evaluators}
+    per_row = {key: _column(cell["rows"], key) for key in sorted(columns)}
+    found = [key for key, values in per_row.items()
+             if values and abs(float(np.mean([*values.values()])) - value) < 1e-9]
+    return found[0] if len(found) == 1 else None
 
 
 def _identity(row: Mapping[str, Any]) -> str:
