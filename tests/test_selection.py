@@ -85,15 +85,18 @@ def test_at_200_rows_the_selection_half_picks_and_the_confirmation_half_gives_th
 
 def test_under_200_rows_on_some_dataset_the_choice_is_holm():
     big, small = np.ones(240), np.ones(199)
-    flow = flow_of(record("v0", big, default=True), record("v0", small, dataset="hard"))
+    flow = flow_of(record("v0", big, default=True), record("v0", small, dataset="hard"),
+                   record("v1", big), record("v1", small, dataset="hard"))
     assert flow["selection"]["mode"] == "holm" and flow["selection"]["rows"] == 439
+    # one configuration is no selection: its 240 rows are not halved
+    assert flow_of(record("v0", big, default=True))["selection"]["mode"] == "holm"
 
 
 def test_a_winner_that_fails_its_threshold_on_the_confirmation_half_is_not_released():
     ids = [f"r{i}" for i in range(300)]
     # right on every selection-half row, on 60% of the confirmation half: passes 0.7 at 95% on all rows
     scores = [1.0 if in_selection_half(identity) or i % 5 < 3 else 0.0 for i, identity in enumerate(ids)]
-    flow = flow_of(record("v0", scores, default=True, verdicts=[at_level(0.7)]))
+    flow = flow_of(record("v0", scores, default=True, verdicts=[at_level(0.7)]), record("v1", [0.0] * 300))
     assert flow["best"] is None
     assert flow["best_reason"].startswith("v0 was picked on the selection half but does not clear score >= 0.7 at "
                                           "95% on the confirmation half")

@@ -91,15 +91,17 @@ def _column(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[str, float] 
 def _logged_mean_of(cell: Mapping[str, Any], metric: str) -> str | None:
     """The per-row score column whose mean an aggregation node logged as ``metric`` (an evaluation flow's
     ``accuracy`` over its per-row ``score``): the one column of that evaluator whose mean is the metric's
-    value in this cell. None when no column, or more than one, is."""
+    value in this cell, up to rounding (``round(x, 4)`` in the sample's aggregate; at most 0.005 and half a
+    row's share). None when no column, or more than one, is."""
     value = cell["metrics"].get(metric)
     evaluators = {key[: -len(metric) - 1] for key in cell["metrics"] if key.endswith(f".{metric}")}
     if value is None or not evaluators:
         return None
     columns = {key for row in cell["rows"] for key in row["scores"] if key.partition(".")[0] in evaluators}
     per_row = {key: _column(cell["rows"], key) for key in sorted(columns)}
+    rounding = min(0.005, 0.5 / max(len(cell["rows"]), 1))
     found = [key for key, values in per_row.items()
-             if values and abs(float(np.mean([*values.values()])) - value) < 1e-9]
+             if values and abs(float(np.mean([*values.values()])) - value) <= rounding]
     return found[0] if len(found) == 1 else None
 
 
@@ -136,7 +138,8 @@ def fair_selection(tested: Mapping[str, Sequence[Mapping[str, Any]]], failing: A
     common = sorted(set.intersection(*(set(values) for values in per_config.values())))
     if not common:
         return None
-    split = all(len(cell["rows"]) >= SPLIT_ROWS for group in tested.values() for cell in group)
+    # one configuration is no selection: halving its rows would only widen its gate
+    split = len(tested) > 1 and all(len(cell["rows"]) >= SPLIT_ROWS for group in tested.values() for cell in group)
     selection = np.array([in_selection_half(identity) for _, identity in common]) if split else None
     candidates = [Candidate(config, np.array([per_config[config][key] for key in common]), config not in failing,
                             bool(group[0]["default"]), _spend(group), _checks(group))
@@ -280,12 +283,12 @@ def _max_optimism(candidates: Sequence[Candidate], sign: int, seed: str) -> floa
     resamples of the best resampled mean, minus the best observed mean (seeded, so reruns agree)."""
     from ..stats import bootstrap_indices
 
-    if not candidates or len(candidates[0].values) < 2:
+    if len(candidates) < 2 or len(candidates[0].values) < 2:  # one candidate: nothing was selected
         return 0.0
     values = sign * np.stack([c.values for c in candidates])
     picks = bootstrap_indices(values.shape[1], OPTIMISM_RESAMPLES, f"selection:{seed}")
     resampled = values[:, picks].mean(axis=2)  # configurations x resamples
-    return float(resampled.max(axis=0).mean() - values.mean(axis=1).max())
+    return max(0.0, float(resampled.max(axis=0).mean() - values.mean(axis=1).max()))  # below 0 is resampling noise
 
 
 def _best_word(sign: int) -> str:
@@ -298,11 +301,9 @@ def _count(candidates: Sequence[Candidate]) -> str:
 
 def selection_line(selection: Mapping[str, Any] | None, metric: str | None) -> str:
     """One terminal line: how the best was selected and how optimistic its number is."""
-    if not selection:
+    if not selection or selection["candidates"] < 2:
         return ""
     if selection["mode"] == "none":
-        if selection["candidates"] < 2:
-            return ""
         return f"  selection: {selection['why']}: the best of several reads optimistic"
     tied = f"; statistically tied with {', '.join(selection['tied_with'])}" if selection.get("tied_with") else ""
     optimism = f"expected optimism {selection['optimism']:+.3f}" if "optimism" in selection else ""
@@ -312,5 +313,6 @@ def selection_line(selection: Mapping[str, Any] | None, metric: str | None) -> s
                    f"{confirmed['ci_high']:.4g}] on {confirmed['n']} rows" if confirmed else "")
         return f"  selection: split, picked on {selection['rows']} rows{numbers}; {optimism}{tied}"
     dropped = f", {len(selection['dropped'])} dropped by Holm" if selection.get("dropped") else ""
-    return (f"  selection: Holm over {selection['candidates']} configurations on {selection['rows']} rows"
+    configurations = f"{selection['candidates']} configuration{'s' * (selection['candidates'] != 1)}"
+    return (f"  selection: Holm over {configurations} on {selection['rows']} rows"
             f"{dropped}; {optimism} (bootstrap, best of {selection['candidates']}){tied}")
