@@ -70,5 +70,5 @@ def best_configuration(cells: Sequence[Mapping[str, Any]], metric: str | None) -
     tie = f"; default variants among {len(ties)} tied" if len(ties) > 1 and candidates[best][0]["default"] else ""
     return Best(best, f"{how} mean {metric} ({means[best]:.4g}){over} among {len(candidates)} passing "
                       f"configuration{'s' * (len(candidates) > 1)}{tie}",
-                {"mode": "none", "candidates": len(candidates),
+                {"mode": "none", "rows": None, "candidates": len(candidates), "optimism": None, "tied_with": [],
                  "why": f"{metric} is not a mean of per-row scores, so no split, Holm or tie check"})

@@ -178,7 +178,8 @@ def fair_choice(candidates: Sequence[Candidate], selection: npt.NDArray[np.bool_
 def _split(candidates: Sequence[Candidate], selection: npt.NDArray[np.bool_], sign: int, metric: str) -> Choice:
     passing = [c for c in candidates if c.passed]
     picked_rows, rows = int(selection.sum()), len(selection)
-    facts: dict[str, Any] = {"mode": "split", "rows": picked_rows, "candidates": len(candidates)}
+    facts: dict[str, Any] = {"mode": "split", "rows": picked_rows, "candidates": len(candidates), "optimism": None,
+                             "tied_with": []}
     if not passing or picked_rows == 0 or picked_rows == rows:
         return Choice(None, f"no passing configuration to pick among on a split of {rows} rows", facts)
     winner, tied, lead, why = _ranked_winner(passing, selection, sign)
@@ -213,7 +214,7 @@ def _holm(candidates: Sequence[Candidate], sign: int, metric: str, seed: str) ->
     rows = len(candidates[0].values) if candidates else 0
     dropped = [c.config for c, kept_ in zip(candidates, kept_flags, strict=True) if c.passed and not kept_]
     facts: dict[str, Any] = {"mode": "holm", "rows": rows, "candidates": len(candidates), "dropped": dropped,
-                             "tied_with": []}
+                             "optimism": None, "tied_with": []}
     leveled = any(check.verdict.get("level") is not None for c in candidates for check in c.checks)
     over = f" that clear their thresholds Holm-adjusted over {len(candidates)}" if leveled else ""
     if not kept:
@@ -306,7 +307,7 @@ def selection_line(selection: Mapping[str, Any] | None, metric: str | None) -> s
     if selection["mode"] == "none":
         return f"  selection: {selection['why']}: the best of several reads optimistic"
     tied = f"; statistically tied with {', '.join(selection['tied_with'])}" if selection.get("tied_with") else ""
-    optimism = f"expected optimism {selection['optimism']:+.3f}" if "optimism" in selection else ""
+    optimism = "" if selection["optimism"] is None else f"expected optimism {selection['optimism']:+.3f}"
     if selection["mode"] == "split":
         confirmed = selection.get("confirmation")
         numbers = (f", confirmation {metric} {confirmed['mean']:.4g} [{confirmed['ci_low']:.4g}, "
