@@ -110,7 +110,9 @@ class Release:
         if configuration is None:
             return {**record, "decision": "not released", "reason": reason}
         payload = approval_payload(flow, configuration)
-        record.update(payload, reason=reason)
+        record.update(payload, reason=reason, primary_metric=flow["primary_metric"])
+        if configuration == flow["best"]:  # how it was selected, and its confirmation-half number with a split
+            record["selection"] = flow.get("selection")
         from .approvals import digest
 
         record["digest"] = digest(payload)
@@ -160,6 +162,8 @@ class Release:
                             cell["dataset"], Path(cell["dataset_path"]), cell["dataset_hash"])
                 tags = _model_tags(record, [v.as_json() for v in datasets.values()])
                 model = registry.register_flow(flow["flow"], folder, content_hash, tags)
+                rows = _rows_files(cells, self.scratch / "rows" / flow["flow"])
+                registry.register_rows(flow["flow"], model.version, rows)
         except SpecError as error:
             return {**record, "decision": "not released", "reason": str(error)}
         self.packages[flow["flow"]] = {"folder": folder, "connections": target.connections(init)}
@@ -190,8 +194,17 @@ class Release:
         path.write_text(json.dumps(record, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
 
 
+def _rows_files(cells: Sequence[Mapping[str, Any]], folder: Path) -> dict[str, Path]:
+    """dataset -> its ``<dataset>.csv``: the released cell's lines of ``rows.csv``, kept with the flow version."""
+    from .reporting.csv_files import rows_table, write_table
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return {cell["dataset"]: write_table(folder / f"{cell['dataset']}.csv", rows_table([cell])) for cell in cells}
+
+
 def _model_tags(record: Mapping[str, Any], datasets: list[dict[str, Any]]) -> dict[str, str]:
-    """What a model version says of itself: the metrics that passed, the data, the commit, the cell."""
+    """What a model version says of itself: the metrics that passed, the data, the commit, the cell, and how
+    it was selected (with a split, the confirmation half's unbiased number of the primary metric)."""
     tags = {"configuration": record["configuration"], "git_commit": record["git_commit"],
             "digest": record["digest"],
             "datasets": ",".join(f"{d['name']}:{d['version']}" for d in datasets)}
@@ -199,6 +212,13 @@ def _model_tags(record: Mapping[str, Any], datasets: list[dict[str, Any]]) -> di
         for name, value in metrics.items():
             if not name.startswith(("llm.", "rows")):
                 tags[f"metric.{dataset}.{name}"] = f"{value:.6g}"
+    selection = record.get("selection") or {}
+    if selection:
+        tags["selection.mode"] = selection["mode"]
+    if selection.get("optimism") is not None:
+        tags["selection.optimism"] = f"{selection['optimism']:.6g}"
+    for name, value in (selection.get("confirmation") or {}).items():
+        tags[f"confirmation.{record['primary_metric']}.{name}"] = f"{value:.6g}"
     return tags
 
 

@@ -85,6 +85,28 @@ class FakeMLClient:
         self.workspace_name = workspace_name
         self.data = FakeOperations()
         self.models = FakeOperations()
+        self.datastores = "fake datastore operations"  # only handed to the SDK's download helper (faked below)
+
+
+@pytest.fixture
+def fake_download(client: FakeMLClient, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """azure-ai-ml's (private) download of an ``azureml://`` path, answered from the fake workspace's uploads;
+    returns the URIs asked for."""
+    from azure.ai.ml._artifacts import _artifact_utilities
+
+    asked: list[str] = []
+
+    def download_artifact_from_aml_uri(uri: str, destination: str, datastore_operation: Any) -> str:
+        assert datastore_operation is client.datastores
+        asked.append(uri)
+        key = next(key for key, asset in client.data.assets.items() if asset.path == uri)
+        target = Path(destination) / "LocalUpload" / uri.rsplit("/", 1)[-1]
+        target.parent.mkdir(parents=True)
+        target.write_bytes(client.data.uploads[key])
+        return destination
+
+    monkeypatch.setattr(_artifact_utilities, "download_artifact_from_aml_uri", download_artifact_from_aml_uri)
+    return asked
 
 
 @pytest.fixture
@@ -247,3 +269,31 @@ def test_importing_the_registry_imports_no_azure() -> None:
             "print(sorted(m for m in sys.modules if m.startswith('azure')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_rows_are_a_data_asset_per_dataset_versioned_with_the_flow(
+        registry: AzureMLRegistry, client: FakeMLClient, flow: Path, tmp_path: Path, fake_download: list[str]) -> None:
+    rows = tmp_path / "small.csv"
+    rows.write_text("flow,id,ev.score\nclf,r0,1\n", encoding="utf-8")
+    assert registry.released_rows("clf", "small") is None  # no flow version yet
+    registry.register_flow("clf", flow, "m1", {})
+    assert registry.released_rows("clf", "small") is None  # a version without rows
+    registry.register_rows("clf", "1", {"small": rows})
+    asset = client.data.get("clf-rows-small", version="1")
+    assert asset.type == "uri_file" and asset.tags["flow_version"] == "1" and asset.tags["dataset"] == "small"
+
+    kept = registry.released_rows("clf", "small")
+    assert kept is not None and kept.read_bytes() == rows.read_bytes() and fake_download == [asset.path]
+    assert registry.released_rows("clf", "hard") is None
+
+    registry.register_rows("clf", "1", {"small": rows})  # the same rows again: nothing new
+    rows.write_text("flow,id,ev.score\nclf,r0,0\n", encoding="utf-8")
+    registry.register_rows("clf", "1", {"small": rows})  # flow v1 reused with other rows: 1.1
+    assert client.data.creates == [("clf-rows-small", "1"), ("clf-rows-small", "1.1")]
+    assert registry.released_rows("clf", "small").read_bytes() == rows.read_bytes()  # type: ignore[union-attr]
+
+    (flow / "classify.jinja2").write_text("Classify: {{text}}\n", encoding="utf-8")
+    registry.register_flow("clf", flow, "m2", {})
+    assert registry.released_rows("clf", "small") is None  # v2 has no rows yet: v1's are not v2's
+    registry.register_rows("clf", "2", {"small": rows})
+    assert ("clf-rows-small", "2") in client.data.creates

@@ -95,6 +95,48 @@ def test_first_release_registers_the_best_configuration_and_its_data(released: P
     assert record["git_commit"] is not None and len(record["digest"]) == 64
 
 
+def _csv(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open(encoding="utf-8", newline="") as rows:
+        return list(csv.DictReader(rows))
+
+
+def test_the_release_keeps_the_chosen_cells_rows_with_the_flow_version(released: Project) -> None:
+    from pytest_promptflow.registry.mlflow_registry import MlflowRegistry
+
+    registry = MlflowRegistry(f"sqlite:///{released.pytester.path / 'mlflow.db'}",
+                              released.pytester.path / "mlartifacts")
+    assert registry.released_rows("clf", "small") is None  # nothing released yet
+    release(released)
+    chosen = [row for row in _csv(released.pytester.path / "reports/rows.csv") if row["config"] == "classify=variant_0"]
+    kept = registry.released_rows("clf", "small")
+    assert kept is not None and kept.name == "small.csv"
+    assert _csv(kept) == chosen and len(chosen) == 4 and all(row["id"] for row in chosen)
+    assert registry.released_rows("clf", "hard") is None
+    # new data, same flow: the reused model version now points at the new rows
+    data = released.pytester.path / "data/small.jsonl"
+    data.write_text(data.read_text().replace("a good day", "a very good day"))
+    release(released)
+    again = registry.released_rows("clf", "small")
+    assert again is not None and "a very good day" in {row["data.text"] for row in _csv(again)}
+    assert versions(released)["model:clf"] == ["1"]
+
+
+def test_the_model_version_says_how_it_was_selected(released: Project) -> None:
+    """With a per-row primary metric the choice is fair (4 rows: Holm), and the model version's tags say so."""
+    from mlflow import MlflowClient
+
+    released.pytester.makeini("[pytest]\npromptflow_primary_metrics = clf: score\n")
+    release(released)
+    record = json.loads((released.pytester.path / "reports/release-clf.json").read_text())
+    assert record["selection"]["mode"] == "holm" and record["primary_metric"] == "score"
+    client = MlflowClient(tracking_uri=f"sqlite:///{released.pytester.path / 'mlflow.db'}")
+    tags = client.get_model_version("clf", "1").tags
+    assert tags["selection.mode"] == "holm" and float(tags["selection.optimism"]) >= 0.0
+    assert tags["rows_run"]
+
+
 def test_an_unchanged_second_release_creates_nothing_and_changes_create_exactly_what_changed(
         released: Project) -> None:
     release(released)

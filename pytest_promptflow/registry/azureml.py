@@ -12,6 +12,12 @@ second release racing for the same version with other content fails loudly (the 
 change an existing version's path, and uploads are stored by content hash); one with the same
 content writes the same version again, not a duplicate.
 
+Rows (a release's per-row rows of the chosen configuration, one ``<dataset>.csv`` each) are versions of
+a ``uri_file`` data asset ``<flow>-rows-<dataset>`` named after the flow version: ``3`` for flow v3, then
+``3.1``, ``3.2`` when a later release reuses v3 (same flow content) with other rows, tagged
+``flow_version`` and ``rows_hash``. Not inside the model's folder: a reused model version gets no
+upload, and the rows (data, answers) have no place in what is deployed.
+
 Release records are kept as versions of one small ``uri_file`` data asset (``RECORDS_ASSET``):
 the whole JSON record is uploaded, and its scalar top-level fields are tags, so the workspace's
 data page lists every release and each record can be downloaded whole.
@@ -84,6 +90,36 @@ class AzureMLRegistry:
             lambda version: Model(path=str(folder), type=AssetTypes.CUSTOM_MODEL, name=name, version=version,
                                   tags=all_tags, description="Prompt flow registered by pytest-promptflow"))
 
+    def register_rows(self, flow: str, version: str, rows: Mapping[str, Path]) -> None:
+        """A version of ``<flow>-rows-<dataset>`` per rows file, unless the latest one for ``version`` has its hash."""
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import Data
+
+        operations = self.ml_client.data
+        for dataset, path in rows.items():
+            name, content_hash = rows_asset(flow, dataset), hashlib.sha256(path.read_bytes()).hexdigest()
+            latest = _latest_rows(_versions(operations, name), version)
+            kept = {} if latest is None else operations.get(name, version=latest).tags or {}
+            if kept.get("rows_hash") == content_hash:
+                continue
+            number = version if latest is None else f"{version}.{_rows_suffix(latest, version) + 1}"
+            _create(operations, Data(path=str(path), type=AssetTypes.URI_FILE, name=name, version=number,
+                                     tags={"flow": flow, "flow_version": version, "dataset": dataset,
+                                           "rows_hash": content_hash},
+                                     description=f"Per-row rows of {flow} v{version} on {dataset}, kept by "
+                                                 "pytest-promptflow for paired baselines"))
+
+    def released_rows(self, flow: str, dataset: str) -> Path | None:
+        version = _latest(_versions(self.ml_client.models, flow))
+        if version is None:
+            return None
+        name = rows_asset(flow, dataset)
+        latest = _latest_rows(_versions(self.ml_client.data, name), version)
+        if latest is None:
+            return None
+        asset = self.ml_client.data.get(name, version=latest)
+        return _download(self.ml_client, str(asset.path), Path(tempfile.mkdtemp(prefix="pytest-promptflow-rows-")))
+
     def record_release(self, record: Mapping[str, Any]) -> None:
         """A new version of the ``RECORDS_ASSET`` data asset: the record as a JSON file, its scalars as tags."""
         from azure.ai.ml.constants import AssetTypes
@@ -108,6 +144,35 @@ class AzureMLRegistry:
                 return Version(name, str(current.version), content_hash, created=False)
         created = _create(operations, entity(_next_version(versions)))
         return Version(name, str(created.version), content_hash, created=True)
+
+
+def rows_asset(flow: str, dataset: str) -> str:
+    """The data asset holding ``flow``'s released rows on ``dataset``."""
+    return f"{flow}-rows-{dataset}"
+
+
+def _rows_suffix(asset_version: str, flow_version: str) -> int:
+    """0 for the rows asset version ``3`` of flow v3, k for ``3.k``; -1 for another flow version's."""
+    if asset_version == flow_version:
+        return 0
+    suffix = asset_version.removeprefix(f"{flow_version}.")
+    return int(suffix) if suffix != asset_version and suffix.isdigit() else -1
+
+
+def _latest_rows(versions: Iterable[str], flow_version: str) -> str | None:
+    """The latest rows asset version kept with ``flow_version``, or None."""
+    mine = [v for v in versions if _rows_suffix(v, flow_version) >= 0]
+    return max(mine, key=lambda v: _rows_suffix(v, flow_version), default=None)
+
+
+def _download(ml_client: Any, uri: str, folder: Path) -> Path | None:
+    """The file of a ``uri_file`` data asset, downloaded into ``folder``. azure-ai-ml has no public download of
+    a data asset; this uses its private artifact helper (``_artifacts._artifact_utilities``, as its model
+    download does), the one place here that a change of that private API would break."""
+    from azure.ai.ml._artifacts._artifact_utilities import download_artifact_from_aml_uri  # private API
+
+    download_artifact_from_aml_uri(uri, str(folder), ml_client.datastores)
+    return next((path for path in sorted(folder.rglob("*")) if path.is_file()), None)
 
 
 def _versions(operations: Any, name: str) -> list[str]:

@@ -10,6 +10,10 @@
 - Flows: one registered model per flow; each version is a pyfunc model (``mlflow_model.py``, stored
   as code, nothing pickled) over the packaged flow folder, logged by a run in
   ``pytest-promptflow-flows`` and tagged ``model_hash`` plus the release's tags.
+- Rows: each release's per-row rows of the chosen configuration, one run in ``pytest-promptflow-rows``
+  (tags ``flow``, ``version``) with the files ``rows/<dataset>.csv``; the model version's tag
+  ``rows_run`` names the latest such run. A separate run rather than the model's own: a flow whose
+  content did not change reuses its model version, but its rows (new data, new answers) are new.
 - Releases: one run per record in ``pytest-promptflow-releases`` (tags ``flow``, ``decision``,
   ``release`` when the record has them), the record as its artifact ``release.json``.
 
@@ -35,6 +39,9 @@ from .base import Version
 DATASETS = "pytest-promptflow-datasets"
 FLOWS = "pytest-promptflow-flows"
 RELEASES = "pytest-promptflow-releases"
+ROWS = "pytest-promptflow-rows"
+ROWS_TAG = "rows_run"  # on a model version: the run holding its rows
+ROWS_FOLDER = "rows"
 MODEL_PATH = "model"
 FLOW_ARTIFACT = "flow"  # the packaged flow's name among the model's artifacts
 LOCK_TIMEOUT = 600.0  # seconds a release waits for another one on the same store
@@ -101,6 +108,28 @@ class MlflowRegistry:
                 name, source=f"runs:/{run_id}/{MODEL_PATH}", run_id=run_id, tags=all_tags,
                 description=f"promptflow flow {name} as released by pytest-promptflow (content {content_hash[:12]})")
             return Version(name, str(created.version), content_hash, created=True)
+
+    def register_rows(self, flow: str, version: str, rows: Mapping[str, Path]) -> None:
+        with self.lock(), _quietly():
+            tags = {"flow": flow, "version": version, "datasets": ",".join(sorted(rows))}
+            with self._run(ROWS, f"{flow} v{version} rows", tags) as run_id:
+                for path in rows.values():
+                    self.client.log_artifact(run_id, str(path), artifact_path=ROWS_FOLDER)
+            self.client.set_model_version_tag(flow, version, ROWS_TAG, run_id)
+
+    def released_rows(self, flow: str, dataset: str) -> Path | None:
+        if not self.exists:
+            return None
+        with _quietly():
+            latest = self._latest_model_version(flow)
+            run_id = (latest.tags or {}).get(ROWS_TAG) if latest is not None else None
+            if not run_id:
+                return None
+            name = f"{dataset}.csv"
+            if name not in {Path(found.path).name for found in self.client.list_artifacts(run_id, ROWS_FOLDER)}:
+                return None
+            folder = tempfile.mkdtemp(prefix="pytest-promptflow-rows-")
+            return Path(self.client.download_artifacts(run_id, f"{ROWS_FOLDER}/{name}", folder))
 
     def record_release(self, record: Mapping[str, Any]) -> None:
         tags = {key: record[key] for key in ("flow", "decision", "release") if isinstance(record.get(key), str)}

@@ -6,7 +6,7 @@ with the default variants. Means over different datasets would not compare, henc
 from __future__ import annotations
 
 import statistics
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 BUILT_IN_PREFIXES = ("latency.", "llm.", "tokens.", "cost.")
 LOWER_IS_BETTER_PREFIXES = ("latency.", "cost.", "tokens.")
@@ -33,26 +33,42 @@ def primary_metric(flow: str, cells: Sequence[Mapping[str, Any]], configured: Ma
     return None
 
 
-def best_configuration(cells: Sequence[Mapping[str, Any]], metric: str | None) -> tuple[str | None, str]:
+class Best(NamedTuple):
+    """A flow's best configuration (None when there is none), why, and how it was selected (report.json's
+    flow ``selection``)."""
+
+    config: str | None
+    reason: str
+    selection: dict[str, Any] | None = None
+
+
+def best_configuration(cells: Sequence[Mapping[str, Any]], metric: str | None) -> Best:
     """The best configuration's label (``cell["config"]``) and why, or None and why there is none."""
     if metric is None:
-        return None, "no primary metric: set promptflow_primary_metrics"
+        return Best(None, "no primary metric: set promptflow_primary_metrics")
     scored = [c for c in cells if metric in c["metrics"]]
     datasets = {c["dataset"] for c in scored}
     by_config: dict[str, list[Mapping[str, Any]]] = {}
     for cell in scored:
         by_config.setdefault(cell["config"], []).append(cell)
     failing = {c["config"] for c in cells if c["outcome"] != "passed"}  # scored or not: a cell that did not pass
-    candidates = {config: group for config, group in by_config.items()
-                  if {c["dataset"] for c in group} == datasets and config not in failing}
+    tested = {config: group for config, group in by_config.items() if {c["dataset"] for c in group} == datasets}
+    candidates = {config: group for config, group in tested.items() if config not in failing}
     if not candidates:
-        return None, f"no configuration passed every test and has {metric} on every dataset"
+        return Best(None, f"no configuration passed every test and has {metric} on every dataset")
     sign = -1 if lower_is_better(metric) else 1
+    over = f" over {len(datasets)} datasets" if len(datasets) > 1 else ""
+    from .selection import fair_selection  # numpy, only once a report is merged
+
+    fair = fair_selection(tested, failing, metric, sign, over)
+    if fair is not None:
+        return Best(fair.config, fair.reason, fair.selection)
     means = {config: statistics.fmean(c["metrics"][metric] for c in group) for config, group in candidates.items()}
     best = max(sorted(candidates), key=lambda config: (sign * means[config], candidates[config][0]["default"]))
     ties = [config for config in candidates if means[config] == means[best]]
     how = "lowest" if sign < 0 else "highest"
-    over = f" over {len(datasets)} datasets" if len(datasets) > 1 else ""
     tie = f"; default variants among {len(ties)} tied" if len(ties) > 1 and candidates[best][0]["default"] else ""
-    return best, (f"{how} mean {metric} ({means[best]:.4g}){over} among {len(candidates)} passing "
-                  f"configuration{'s' * (len(candidates) > 1)}{tie}")
+    return Best(best, f"{how} mean {metric} ({means[best]:.4g}){over} among {len(candidates)} passing "
+                      f"configuration{'s' * (len(candidates) > 1)}{tie}",
+                {"mode": "none", "rows": None, "candidates": len(candidates), "optimism": None, "tied_with": [],
+                 "why": f"{metric} is not a mean of per-row scores, so no split, Holm or tie check"})

@@ -41,15 +41,17 @@ def write_csv(document: Mapping[str, Any], folder: Path) -> list[Path]:
         METRICS: metrics_table(cells, best),
         EXPERIMENTS: experiments_table(cells, document.get("environment", {})),
     }
-    paths = []
-    for name, (header, lines) in tables.items():
-        path = folder / name
-        with path.open("w", encoding="utf-8", newline="") as out:
-            writer = csv.writer(out, quoting=csv.QUOTE_MINIMAL)
-            writer.writerow([safe(column) for column in header])
-            writer.writerows([safe(value) for value in line] for line in lines)
-        paths.append(path)
-    return paths
+    return [write_table(folder / name, table) for name, table in tables.items()]
+
+
+def write_table(path: Path, table: Table) -> Path:
+    """One table as a CSV file, every field made ``safe``."""
+    header, lines = table
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, quoting=csv.QUOTE_MINIMAL)
+        writer.writerow([safe(column) for column in header])
+        writer.writerows([safe(value) for value in line] for line in lines)
+    return path
 
 
 Table = tuple[list[str], list[list[Any]]]

@@ -131,9 +131,9 @@ def merge(records: Iterable[Mapping[str, Any]], primary_metrics: Mapping[str, st
     for flow in sorted({flow for flow, _ in cells}):
         flow_cells = [_finish(cells[key]) for key in sorted(cells) if key[0] == flow]
         metric = primary_metric(flow, flow_cells, primary_metrics)
-        best, reason = best_configuration(flow_cells, metric)
-        flows.append({"flow": flow, "primary_metric": metric, "best": best, "best_reason": reason,
-                      "cells": flow_cells})
+        best = best_configuration(flow_cells, metric)
+        flows.append({"flow": flow, "primary_metric": metric, "best": best.config, "best_reason": best.reason,
+                      "selection": best.selection, "cells": flow_cells})
     return {"version": VERSION, "environment": dict(environment), "flows": flows}
 
 

@@ -45,6 +45,11 @@ def comparison_tables(document: Mapping[str, Any], verbosity: int = 0) -> list[s
         best = f"best: {flow['best']}, " if flow["best"] else "no best cell: "
         count = f"{len(flow['cells'])} cell{'s' * (len(flow['cells']) != 1)}"
         lines.append(f"promptflow: flow {flow['flow']}, {count}; {best}{flow['best_reason']}")
+        if flow["best"]:
+            from .selection import selection_line
+
+            chosen = selection_line(flow.get("selection"), flow["primary_metric"])
+            lines += [chosen] if chosen else []
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         lines += ["  " + "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip()
                   for row in table]
