@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -62,11 +63,12 @@ def comparer(spec: BaselineSpec, session: Any, planned: Any, run: Any, evaluatio
     candidate = side_of_run(f"cell {planned.id}", run, evaluations)
     evaluators = list(dict.fromkeys(ev.evaluator for ev in evaluations))
     stored = None if spec.kind == "cell" else (lambda side: rescored(side, planned, run, evaluate))
-    return Comparer(spec, candidate, evaluators, lambda: baseline_side(spec, session, planned, evaluate),
+    return Comparer(spec, candidate, evaluators, lambda: baseline_side(spec, session, planned, evaluate, settings),
                     settings, planned.id, stored)
 
 
-def baseline_side(spec: BaselineSpec, session: Any, planned: Any, evaluate: Evaluate) -> Side:
+def baseline_side(spec: BaselineSpec, session: Any, planned: Any, evaluate: Evaluate,
+                  settings: ComparisonSettings) -> Side:
     """The baseline's rows for ``planned``'s flow and dataset."""
     cell = planned.cell
     if spec.kind == "cell":
@@ -74,12 +76,15 @@ def baseline_side(spec: BaselineSpec, session: Any, planned: Any, evaluate: Eval
         run = session.run(other)
         return side_of_run(f"baseline {spec.text} (cell {other.id})", run, evaluate(other, run))
     if spec.kind == "released":
-        path = released_rows(session, cell.flow, cell.dataset.name)
+        path = settings.released(cell.flow, cell.dataset.name) if settings.released else None
         if path is None:
-            raise SpecError(spec.where, f"no released version of flow {cell.flow} has stored rows",
-                            "release it first (pytest --promptflow-release), or compare with cell:<configuration> "
-                            "or a previous rows.csv")
-        return csv_side(path, cell.flow, cell.dataset.name, "", cell.config, spec.text, spec.where)
+            raise SpecError(spec.where, f"no released version of flow {cell.flow} has stored rows of dataset "
+                            f"{cell.dataset.name}", "release it first (pytest --promptflow-release), or compare "
+                            "with cell:<configuration> or a previous rows.csv")
+        try:
+            return csv_side(path, cell.flow, cell.dataset.name, "", "", spec.text, spec.where)
+        finally:
+            shutil.rmtree(path.parent, ignore_errors=True)  # the registry's download folder
     assert spec.path is not None
     return csv_side(spec.path, cell.flow, cell.dataset.name, spec.config, cell.config, spec.text, spec.where)
 
@@ -101,12 +106,6 @@ def rescored(side: Side, planned: Any, run: Any, evaluate: Evaluate) -> Side:
     baseline_run = Run(planned.cell, tuple(rows), 0.0)
     scored = side_of_run(f"{side.label}, rescored", baseline_run, evaluate(planned, baseline_run))
     return Side(scored.label, tuple(row for row in scored.rows if row.identity in stored))
-
-
-def released_rows(session: Any, flow: str, dataset: str) -> Path | None:
-    """The rows.csv a release stored for ``flow`` on ``dataset`` with the registered version; None when there is
-    none. To be answered by the registry (the release stores the rows)."""
-    return None
 
 
 # -- another cell ------------------------------------------------------------------------------------------------

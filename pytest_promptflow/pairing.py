@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .aggregation import is_number
@@ -153,11 +154,13 @@ def pair(candidate: Side, baseline: Side, column: str, max_unpaired: float, wher
 class ComparisonSettings:
     """How baseline comparisons judge power: ``min_effect`` they should detect (ini promptflow_min_effect),
     whether an underpowered one fails (``--promptflow-strict-power``), and the share of rows that may be
-    unpaired (ini promptflow_max_unpaired)."""
+    unpaired (ini promptflow_max_unpaired). ``released`` finds the rows file a release stored for a flow and
+    dataset (``registry.released_rows``), None when there is none."""
 
     min_effect: float = 0.05
     strict: bool = False
     max_unpaired: float = 0.10
+    released: Callable[[str, str], Path | None] | None = None
 
 
 def compare(threshold: Threshold, pairs: Pairs, source: str, settings: ComparisonSettings,

@@ -6,6 +6,7 @@ Inert unless used: importing this module imports no promptflow, pandas or Azure 
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import math
 from pathlib import Path
@@ -243,7 +244,14 @@ def _comparison_settings(config: pytest.Config) -> None:
     except ValueError as error:
         raise pytest.UsageError(f"pytest-promptflow: {error}") from None
     config.stash[SETTINGS] = ComparisonSettings(min_effect, config.getini("promptflow_strict_power") if strict is None
-                                                else strict, max_unpaired)
+                                                else strict, max_unpaired, functools.partial(_released_rows, config))
+
+
+def _released_rows(config: pytest.Config, flow: str, dataset: str) -> Path | None:
+    """The rows file the registry keeps with ``flow``'s latest released version (``baseline: released``)."""
+    from .release import make_registry
+
+    return make_registry(config, _release_settings(config)).released_rows(flow, dataset)
 
 
 def _fraction(config: pytest.Config, name: str, zero: bool) -> float:

@@ -173,18 +173,7 @@ class Release:
     def registry(self) -> Any:
         """The configured registry, made only when a flow is about to be registered."""
         if self._registry is None:
-            self._registry = self.config.hook.pytest_promptflow_registry(config=self.config)
-        if self._registry is None and self.settings.registry == "azureml":
-            from .registry.azureml import AzureMLRegistry
-
-            self._registry = AzureMLRegistry.from_environment(os.environ)
-        if self._registry is None:
-            from .registry.mlflow_registry import MlflowRegistry
-
-            store = self.settings.store  # artifacts beside a SQLite file, as the tracked runs' are
-            artifacts = (Path(url2pathname(urlsplit(store.artifact_location).path)) if store.artifact_location
-                         else self.settings.rootdir / "mlartifacts")
-            self._registry = MlflowRegistry(store.uri, artifacts)
+            self._registry = make_registry(self.config, self.settings)
         return self._registry
 
     def _write(self, record: Mapping[str, Any]) -> None:
@@ -200,6 +189,23 @@ def _rows_files(cells: Sequence[Mapping[str, Any]], folder: Path) -> dict[str, P
 
     folder.mkdir(parents=True, exist_ok=True)
     return {cell["dataset"]: write_table(folder / f"{cell['dataset']}.csv", rows_table([cell])) for cell in cells}
+
+
+def make_registry(config: pytest.Config, settings: ReleaseSettings) -> Any:
+    """The registry a conftest's ``pytest_promptflow_registry`` gives, else the configured Azure ML or MLflow one."""
+    registry = config.hook.pytest_promptflow_registry(config=config)
+    if registry is None and settings.registry == "azureml":
+        from .registry.azureml import AzureMLRegistry
+
+        registry = AzureMLRegistry.from_environment(os.environ)
+    if registry is None:
+        from .registry.mlflow_registry import MlflowRegistry
+
+        store = settings.store  # artifacts beside a SQLite file, as the tracked runs' are
+        artifacts = (Path(url2pathname(urlsplit(store.artifact_location).path)) if store.artifact_location
+                     else settings.rootdir / "mlartifacts")
+        registry = MlflowRegistry(store.uri, artifacts)
+    return registry
 
 
 def _model_tags(record: Mapping[str, Any], datasets: list[dict[str, Any]]) -> dict[str, str]:

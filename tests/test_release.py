@@ -123,6 +123,28 @@ def test_the_release_keeps_the_chosen_cells_rows_with_the_flow_version(released:
     assert versions(released)["model:clf"] == ["1"]
 
 
+def test_a_later_run_compares_with_the_released_rows(released: Project) -> None:
+    """baseline: released reads the rows the release kept: before a release it is one line saying so; after it,
+    variant_1 (right on half the rows) is compared with the released variant_0 on the same 4 rows."""
+    compare = TEST.format(threshold=0.4).replace(
+        'variants={"classify": "*"})', 'variants={"classify": "*"}, baseline="released")') + (
+        '    flow_run.expect("score not below baseline at 95%")\n')
+    released.pytester.makepyfile(test_clf=compare)
+    before = run(released.pytester)
+    before.stdout.fnmatch_lines(["*no released version of flow clf has stored rows of dataset small; release it "
+                                 "first*"])
+    released.pytester.makepyfile(test_clf=TEST.format(threshold=0.4))
+    release(released)
+    released.pytester.makepyfile(test_clf=compare)
+    after = run(released.pytester, "--promptflow-report", "again")
+    assert outcomes(after) == {"passed": 2}, after.stdout.str()  # 4 rows cannot show variant_1 is worse
+    cells = json.loads((released.pytester.path / "again/report.json").read_text())["flows"][0]["cells"]
+    verdicts = {cell["config"]: cell["verdicts"][0] for cell in cells}
+    weaker = verdicts["classify=variant_1"]
+    assert (weaker["baseline"], weaker["n"], weaker["unpaired"], weaker["discordant"]) == ("released", 4, 0, 2)
+    assert weaker["difference"] == -0.5 and weaker["underpowered"]
+
+
 def test_the_model_version_says_how_it_was_selected(released: Project) -> None:
     """With a per-row primary metric the choice is fair (4 rows: Holm), and the model version's tags say so."""
     from mlflow import MlflowClient

@@ -153,11 +153,12 @@ def _spend(cells: Sequence[Mapping[str, Any]]) -> tuple[float, ...]:
 
 
 def _checks(cells: Sequence[Mapping[str, Any]]) -> tuple[Check, ...]:
-    """The thresholds a configuration's cells were gated on, each with its per-row values."""
+    """The thresholds a configuration's cells were gated on, each with its per-row values; a comparison with a
+    baseline keeps its own paired verdict (its limit is on a difference, not on the metric)."""
     checks = []
     for cell in cells:
         for verdict in cell["verdicts"]:
-            found = row_values(cell, verdict["metric"])
+            found = None if verdict.get("baseline") else row_values(cell, verdict["metric"])
             values = None if found is None else np.array(list(found.values()))
             mask = None if found is None else np.array([in_selection_half(identity) for identity in found])
             checks.append(Check(verdict, values, mask))
