@@ -63,11 +63,19 @@ def approval_payload(flow: Mapping[str, Any], configuration: str) -> dict[str, A
         "overrides": cells[0]["overrides"],
         "metrics": {cell["dataset"]: {k: v for k, v in cell["metrics"].items() if not k.startswith("latency.")}
                     for cell in cells},
-        "verdicts": [{k: v[k] for k in ("metric", "op", "threshold", "actual", "passed")}
-                     for cell in cells for v in cell["verdicts"]],
+        "verdicts": [_approved_verdict(v) for cell in cells for v in cell["verdicts"]],
         "datasets": sorted(({"name": cell["dataset"], "content_hash": cell["dataset_hash"]} for cell in cells),
                            key=lambda d: d["name"]),
     }
+
+
+def _approved_verdict(verdict: Mapping[str, Any]) -> dict[str, Any]:
+    """A verdict as the approver sees it: its threshold, its confidence level and the bound that level checked,
+    and for a comparison the baseline it was paired with and what it could detect."""
+    keys: tuple[str, ...] = ("metric", "op", "threshold", "level", "bound", "actual", "passed")
+    if verdict.get("baseline"):
+        keys += ("baseline", "rule", "difference", "n", "discordant", "mde", "underpowered")
+    return {k: verdict.get(k) for k in keys}
 
 
 class Release:

@@ -152,3 +152,22 @@ def test_console_script_is_installed() -> None:
         pytest.skip("the package is not installed with its console script here")
     result = subprocess.run([str(script), "releases", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--dir" in result.stdout
+
+
+def test_the_approver_sees_a_verdicts_level_bound_and_baseline() -> None:
+    """What the digest covers says how sure each gate was: ``>= 0.8 at 95%`` with its bound, and a comparison's
+    baseline, difference and power, not only the point value."""
+    from pytest_promptflow.release import approval_payload
+
+    leveled = {"metric": "score", "op": ">=", "threshold": 0.8, "actual": 0.85, "passed": False, "level": 0.95,
+               "bound": 0.65, "item": "t"}
+    compared = {"metric": "score", "op": ">=", "threshold": -0.02, "actual": 0.85, "passed": True, "level": 0.95,
+                "bound": -0.01, "baseline": "released", "rule": "non-inferior", "difference": 0.05, "n": 40,
+                "discordant": 4, "mde": 0.2, "underpowered": True, "power": 0.3, "item": "t"}
+    cell = {"config": "defaults", "variants": {}, "overrides": {}, "metrics": {"score": 0.85}, "dataset": "d",
+            "dataset_hash": "h", "verdicts": [leveled, compared]}
+    payload = approval_payload({"flow": "f", "cells": [cell]}, "defaults")
+    first, second = payload["verdicts"]
+    assert (first["level"], first["bound"], first["passed"]) == (0.95, 0.65, False) and "baseline" not in first
+    assert (second["baseline"], second["difference"], second["n"], second["underpowered"]) == ("released", 0.05,
+                                                                                              40, True)

@@ -265,8 +265,8 @@ def test_continuous_scores_use_the_paired_t_and_its_power() -> None:
 @pytest.mark.parametrize(("baseline", "threshold", "line"), [
     ("cell:nope", '"> baseline at 95%"', "*exp/experiment.yaml:19: baseline cell:nope: flow clf has no configuration "
      "'nope' on dataset many; its configurations: classify=variant_0, classify=variant_1"),
-    ("released", '"> baseline at 95%"', "*exp/experiment.yaml:19: no released version of flow clf has stored rows; "
-     "release it first*"),
+    ("released", '"> baseline at 95%"', "*exp/experiment.yaml:19: no released version of flow clf has stored rows "
+     "of dataset many; release it first*"),
     ("cell:classify=variant_1", '"> baseline at 95%" ', None),
     (None, '"> baseline at 95%"', "*exp/experiment.yaml:21: threshold score > baseline at 95% compares with a "
      "baseline, but none is declared; add 'baseline: cell:<configuration>'*"),
