@@ -39,6 +39,13 @@ def aggregation_input(line: Any) -> Any:
     return {k: v for k, v in output.items() if k != "line_number"} if isinstance(output, Mapping) else output
 
 
+def is_python_aggregation(definition: Mapping[str, Any]) -> bool:
+    """Whether every aggregation node of a DAG is a Python tool (a flex ``__aggregate__`` is Python): only such an
+    aggregation is re-run on resamples of its lines."""
+    nodes = [node for node in definition.get("nodes") or [] if node.get("aggregation")]
+    return all(node.get("type") == "python" for node in nodes)
+
+
 def is_number(value: Any) -> bool:
     """A real number: not a bool, not NaN."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -63,9 +70,11 @@ class Logged:
 
 
 def logged_metrics(executor: Any, input_names: Sequence[str], inputs: Sequence[Mapping[str, Any]],
-                   aggregation_inputs: Sequence[Any], seed: str, pure_python: bool, site: str) -> Logged:
+                   aggregation_inputs: Sequence[Any], seed: str, pure_python: bool, site: str,
+                   not_resampled: str = "") -> Logged:
     """``aggregation_metrics``, re-run on RESAMPLES seeded resamples of the lines when the aggregation is pure
-    Python, makes no LLM call and is quick enough (the resamples fit in BUDGET seconds)."""
+    Python, makes no LLM call and is quick enough (the resamples fit in BUDGET seconds); ``not_resampled`` says
+    why the caller's lines must not be resampled (a row's repeats are not independent lines)."""
     from .llm import ledger
 
     start = time.perf_counter()
@@ -74,10 +83,11 @@ def logged_metrics(executor: Any, input_names: Sequence[str], inputs: Sequence[M
     took = time.perf_counter() - start
     if not metrics:
         return Logged(metrics)
-    why = ("its aggregation is not a Python tool" if not pure_python
-           else "its aggregation calls an LLM" if calls.llm_calls
-           else f"its aggregation took {took:.2f} s, too long to re-run {RESAMPLES} times" if took * RESAMPLES > BUDGET
-           else "one line has no spread to resample" if len(aggregation_inputs) < 2 else "")
+    why = not_resampled or (
+        "its aggregation is not a Python tool" if not pure_python
+        else "its aggregation calls an LLM" if calls.llm_calls
+        else f"its aggregation took {took:.2f} s, too long to re-run {RESAMPLES} times" if took * RESAMPLES > BUDGET
+        else "one line has no spread to resample" if len(aggregation_inputs) < 2 else "")
     if why:
         return Logged(metrics, no_interval=why)
     return Logged(metrics, _replicates(executor, input_names, inputs, aggregation_inputs, seed, list(metrics)))

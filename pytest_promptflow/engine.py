@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
+from .aggregation import Logged
 from .config import DatasetSpec, data_columns, parse_mapping
 from .datasets import check_columns
 from .errors import SpecError
@@ -70,9 +71,12 @@ class Run:
     cell: Cell
     rows: tuple[Row, ...]
     seconds: float
-    #: what the flow's own aggregation nodes logged with ``log_metric`` (an evaluation flow under test)
+    #: what the flow's own aggregation nodes logged with ``log_metric`` (an evaluation flow under test), with
+    #: their values on bootstrap resamples of the rows or why they have none (``aggregation.logged_metrics``)
     flow_metrics: Mapping[str, float] = field(default_factory=dict)
     repeats: int = 1
+    flow_replicates: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    flow_no_interval: str = ""
 
     @property
     def dataset_rows(self) -> int:
@@ -209,8 +213,9 @@ class Engine:
         finally:
             if observer is not None:
                 observer.close()
-        return Run(cell, tuple(results), time.perf_counter() - start, _aggregate(runner, results, target.name),
-                   repeats)
+        logged = _aggregate(runner, results, cell.id, f"flow {target.name}, aggregation", repeats)
+        return Run(cell, tuple(results), time.perf_counter() - start, logged.metrics, repeats, logged.replicates,
+                   logged.no_interval)
 
     def map(self, function: Callable[[Any], Any], items: Sequence[Any],
             observer: RowObserver | None = None) -> list[Any]:
@@ -237,13 +242,13 @@ class Engine:
             return [future.result() for future in futures]
 
 
-def _aggregate(runner: Runner, rows: Sequence[Row], flow_name: str) -> dict[str, float]:
+def _aggregate(runner: Runner, rows: Sequence[Row], seed: str, site: str, repeats: int) -> Logged:
     """The flow's aggregation nodes over its completed rows, after them, as ``pf run`` runs them."""
     done = [row for row in rows if not row.failed]
     if runner.aggregate is None or not done:
-        return {}
-    with ledger.scope(f"flow {flow_name}, aggregation"):
-        return runner.aggregate([row.inputs for row in done], [row.aggregation_input for row in done])
+        return Logged({})
+    return runner.aggregate([row.inputs for row in done], [row.aggregation_input for row in done], seed=seed,
+                            site=site, not_resampled="its rows repeat" if repeats > 1 else "")
 
 
 def repeat_label(repeat: int) -> str:

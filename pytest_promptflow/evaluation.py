@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
-from .aggregation import aggregation_input, is_number, logged_metrics
+from .aggregation import aggregation_input, is_number, is_python_aggregation, logged_metrics
 from .config import DatasetSpec, data_columns, parse_mapping
 from .datasets import check_columns
 from .engine import Engine, Run, repeat_label
@@ -224,7 +224,7 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
     with_failed = len(lines_in) > len(done)  # their lines lack the inputs the run's outputs feed (none reads them)
     given = [n for n in flow_inputs if not (with_failed and _from_run(mapping.get(n, "")))]
     aggregated = logged_metrics(executor, given, [inputs for inputs, _ in lines_in], [line for _, line in lines_in],
-                                f"{run.cell.id}:{name}", _aggregation_is_python(target),
+                                f"{run.cell.id}:{name}", is_python_aggregation(target.definition),
                                 f"evaluator {name}, aggregation over dataset {run.cell.dataset.name}")
     logged = aggregated.metrics
     # the flow's own log_metric calls first (the first is the primary metric), then means of per-row outputs
@@ -233,13 +233,6 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
     return Evaluation(name, run.cell.dataset.name, counted, tuple(errors),
                       {**logged, **means(columns), **_spend(spent)}, note if logged else "", columns,
                       aggregated.replicates, aggregated.no_interval)
-
-
-def _aggregation_is_python(target: FlowTarget) -> bool:
-    """Whether every aggregation node of a DAG evaluation flow is a Python tool (a flex ``__aggregate__`` is
-    Python): only such an aggregation is re-run on resamples of its lines."""
-    nodes = [node for node in target.definition.get("nodes") or [] if node.get("aggregation")]
-    return all(node.get("type") == "python" for node in nodes)
 
 
 def _aggregation_lines(run: Run, mapping: Mapping[str, str], rows: Sequence[Mapping[str, Any]],

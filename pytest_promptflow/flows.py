@@ -19,9 +19,9 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
-from .aggregation import aggregation_input, aggregation_metrics
+from .aggregation import Logged, aggregation_input, is_python_aggregation, logged_metrics
 from .errors import SpecError, Where
 from .includes import merged_folder, original_path, without_includes
 from .workdir import InFolder, working_directory
@@ -149,8 +149,9 @@ class FlowTarget:
             return _callable_runner(self.func, with_connection_objects(init, connections))
         executor = self.promptflow_executor(variants, overrides, connections, init)
         names = tuple(self.definition.get("inputs") or {}) if self.kind == "prompty" else executor_inputs(executor)
-        aggregate = (functools.partial(aggregation_metrics, executor, names) if executor.has_aggregation_node
-                     else None)
+        aggregate = (functools.partial(logged_metrics, executor, names,
+                                       pure_python=is_python_aggregation(self.definition))
+                     if executor.has_aggregation_node else None)
         return Runner(lambda inputs: _outcome(executor.exec_line(dict(inputs))), names, aggregate)
 
     def promptflow_executor(
@@ -216,8 +217,9 @@ class Runner:
 
     run: Callable[[Mapping[str, Any]], RowOutcome]
     input_names: tuple[str, ...]
-    #: a flow's aggregation over its completed rows (their inputs, their aggregation inputs) -> metrics
-    aggregate: Callable[[Sequence[Mapping[str, Any]], Sequence[Any]], dict[str, float]] | None = None
+    #: a flow's aggregation over its completed rows (their inputs, their aggregation inputs; ``seed``, ``site`` and
+    #: ``not_resampled`` as keywords) -> aggregation.Logged: its metrics and their resampled values
+    aggregate: Callable[..., Logged] | None = None
 
     def __call__(self, inputs: Mapping[str, Any]) -> RowOutcome:
         return self.run(inputs)

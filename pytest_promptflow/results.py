@@ -32,6 +32,8 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
     per_row = {name: run.metric_values[name] for name in values if name in run.metric_values}
     value_rows = {name: tuple(range(len(run.rows))) for name in per_row}  # the run row of each value
     resampled: dict[str, tuple[tuple[float, ...] | None, str]] = {}  # a logged metric's replicates, or why none
+    for name in run.flow_metrics:  # the flow's own aggregation, as Run.metrics names its metrics
+        resampled[f"flow.{name}" if built_in(name) else name] = (run.flow_replicates.get(name), run.flow_no_interval)
     for ev in evaluations:
         for name, value in ev.metrics.items():
             for key in ([] if name in values else [name]) + [f"{ev.evaluator}.{name}"]:
