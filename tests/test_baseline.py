@@ -10,6 +10,7 @@ from statistics import NormalDist
 
 import numpy as np
 import pytest
+from conftest import EXPERIMENT as CONFTEST_EXPERIMENT
 from conftest import Project, outcomes, run
 
 from pytest_promptflow import stats
@@ -22,26 +23,8 @@ from pytest_promptflow.thresholds import parse
 MANY = [{"id": f"r{i}", "text": f"{'good' if i % 2 else 'bad'} row {i}", "label": "positive" if i % 2 else "negative"}
         for i in range(60)]
 
-EXPERIMENT = """\
-name: clf
-flow: ../flows/clf
-datasets:
-- name: many
-  source: ../data/many.jsonl
-  mappings:
-    text: "${data.text}"
-evaluators:
-- name: acc
-  flow: ../flows/ev
-  datasets:
-  - name: many
-    mappings:
-      groundtruth: "${data.label}"
-      prediction: "${run.outputs.category}"
-variants:
-  nodes:
-    classify: "*"
-"""
+#: conftest's experiment on the many rows, with no thresholds (each test adds its own)
+EXPERIMENT = CONFTEST_EXPERIMENT.split("thresholds:")[0].replace("small", "many")
 
 
 def _project(project: Project) -> Project:
