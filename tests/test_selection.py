@@ -267,3 +267,15 @@ def test_two_configurations_within_noise_release_the_default(project: Project) -
         "  selection: Holm over 2 configurations on 13 rows; expected optimism *; statistically tied with "
         "classify=variant_1",
     ])
+
+
+def test_a_row_its_evaluator_left_without_a_value_is_left_out_as_the_metric_leaves_it_out():
+    """A judge that answered no score on two of three rows: the metric is the mean of the one value, and the
+    choice's reason reads that same number (it read 1.667 for a 5, counting the two as 0)."""
+    alone = record("defaults", [5.0, 0.0, 0.0], default=True)
+    for row in alone["rows"][1:]:
+        row["scores"] = {"ev.explanation": "no number in the answer"}
+    alone["metrics"]["score"] = 5.0
+    flow = flow_of(alone)
+    assert flow["best"] == "defaults" and "(5)" in flow["best_reason"], flow["best_reason"]
+    assert flow["selection"]["rows"] == 1

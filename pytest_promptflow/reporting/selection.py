@@ -66,7 +66,8 @@ def in_selection_half(identity: str) -> bool:
 def row_values(cell: Mapping[str, Any], metric: str) -> dict[str, float] | None:
     """Each row's value of ``metric`` by row identity, as the metric's mean reads it; None when the metric is
     not a mean of per-row scores (``latency.p95``, a ``log_metric`` that is no column's mean). Failed flow rows
-    already carry the worst scores; a row its evaluator failed on counts at the worst value seen (0 or lower)."""
+    already carry the worst scores; a row its evaluator gave no value is left out, as the metric's mean leaves
+    it out (and a paired comparison counts it unpaired), so the choice reads the numbers the table shows."""
     rows = cell.get("rows") or []
     if metric == "error_rate" and rows:
         return {_identity(row): float(row["error"] is not None) for row in rows}
@@ -78,14 +79,9 @@ def row_values(cell: Mapping[str, Any], metric: str) -> dict[str, float] | None:
 
 
 def _column(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[str, float] | None:
-    found = [_score(row["scores"], metric) for row in rows]
-    seen = [value for value in found if value is not None]
-    if not seen:
-        return None
-    from .best import lower_is_better
-
-    worst = max(seen) if lower_is_better(metric) else min(0.0, *seen)
-    return {_identity(row): worst if value is None else value for row, value in zip(rows, found, strict=True)}
+    found = {_identity(row): _score(row["scores"], metric) for row in rows}
+    values = {identity: value for identity, value in found.items() if value is not None}
+    return values or None
 
 
 def _logged_mean_of(cell: Mapping[str, Any], metric: str) -> str | None:
