@@ -119,10 +119,14 @@ class Evaluation:
     #: a logged metric's values on bootstrap resamples of the rows (``aggregation.logged_metrics``)
     replicates: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     no_interval: str = ""  # why the logged metrics have no replicates
+    #: a logged metric that is the mean of one per-row column (``accuracy`` over ``score``) -> that column: its
+    #: values are the column's, so it gets the column's interval, not a bootstrap of the aggregation
+    aliases: Mapping[str, str] = field(default_factory=dict)
 
     def value_rows(self, metric: str) -> tuple[int, ...]:
         """The row index of each of ``values[metric]`` (a row the evaluator failed on has no value)."""
-        return tuple(i for i, key, _ in _score_cells(self.scores) if key == metric)
+        column = self.aliases.get(metric, metric)
+        return tuple(i for i, key, _ in _score_cells(self.scores) if key == column)
 
 
 def resolve_row(mapping: Mapping[str, str], data: Mapping[str, Any], outputs: Mapping[str, Any] | None,
@@ -229,10 +233,25 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
     logged = aggregated.metrics
     # the flow's own log_metric calls first (the first is the primary metric), then means of per-row outputs
     counted = count_failed(run, scores)
-    columns = {k: v for k, v in score_columns(counted).items() if k not in logged}
+    every_column = score_columns(counted)
+    columns = {k: v for k, v in every_column.items() if k not in logged}
+    aliases = mean_columns(logged, every_column)
+    values = {**columns, **{metric: every_column[column] for metric, column in aliases.items()}}
     return Evaluation(name, run.cell.dataset.name, counted, tuple(errors),
-                      {**logged, **means(columns), **_spend(spent)}, note if logged else "", columns,
-                      aggregated.replicates, aggregated.no_interval)
+                      {**logged, **means(columns), **_spend(spent)}, note if logged else "", values,
+                      aggregated.replicates, aggregated.no_interval, aliases)
+
+
+def mean_columns(logged: Mapping[str, float], columns: Mapping[str, Sequence[float]]) -> dict[str, str]:
+    """Each logged metric that is the mean of exactly one per-row column, up to rounding (``round(x, 4)``; at
+    most 0.005 and half a row's share) -> that column."""
+    aliases = {}
+    for metric, value in logged.items():
+        found = [column for column, values in columns.items()
+                 if abs(statistics.fmean(values) - value) <= min(0.005, 0.5 / len(values))]
+        if len(found) == 1:
+            aliases[metric] = found[0]
+    return aliases
 
 
 def _aggregation_lines(run: Run, mapping: Mapping[str, str], rows: Sequence[Mapping[str, Any]],

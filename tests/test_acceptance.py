@@ -615,12 +615,16 @@ def test_flow_run_expect_fails_with_the_failure_table_and_records_its_verdicts(
     assert float(properties["promptflow.ev.score.ci_low"]) == pytest.approx(wilson(17, 20).low, abs=1e-6)
     assert properties["promptflow.ev.score.n"] == "20" or float(properties["promptflow.ev.score.n"]) == 20
     assert float(properties["promptflow.error_rate.ci_high"]) == pytest.approx(wilson(0, 20).high, abs=1e-6)
-    assert float(properties["promptflow.ev.accuracy.ci_low"]) < 0.85  # the aggregation re-run on resamples
+    # the logged accuracy is the mean of score: score's interval
+    assert float(properties["promptflow.ev.accuracy.ci_low"]) == pytest.approx(wilson(17, 20).low, abs=1e-6)
 
 
-#: an aggregation too slow to re-run on 200 resamples (more than 10 s in all): its logged metric has no interval
+#: an aggregation too slow to re-run on 200 resamples (more than 10 s in all): its logged count (no column's
+#: mean, unlike its accuracy) has no interval
 SLOW_AGGREGATE_PY = AGGREGATE_PY.replace("    accuracy = ", "    time.sleep(0.06)\n    accuracy = ").replace(
-    "from typing", "import time\nfrom typing")
+    "from typing", "import time\nfrom typing").replace(
+    '    log_metric("accuracy", accuracy)\n', '    log_metric("accuracy", accuracy)\n'
+    '    log_metric("misses", len(scores) - sum(scores))\n')
 
 
 def test_flow_run_expect_on_an_unknown_metric_or_a_level_with_no_interval_is_one_line(
@@ -640,13 +644,13 @@ def test_flow_run_expect_on_an_unknown_metric_or_a_level_with_no_interval_is_one
         def test_logged(flow_run):
             flow_run.evaluate("flows/ev", mapping={"groundtruth": "${data.label}",
                                                    "prediction": "${run.outputs.category}"})
-            flow_run.expect("accuracy >= 0.5 at 90%")
+            flow_run.expect("misses <= 1 at 90%")
     """)
     result = run(pytester)
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines([
         "*test_expect.py:5: threshold on unknown metric 'acuracy'; metrics of this cell: *error_rate*",
-        "*test_expect.py:11: accuracy has no interval (its aggregation took * s, too long to re-run 200 times); "
+        "*test_expect.py:11: misses has no interval (its aggregation took * s, too long to re-run 200 times); "
         "drop 'at 90%' or gate a mean of per-row scores*",
     ], consecutive=False)
     result.stdout.no_fnmatch_line("*Traceback*")

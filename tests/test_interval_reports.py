@@ -15,7 +15,7 @@ from statistics import NormalDist
 from typing import Any
 
 import pytest
-from conftest import Project, run
+from conftest import AGGREGATE_PY, Project, run
 
 from pytest_promptflow.aggregation import RESAMPLES
 from pytest_promptflow.stats import (
@@ -204,36 +204,44 @@ def pytest_unconfigure(config):
 """
 
 
-def _resampled_accuracy(cell: str, scores: list[float]) -> Any:
-    """What the aggregation logs on each of the plugin's resamples: its mean of the resampled line scores."""
+#: the conftest aggregation, also logging a count that is no column's mean: only it is bootstrapped
+MISSES_AGGREGATE_PY = AGGREGATE_PY.replace('    log_metric("accuracy", accuracy)\n',
+                                           '    log_metric("accuracy", accuracy)\n'
+                                           '    log_metric("misses", len(scores) - sum(scores))\n')
+
+
+def _resampled_misses(cell: str, scores: list[float]) -> Any:
+    """What the aggregation logs as ``misses`` on each of the plugin's resamples of the line scores."""
     picks = bootstrap_indices(len(scores), RESAMPLES, f"{cell}:acc")
-    return [sum(scores[i] for i in row) / len(row) for row in picks]
+    return [len(row) - sum(scores[i] for i in row) for row in picks]
 
 
-def test_an_aggregations_logged_metric_gets_a_bootstrap_interval_and_gates_at_a_level(
+def test_an_aggregations_logged_metric_gets_its_columns_interval_or_a_bootstrap_one(
         project: Project, pytester: pytest.Pytester) -> None:
-    """The eval flow's Python aggregation logs accuracy; re-run on 200 seeded resamples of its 20 lines, it gives
-    a percentile bound: variant_1's 17 of 20 clears 0.6 at 95% but not 0.8; variant_0's 20 of 20 clears both."""
+    """The eval flow's Python aggregation logs accuracy (the mean of its per-row score: Wilson, like score) and
+    misses (a count, no column's mean): that one is re-run on 200 seeded resamples of the 20 lines and gets a
+    percentile bound. variant_1's 3 misses of 20 do not clear "<= 5 at 95%" (upper bound 6); variant_0's 0 do."""
     project.dag_flow()
     project.eval_flow()
+    project.write("flows/ev/aggregate.py", MISSES_AGGREGATE_PY)
     project.data("small", MOSTLY_POSITIVE)
     _experiment(project, "small", 'variants:\n  nodes:\n    classify: "*"\nthresholds:\n'
-                                  '  accuracy: ">= 0.6 at 95%"\n  acc.accuracy: ">= 0.8 at 95%"\n')
+                                  '  accuracy: ">= 0.6 at 95%"\n  acc.misses: "<= 5 at 95%"\n')
     pytester.makeconftest(COUNTING_CONFTEST)
     result = run(pytester, "--promptflow-report", "out")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.no_fnmatch_line("*Traceback*")
     cell_id = "clf-classify=variant_1-small"
     scores = [1.0] * 17 + [0.0] * 3
-    one_sided = bootstrap_interval(0.85, _resampled_accuracy(cell_id, scores), 0.95, sides=1)
-    assert 0.6 < one_sided.low < 0.8
+    one_sided = bootstrap_interval(3.0, _resampled_misses(cell_id, scores), 0.95, sides=1)
+    assert one_sided.high > 5
     result.stdout.fnmatch_lines([f"*1 of 2 thresholds failed for cell {cell_id} (20 rows)*",
-                                 f"*acc.accuracy*0.85*>= 0.8 at 95%*{one_sided.low:.4g} (lower, 95%)*FAIL*"])
+                                 f"*acc.misses*3*<= 5 at 95%*{one_sided.high:.4g} (upper, 95%)*FAIL*"])
     cells = {cell["cell"]: cell for cell in _cells(pytester)["small"]["flow_cells"]}
-    two_sided = bootstrap_interval(0.85, _resampled_accuracy(cell_id, scores), 0.95)
     intervals = cells[cell_id]["intervals"]
     assert [intervals["accuracy.ci_low"], intervals["accuracy.ci_high"]] == pytest.approx(
-        [two_sided.low, two_sided.high])
-    assert cells["clf-classify=variant_0-small"]["intervals"]["accuracy.ci_low"] == 1.0  # every resample scores 1
-    # the resamples' log_metric calls reached no logger but the executor's: one accuracy per cell
-    assert json.loads((pytester.path / "logged.json").read_text()) == ["accuracy", "accuracy"]
+        [wilson(17, 20).low, wilson(17, 20).high])  # the mean of score: score's own interval
+    two_sided = bootstrap_interval(3.0, _resampled_misses(cell_id, scores), 0.95)
+    assert [intervals["misses.ci_low"], intervals["misses.ci_high"]] == pytest.approx([two_sided.low, two_sided.high])
+    # the resamples' log_metric calls reached no logger but the executor's: one accuracy and misses per cell
+    assert json.loads((pytester.path / "logged.json").read_text()) == ["accuracy", "misses"] * 2
