@@ -63,8 +63,13 @@ def comparer(spec: BaselineSpec, session: Any, planned: Any, run: Any, evaluatio
     candidate = side_of_run(f"cell {planned.id}", run, evaluations)
     evaluators = list(dict.fromkeys(ev.evaluator for ev in evaluations))
     stored = None if spec.kind == "cell" else (lambda side: rescored(side, planned, run, evaluate))
+    aliases: dict[str, str] = {}
+    for ev in evaluations:  # a logged metric pairs on the column it is the mean of; its short name is the first's
+        for metric, column in ev.aliases.items():
+            aliases.setdefault(metric, f"{ev.evaluator}.{column}")
+            aliases[f"{ev.evaluator}.{metric}"] = f"{ev.evaluator}.{column}"
     return Comparer(spec, candidate, evaluators, lambda: baseline_side(spec, session, planned, evaluate, settings),
-                    settings, planned.id, stored)
+                    settings, planned.id, stored, aliases)
 
 
 def baseline_side(spec: BaselineSpec, session: Any, planned: Any, evaluate: Evaluate,

@@ -6,6 +6,7 @@ rows.csv keep them) and whether their flow failed. A failed row scores the worst
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections import Counter
 from dataclasses import dataclass
@@ -189,8 +190,10 @@ class Comparer:
     are made on first use, once, and only if some threshold compares with them."""
 
     def __init__(self, source: Any, candidate: Side, evaluators: Sequence[str], baseline: Callable[[], Side],
-                 settings: ComparisonSettings, seed: str, rescore: Callable[[Side], Side] | None = None) -> None:
+                 settings: ComparisonSettings, seed: str, rescore: Callable[[Side], Side] | None = None,
+                 aliases: Mapping[str, str] | None = None) -> None:
         self.source = source  # config.BaselineSpec
+        self.aliases = dict(aliases or {})  # a logged metric -> the per-row column it is the mean of
         self.candidate = candidate
         self.evaluators = list(evaluators)
         self._load = baseline
@@ -201,7 +204,8 @@ class Comparer:
         self._rescored: Side | None = None
 
     def __call__(self, threshold: Threshold) -> Verdict:
-        column = score_column(threshold, self.candidate, self.evaluators)
+        metric = self.aliases.get(threshold.metric, threshold.metric)
+        column = score_column(dataclasses.replace(threshold, metric=metric), self.candidate, self.evaluators)
         baseline = self._side(column)
         pairs = pair(self.candidate, baseline, column, self.settings.max_unpaired, self.source.where or threshold.where)
         return compare(threshold, pairs, self.source.text, self.settings, self.seed, baseline is self._rescored)

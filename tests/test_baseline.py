@@ -10,6 +10,7 @@ from statistics import NormalDist
 
 import numpy as np
 import pytest
+from conftest import AGGREGATE_PY
 from conftest import EXPERIMENT as CONFTEST_EXPERIMENT
 from conftest import Project, outcomes, run
 
@@ -89,6 +90,17 @@ def test_repeated_rows_pair_by_row_not_by_run(project: Project) -> None:
     assert outcomes(result) == {"passed": 2}, result.stdout.str()
     better = _verdicts(_report(project))[("classify=variant_0", "score not below baseline at 95%")]
     assert (better["n"], better["unpaired"], better["difference"]) == (60, 0, 0.5)
+
+
+def test_a_logged_mean_pairs_on_the_column_it_is_the_mean_of(project: Project) -> None:
+    """The evaluation flow's logged accuracy is the mean of its per-row score: compared with a baseline, it pairs
+    on acc.score, the 60 rows."""
+    _project(project)
+    project.experiment(EXPERIMENT + 'baseline: cell:classify=variant_1\nthresholds:\n  accuracy: "> baseline at 95%"\n')
+    result = run(project.pytester, "--promptflow-report", "report")
+    assert outcomes(result) == {"passed": 1, "failed": 1}, result.stdout.str()
+    better = _verdicts(_report(project))[("classify=variant_0", "accuracy > baseline at 95%")]
+    assert better["passed"] and (better["n"], better["discordant"], better["difference"]) == (60, 30, 0.5)
 
 
 def test_an_underpowered_pass_says_so_and_strict_power_fails_it(project: Project) -> None:
@@ -261,9 +273,12 @@ def test_bad_baselines_are_one_line_naming_the_file_and_the_fix(project: Project
     _project(project)
     declared = f"baseline: {baseline}\n" if baseline else "\n"
     project.experiment(EXPERIMENT + declared + "thresholds:\n  score: " + threshold + "\n")
-    if line is None:  # the metric that is logged by the aggregation (no per-row values)
-        project.experiment(EXPERIMENT + declared + 'thresholds:\n  accuracy: "> baseline at 95%"\n')
-        line = ("*exp/experiment.yaml:21: threshold accuracy > baseline at 95%: accuracy has no per-row values to "
+    if line is None:  # a count the aggregation logs: no column's mean, so no per-row values
+        project.write("flows/ev/aggregate.py", AGGREGATE_PY.replace(
+            '    log_metric("accuracy", accuracy)\n',
+            '    log_metric("accuracy", accuracy)\n    log_metric("misses", len(scores) - sum(scores))\n'))
+        project.experiment(EXPERIMENT + declared + 'thresholds:\n  misses: "> baseline at 95%"\n')
+        line = ("*exp/experiment.yaml:21: threshold misses > baseline at 95%: misses has no per-row values to "
                 "pair (it comes from an aggregation node's log_metric); compare a per-row score: acc.score*")
     result = run(project.pytester)
     assert set(outcomes(result)) == {"failed"}, result.stdout.str()
