@@ -86,19 +86,17 @@ def _column(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[str, float] 
 
 def _logged_mean_of(cell: Mapping[str, Any], metric: str) -> str | None:
     """The per-row score column whose mean an aggregation node logged as ``metric`` (an evaluation flow's
-    ``accuracy`` over its per-row ``score``): the one column of that evaluator whose mean is the metric's
-    value in this cell, up to rounding (``round(x, 4)`` in the sample's aggregate; at most 0.005 and half a
-    row's share). None when no column, or more than one, is."""
+    ``accuracy`` over its per-row ``score``), by ``evaluation.mean_columns``' rule; None when no column, or more
+    than one, is."""
+    from ..evaluation import mean_columns
+
     value = cell["metrics"].get(metric)
     evaluators = {key[: -len(metric) - 1] for key in cell["metrics"] if key.endswith(f".{metric}")}
     if value is None or not evaluators:
         return None
-    columns = {key for row in cell["rows"] for key in row["scores"] if key.partition(".")[0] in evaluators}
-    per_row = {key: _column(cell["rows"], key) for key in sorted(columns)}
-    rounding = min(0.005, 0.5 / max(len(cell["rows"]), 1))
-    found = [key for key, values in per_row.items()
-             if values and abs(float(np.mean([*values.values()])) - value) <= rounding]
-    return found[0] if len(found) == 1 else None
+    keys = sorted({key for row in cell["rows"] for key in row["scores"] if key.partition(".")[0] in evaluators})
+    columns = {key: list(found.values()) for key in keys if (found := _column(cell["rows"], key))}
+    return mean_columns({metric: value}, columns).get(metric)
 
 
 def _identity(row: Mapping[str, Any]) -> str:
