@@ -191,11 +191,12 @@ def test_a_users_run_writes_the_three_tables(project: Project, pytester: pytest.
     metric_columns = [c for c in metrics.columns if c not in interval_columns]
     assert list(metric_columns[-3:]) == ["ev.accuracy", "ev.score", "exact.exact"]
     assert list(metrics.columns[-len(interval_columns):]) == interval_columns  # after every metric
-    # means of per-row scores have a 95% interval (Wilson for 0/1); the aggregation's log_metric accuracy one from
-    # re-running the aggregation on resampled lines
+    # means of per-row scores have a 95% interval (Wilson for 0/1); so has the aggregation's log_metric accuracy,
+    # the mean of its per-row score: that column's
     assert {"exact.ci_low", "exact.ci_high", "exact.se", "exact.n", "ev.score.ci_low", "error_rate.n",
             "accuracy.ci_low", "ev.accuracy.ci_high"} <= set(interval_columns)
-    assert metrics["accuracy.ci_low"].tolist()[0] == 1.0  # 2 of 2 right: every resample scores 1
+    # 2 of 2 right: Wilson's lower bound, not the [1, 1] every bootstrap resample of two right rows gives
+    assert metrics["accuracy.ci_low"].tolist()[0] == pytest.approx(wilson(2, 2).low)
     expected = wilson(1, 2)
     assert metrics[["exact.ci_low", "exact.ci_high", "exact.n"]].values.tolist()[1] == pytest.approx(
         [expected.low, expected.high, 2])
