@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -24,6 +25,8 @@ from .matrix import Cell, default_variants, expand, narrow
 
 EMBEDDED_PROVIDER = "embedded:SmolLM2-135M-Instruct.Q4_1"
 REPLAY_ADDRESS = "http://127.0.0.1:9"  # replay never sends, so the embedded model is not started
+#: a session's shared dir, ``pytest-promptflow-<pid>-<8 hex>``; other ``pytest-promptflow-*`` names are not ours
+SHARED_DIR_NAME = re.compile(r"pytest-promptflow-(\d+)-[0-9a-f]{8}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,6 +60,8 @@ class PromptflowSession:
         self.owner = owner_pid is None
         self.owner_pid = owner_pid or os.getpid()
         unique = f"pytest-promptflow-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        if shared_dir is None and self.owner:
+            sweep_leftovers(Path(tempfile.gettempdir()))
         self.shared_dir = shared_dir or Path(tempfile.gettempdir()) / unique
         self.engine = Engine(concurrency, progress)
         self._embedded: Any = None
@@ -255,6 +260,39 @@ class PromptflowSession:
             return
         self.embedded.stop()
         shutil.rmtree(self.shared_dir, ignore_errors=True)
+
+
+def sweep_leftovers(tempdir: Path) -> list[Path]:
+    """Remove the shared dirs of sessions that died without ``close`` (kill -9): this user's folders whose
+    owner pid is gone. A live pid's folder, another user's and any other name stay. Returns what went."""
+    removed: list[Path] = []
+    if os.name != "posix":  # no uid to compare, and os.kill(pid, 0) would end the process on Windows
+        return removed
+    try:
+        entries = list(os.scandir(tempdir))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = SHARED_DIR_NAME.fullmatch(entry.name)
+        try:
+            ours = entry.is_dir(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_uid == os.getuid()
+        except OSError:
+            continue
+        if match and ours and not _pid_alive(int(match.group(1))):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process has this pid (one of another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _user_line(target: FlowTarget, user: str) -> Where | None:
