@@ -132,14 +132,39 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 
 def flow_inputs(dataset: DatasetSpec, row: Mapping[str, Any], input_names: Sequence[str]) -> dict[str, Any]:
-    """A row's flow inputs: the dataset's mappings, else the columns named like flow inputs."""
+    """A row's flow inputs: the dataset's mappings, else the columns named like flow inputs. A column the row
+    lacks is left out (``missing_column`` says so)."""
     if not dataset.mappings:
         return {name: row[name] for name in input_names if name in row}
     inputs = {}
     for name, expression in dataset.mappings.items():
         source = parse_mapping(expression)
-        inputs[name] = row[source[1]] if source else expression
+        if source is None:
+            inputs[name] = expression
+        elif source[1] in row:
+            inputs[name] = row[source[1]]
     return inputs
+
+
+def read_columns(dataset: DatasetSpec, rows: Sequence[Mapping[str, Any]], input_names: Sequence[str]) -> list[str]:
+    """The columns every row must have: those its mappings read, else the flow inputs some row has (an input
+    no row has is not given, so the flow's default applies)."""
+    if dataset.mappings:
+        return data_columns(dataset.mappings)
+    return [name for name in input_names if any(name in row for row in rows)]
+
+
+def missing_column(dataset: DatasetSpec, index: int, row: Mapping[str, Any], columns: Sequence[str]) -> str:
+    """Why the row cannot run: it lacks a column the flow reads (other rows have it); '' when it has them all."""
+    missing = next((column for column in columns if column not in row), None)
+    if missing is None:
+        return ""
+    label = f"row {index}" + (f" (id {row['id']!r})" if row.get("id") is not None else "")
+    mapped = [f"mapping {name}: {expression}" for name, expression in dataset.mappings.items()
+              if (parse_mapping(expression) or ("", ""))[1] == missing]
+    where = mapped[0] if mapped else f"flow input {missing}, which other rows give"
+    fix = "add it or fix the mapping" if mapped else "add it to the row"
+    return f"dataset {dataset.name!r}: {label} has no column {missing!r} ({where}); {fix}"
 
 
 def row_identity(dataset: DatasetSpec, row: Mapping[str, Any], input_names: Sequence[str]) -> str:
@@ -203,8 +228,9 @@ class Engine:
         check_mappings(cell.dataset, rows, runner.input_names)
         start = time.perf_counter()
         site = f"flow {target.name}, row {{}} of dataset {cell.dataset.name}{{}}"
+        columns = read_columns(cell.dataset, rows, runner.input_names)
         items = [(i, row, flow_inputs(cell.dataset, row, runner.input_names),
-                  row_identity(cell.dataset, row, runner.input_names), r)
+                  row_identity(cell.dataset, row, runner.input_names), r, missing_column(cell.dataset, i, row, columns))
                  for i, row in enumerate(rows) for r in range(repeats)]
         observer = self.observe(cell, len(items)) if self.observe else None
         try:
@@ -257,11 +283,12 @@ def repeat_label(repeat: int) -> str:
 
 
 def _timed(run_row: Callable[[Mapping[str, Any]], RowOutcome], site: str, index: int, data: Mapping[str, Any],
-           inputs: Mapping[str, Any], identity: str, repeat: int = 0) -> Row:
+           inputs: Mapping[str, Any], identity: str, repeat: int = 0, missing: str = "") -> Row:
+    """The row through the flow, timed; one that lacks a column (``missing``) is an error row without running."""
     with ledger.scope(site, repeat) as calls:
         start = time.perf_counter()
         try:
-            outcome = run_row(inputs)
+            outcome = RowOutcome(None, "MissingColumn", missing) if missing else run_row(inputs)
         except Exception as exc:  # the engine itself never loses a row
             outcome = RowOutcome(None, type(exc).__name__, str(exc))
         latency = time.perf_counter() - start if outcome.latency is None else outcome.latency
