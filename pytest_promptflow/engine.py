@@ -154,13 +154,15 @@ def read_columns(dataset: DatasetSpec, rows: Sequence[Mapping[str, Any]], input_
     return [name for name in input_names if any(name in row for row in rows)]
 
 
-def missing_column(dataset: DatasetSpec, index: int, row: Mapping[str, Any], columns: Sequence[str]) -> str:
-    """Why the row cannot run: it lacks a column the flow reads (other rows have it); '' when it has them all."""
+def missing_column(dataset: DatasetSpec, index: int, row: Mapping[str, Any], columns: Sequence[str],
+                   mappings: Mapping[str, Any] | None = None) -> str:
+    """Why the row cannot run: it lacks a column the flow reads (other rows have it); '' when it has them all.
+    ``mappings``: those that read the columns, when not the dataset's (an evaluator's)."""
     missing = next((column for column in columns if column not in row), None)
     if missing is None:
         return ""
     label = f"row {index}" + (f" (id {row['id']!r})" if row.get("id") is not None else "")
-    mapped = [f"mapping {name}: {expression}" for name, expression in dataset.mappings.items()
+    mapped = [f"mapping {name}: {expression}" for name, expression in (mappings or dataset.mappings).items()
               if (parse_mapping(expression) or ("", ""))[1] == missing]
     where = mapped[0] if mapped else f"flow input {missing}, which other rows give"
     fix = "add it or fix the mapping" if mapped else "add it to the row"

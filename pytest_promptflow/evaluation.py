@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 from .aggregation import aggregation_input, is_number, is_python_aggregation, logged_metrics
 from .config import DatasetSpec, data_columns, parse_mapping
 from .datasets import check_columns
-from .engine import Engine, Run, repeat_label
+from .engine import Engine, Run, missing_column, repeat_label
 from .errors import SpecError, Where, replay_error
 from .flows import FlowTarget, executor_inputs
 from .llm import ledger
@@ -137,7 +137,8 @@ def resolve_row(mapping: Mapping[str, str], data: Mapping[str, Any], outputs: Ma
         if source is None:
             values[name] = expression
         elif source[0] == "data":
-            values[name] = data[source[1]]
+            if source[1] in data:  # a row without it does not run (``missing_column``); a failed row's line lacks it
+                values[name] = data[source[1]]
         else:
             if outputs is None or source[1] not in outputs:
                 raise SpecError(where, f"mapping {name}: {expression} names a flow output the run does not have",
@@ -172,6 +173,8 @@ def _evaluate_callable(engine: Engine, run: Run, evaluator: Callable[..., Any], 
     def score(i: int) -> tuple[Mapping[str, Any] | None, str | None]:
         if run.rows[i].failed:
             return None, "flow row failed"
+        if missing := missing_column(run.cell.dataset, i, rows[i], data_columns(mapping), mapping):
+            return None, missing
         kwargs = resolve_row(mapping, rows[i], run.rows[i].outputs, where)
         try:
             value = evaluator(**kwargs)
@@ -199,9 +202,12 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
         raise SpecError(where, f"evaluator {name} has no input {', '.join(unknown)}",
                         f"its inputs are: {', '.join(flow_inputs)}")
 
-    def line(i: int) -> tuple[Any, dict[str, Any] | None]:
+    def line(i: int) -> tuple[Any, dict[str, Any] | str | None]:
+        """The row's evaluation line and its inputs, else None and why it has none (None: the flow row failed)."""
         if run.rows[i].failed:
             return None, None
+        if missing := missing_column(run.cell.dataset, i, rows[i], data_columns(mapping), mapping):
+            return None, missing
         inputs = resolve_row(mapping, rows[i], run.rows[i].outputs, where)
         return executor.exec_line(inputs, index=i), inputs
 
@@ -214,7 +220,7 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
     for i, (result, inputs) in enumerate(lines):
         if result is None:
             scores.append(None)
-            errors.append("flow row failed")
+            errors.append(inputs if isinstance(inputs, str) else "flow row failed")
             continue
         status = str(getattr(result.run_info.status, "value", result.run_info.status))
         if status != "Completed":

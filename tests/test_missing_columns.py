@@ -31,12 +31,29 @@ def test_by_name(flow_run):
     assert flow_run.metrics["error_rate"] == 0.5
 
 
+def same(groundtruth: str, prediction: str) -> dict:
+    return {"match": float(groundtruth == prediction)}
+
+
 @pytest.mark.promptflow(flow=classify, data="data/gaps.jsonl", mappings={"text": "${data.text}"})
 def test_mapped(flow_run):
     assert [row.failed for row in flow_run.rows] == [False, True, False, True]
     assert flow_run.rows[3].error_message == (
         "dataset 'gaps': row 3 has no column 'text' (mapping text: ${data.text}); add it or fix the mapping")
     assert flow_run.rows[2].outputs["category"] == "negative"
+    # an evaluator that reads the same column: the flow's error rows score the worst, the others their score
+    for evaluator in (same, "flows/ev"):
+        scored = flow_run.evaluate(evaluator, mapping={"groundtruth": "${data.text}",
+                                                       "prediction": "${run.outputs.category}"})
+        assert scored.evaluation.errors[1] == "flow row failed"
+    # one that reads a column only some rows have: those rows are its errors, named
+    for evaluator in (same, "flows/ev"):
+        body = flow_run.evaluate(evaluator, mapping={"groundtruth": "${data.body}",
+                                                     "prediction": "${run.outputs.category}"})
+        assert body.evaluation.errors[0] == (
+            "dataset 'gaps': row 0 (id 'a') has no column 'body' (mapping groundtruth: ${data.body}); "
+            "add it or fix the mapping")
+        assert body.evaluation.errors[1] == "flow row failed"
 
 
 @pytest.mark.promptflow(flow=classify, data="data/gaps.jsonl", mappings={"text": "${data.txt}"})
@@ -47,6 +64,7 @@ def test_no_row_has_it(flow_run):
 
 def test_a_row_without_a_read_column_is_an_error_row_and_the_others_run(project: Project) -> None:
     project.data("gaps", ROWS)
+    project.eval_flow("ev")
     project.write("test_gaps.py", MISSING_TESTS)
     result = run(project.pytester)
     assert outcomes(result) == {"passed": 2, "errors": 1}, result.stdout.str()
