@@ -461,13 +461,15 @@ def test_a_200_that_is_no_completion_fails_its_row_in_one_line_is_not_stored_and
         llm_project: Project, endpoint: FaultEndpoint) -> None:
     """A provider's hiccup sent as status 200: the row fails saying so, and once it recovers the row passes."""
     texts = {"prompty": ["a good row (prompty)", "[first:nocompletion] a hiccup (prompty)"],
-             "callable": ["a good row (callable)", "[first:nocompletion] a hiccup (callable)"]}
+             "callable": ["a good row (callable)", "[first:nocompletion] a hiccup (callable)"],
+             "async": ["a good row (async)", "[first:nocompletion] a hiccup (async)"]}
     for name, flow_texts in texts.items():
         rows(llm_project, flow_texts, name)
     write_tests(llm_project, case("test_prompty", '"flows/echo.prompty"', "data/prompty.jsonl"),
-                case("test_callable", "echo", "data/callable.jsonl"))
+                case("test_callable", "echo", "data/callable.jsonl"),
+                case("test_async", "echo_async", "data/async.jsonl"))
     store = llm_project.path / ".promptflow-llm"
-    run(llm_project.pytester, "--promptflow-llm-retries=2").assert_outcomes(passed=2)
+    run(llm_project.pytester, "--promptflow-llm-retries=2").assert_outcomes(passed=3)
     for name, (_, hiccup) in texts.items():
         got = report(llm_project, f"test_{name}")
         assert got.failed == [hiccup], name
@@ -476,15 +478,15 @@ def test_a_200_that_is_no_completion_fails_its_row_in_one_line_is_not_stored_and
         assert "TypeError" not in message
         assert endpoint.count(hiccup) == 1  # final: neither we nor the SDK retry it
     answers = stored(store)
-    assert len(answers) == 2 and not [text for text in answers.values() if "upstream busy" in text]
+    assert len(answers) == 3 and not [text for text in answers.values() if "upstream busy" in text]
     # the endpoint has recovered (the marker faults the first attempt only): the hiccup rows are asked again
     before = endpoint.count()  # not reset: attempt numbers go on, so the hiccups' next attempt is answered
-    run(llm_project.pytester, "--promptflow-llm-retries=2").assert_outcomes(passed=2)
+    run(llm_project.pytester, "--promptflow-llm-retries=2").assert_outcomes(passed=3)
     for name, (good, hiccup) in texts.items():
         got = report(llm_project, f"test_{name}")
         assert got.failed == [] and got.outputs == {good: endpoint.answer(good), hiccup: endpoint.answer(hiccup)}
     assert sorted(r.message for r in endpoint.requests[before:]) == sorted(ts[1] for ts in texts.values())
-    assert len(stored(store)) == 4
+    assert len(stored(store)) == 6
 
 
 def test_a_stored_answer_that_is_no_completion_is_not_replayed(llm_project: Project, endpoint: FaultEndpoint) -> None:

@@ -252,8 +252,7 @@ class CallLayer:
         reason = (f"LLM endpoint {call.connection} answered HTTP {response.status_code} with {problem}; "
                   "not stored")
         ledger.current().failed(reason)
-        self._add("failed")
-        response.close()
+        self._add("failed")  # its body was read whole, which closed it
         return UnusableAnswer(reason)
 
     def _gave_up(self, call: Call, failure: str) -> LLMCallFailed:
