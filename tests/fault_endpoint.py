@@ -9,8 +9,9 @@ message, completion: the answer). Faults are chosen by a marker in the last user
 - ``[first:KIND,KIND,...]``: attempt n of that message gets the n-th fault, later attempts succeed.
 
 KIND is ``500``, ``429`` (with ``Retry-After``), ``slow`` (no answer for ``slow_seconds``, past the
-client's timeout), ``malformed`` (status 200 with a broken JSON body) or ``drop`` (the connection is
-closed without a response). Messages without a marker fail with ``random_rate``, drawn from the
+client's timeout), ``malformed`` (status 200 with a broken JSON body), ``nocompletion`` (status 200 with
+a well-formed JSON body that is no completion: ``NO_COMPLETION``) or ``drop`` (the connection is closed
+without a response). Messages without a marker fail with ``random_rate``, drawn from the
 seed, the message and the attempt number: the same attempts fail whichever order threads send them in.
 
 Every request is recorded (path, headers, body, attempt, fault), and the most requests in flight at
@@ -28,8 +29,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Mapping
 
-FAULTS = ("500", "429", "slow", "malformed", "drop")
+FAULTS = ("500", "429", "slow", "malformed", "nocompletion", "drop")
 TRANSIENT = ("500", "429", "drop")  # what random faults draw from
+NO_COMPLETION = {"error": {"message": "upstream busy, try later", "code": "busy"}, "retry": True}
 _PATH = re.compile(r"^/(?:v1|openai/deployments/(?P<deployment>[^/]+))/chat/completions$")
 _MARKER = re.compile(r"\[(always|first):([a-z0-9,]+)\]")
 
@@ -294,6 +296,8 @@ class _Handler(BaseHTTPRequestHandler):
                 payload = b'{"error": {"message": "injected 429", "type": "rate_limit_error"}}'
             elif received.fault == "malformed":
                 status, payload, extra = 200, b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "mess', {}
+            elif received.fault == "nocompletion":
+                status, payload, extra = 200, json.dumps(NO_COMPLETION).encode(), {}
             else:
                 completion, tokens = endpoint._completion(body, matched.group("deployment"), received.message)
                 status, payload, extra = 200, json.dumps(completion).encode(), {}

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Sequence
 import httpcore2  # noqa: F401
 import pytest
 from conftest import Project, run
-from fault_endpoint import FaultEndpoint, attempts_needed
+from fault_endpoint import NO_COMPLETION, FaultEndpoint, attempts_needed
 
 import pytest_promptflow.llm.calls as calls
 import pytest_promptflow.llm.intercept  # noqa: F401
@@ -452,6 +452,70 @@ def test_cache_answers_without_requests_live_stores_nothing_record_refreshes(
     refreshed = run_and_report()
     assert endpoint.count() == 0
     assert {name: got.outputs for name, got in refreshed.items()} == outputs("fresh:")
+
+
+NOT_ANSWERED = "LLM endpoint {} answered HTTP 200 with no completion (keys: error, retry); not stored"
+
+
+def test_a_200_that_is_no_completion_fails_its_row_in_one_line_is_not_stored_and_is_asked_again(
+        llm_project: Project, endpoint: FaultEndpoint) -> None:
+    """A provider's hiccup sent as status 200: the row fails saying so, and once it recovers the row passes."""
+    texts = {"prompty": ["a good row (prompty)", "[first:nocompletion] a hiccup (prompty)"],
+             "callable": ["a good row (callable)", "[first:nocompletion] a hiccup (callable)"],
+             "async": ["a good row (async)", "[first:nocompletion] a hiccup (async)"]}
+    for name, flow_texts in texts.items():
+        rows(llm_project, flow_texts, name)
+    write_tests(llm_project, case("test_prompty", '"flows/echo.prompty"', "data/prompty.jsonl"),
+                case("test_callable", "echo", "data/callable.jsonl"),
+                case("test_async", "echo_async", "data/async.jsonl"))
+    store = llm_project.path / ".promptflow-llm"
+    run(llm_project.pytester, "--promptflow-llm-retries=2").assert_outcomes(passed=3)
+    for name, (_, hiccup) in texts.items():
+        got = report(llm_project, f"test_{name}")
+        assert got.failed == [hiccup], name
+        message = next(row["error_message"] for row in got.rows if row["text"] == hiccup)
+        assert NOT_ANSWERED.format("aoai") in message and "\n" not in message.strip(), message
+        assert "TypeError" not in message
+        assert endpoint.count(hiccup) == 1  # final: neither we nor the SDK retry it
+    answers = stored(store)
+    assert len(answers) == 3 and not [text for text in answers.values() if "upstream busy" in text]
+    # the endpoint has recovered (the marker faults the first attempt only): the hiccup rows are asked again
+    before = endpoint.count()  # not reset: attempt numbers go on, so the hiccups' next attempt is answered
+    run(llm_project.pytester, "--promptflow-llm-retries=2").assert_outcomes(passed=3)
+    for name, (good, hiccup) in texts.items():
+        got = report(llm_project, f"test_{name}")
+        assert got.failed == [] and got.outputs == {good: endpoint.answer(good), hiccup: endpoint.answer(hiccup)}
+    assert sorted(r.message for r in endpoint.requests[before:]) == sorted(ts[1] for ts in texts.values())
+    assert len(stored(store)) == 6
+
+
+def test_a_stored_answer_that_is_no_completion_is_not_replayed(llm_project: Project, endpoint: FaultEndpoint) -> None:
+    """An older version stored any 200 body: cache mode asks such a request again, replay names the file."""
+    rows(llm_project, CACHED)
+    write_tests(llm_project, case("test_prompty", '"flows/echo.prompty"'))
+    store = llm_project.path / ".promptflow-llm"
+    run(llm_project.pytester).assert_outcomes(passed=1)
+    assert endpoint.count() == 3
+    planted = sorted(store.rglob("*.json"))[0]
+
+    def plant() -> None:
+        entry = json.loads(planted.read_text())
+        entry["response"]["body"] = NO_COMPLETION
+        planted.write_text(json.dumps(entry))
+
+    plant()
+    endpoint.reset()
+    run(llm_project.pytester).assert_outcomes(passed=1)
+    assert endpoint.count() == 1  # the planted answer's request only, asked again
+    assert report(llm_project, "test_prompty").failed == []
+    assert "upstream busy" not in planted.read_text()  # and its good answer stored in place
+    plant()
+    endpoint.reset()
+    replayed = run(llm_project.pytester, "--promptflow-llm=replay")
+    assert endpoint.count() == 0
+    replayed.stdout.fnmatch_lines([f"*no usable recorded answer for chat/completions of '{DEPLOYMENT}': "
+                                   f"{planted} has no completion (keys: error, retry); not replayed*"])
+    replayed.stdout.no_fnmatch_line("*Traceback*")
 
 
 # --- per-connection limits -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from pytest_promptflow.llm import shapes, translate
 from pytest_promptflow.llm.calls import CallLayer, _secrets
 from pytest_promptflow.llm.settings import LLMSettings
 from pytest_promptflow.llm.store import Answer, CallRequest, Store
@@ -116,3 +117,43 @@ def test_concurrent_writers_in_threads_and_processes_never_tear_a_file(tmp_path:
 def test_a_placeholder_key_too_short_to_be_a_secret_does_not_stop_storing() -> None:
     assert _secrets(request("http://h/v1/responses", Authorization="Bearer x")) == ()
     assert _secrets(request("http://h/v1/responses", Authorization="Bearer sk-long")) == ("sk-long",)
+
+
+CHAT = {"id": "c", "model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris"},
+                                             "finish_reason": "stop"}], "usage": {"prompt_tokens": 3}}
+RESPONSE = translate.response_object({"input": "Capital of France?"}, CHAT, "m")
+
+
+@pytest.mark.parametrize(("kind", "body"), [
+    ("chat/completions", CHAT),
+    ("completions", {"choices": [{"index": 0, "text": "Paris"}]}),
+    ("embeddings", {"object": "list", "data": [{"index": 0, "embedding": [0.1, 0.2]}]}),
+    ("responses", RESPONSE),
+    ("responses", {"output_text": "Paris"}),
+    ("chat/completions", translate.chat_events(CHAT, include_usage=True)),
+    ("completions", 'data: {"choices": [{"index": 0, "text": "Par"}]}\n\ndata: [DONE]\n\n'),
+    ("responses", translate.response_events(RESPONSE)),
+], ids=["chat", "legacy", "embeddings", "responses", "output_text", "chat-stream", "legacy-stream",
+        "responses-stream"])
+def test_answers_of_their_endpoints_shape_are_answers(kind: str, body: object) -> None:
+    assert shapes.problem(kind, body) is None
+
+
+@pytest.mark.parametrize(("kind", "body", "problem"), [
+    ("chat/completions", {"error": {"message": "busy"}, "foo": 1}, "no completion (keys: error, foo)"),
+    ("chat/completions", {"choices": []}, "no completion (keys: choices)"),
+    ("chat/completions", {"choices": [{"text": "legacy"}]}, "no completion (keys: choices)"),
+    ("completions", CHAT, "no completion (keys: choices, id, model, usage)"),
+    ("embeddings", CHAT, "no embedding (keys: choices, id, model, usage)"),
+    ("responses", CHAT, "no response output (keys: choices, id, model, usage)"),
+    ("chat/completions", [1, 2], "no completion (a JSON list, not an object)"),
+    ("chat/completions", "<html>502 Bad Gateway</html>", "no completion (text that is no answer stream)"),
+    ("chat/completions", 'data: {"choices": [{"index": 0, "delta": {"content": "Pa"}}]}\n\n'
+                         'data: {"error": {"message": "overloaded"}}\n\n', "no completion (text that is no answer "
+                                                                           "stream)"),
+    ("responses", 'event: error\ndata: {"type": "error", "message": "x"}\n\n', "no response output (text that is "
+                                                                               "no answer stream)"),
+], ids=["error-object", "no-choices", "legacy-choice-for-chat", "chat-for-legacy", "chat-for-embeddings",
+        "chat-for-responses", "list", "html-page", "stream-cut-by-an-error", "responses-error-stream"])
+def test_a_body_of_another_shape_is_no_answer_and_says_what_it_has(kind: str, body: object, problem: str) -> None:
+    assert shapes.problem(kind, body) == problem

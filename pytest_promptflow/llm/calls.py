@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import openai
 
-from . import ledger
+from . import ledger, shapes
 from .accounting import cost, usage_of
 from .limits import Gate
 from .retry import retry_after, should_retry
@@ -48,6 +48,10 @@ class LLMCallFailed(openai.OpenAIError):
 
 class ReplayMiss(openai.OpenAIError):
     """Replay mode met a request that has no stored answer."""
+
+
+class UnusableAnswer(openai.OpenAIError):
+    """An endpoint answered HTTP 200 with a body that is no answer of its kind (not stored)."""
 
 
 @dataclass(frozen=True)
@@ -195,10 +199,13 @@ class CallLayer:
         if self.settings.mode not in ("cache", "replay"):
             return None
         answer = self.store.get(call.request)
-        if answer is None:
+        unusable = shapes.problem(call.request.kind, answer.body) if answer is not None else None
+        if answer is None or unusable:
             if self.settings.mode == "replay":
-                reason = (f"{call.where()}: no recorded answer for {call.request.kind} of {call.request.model!r} "
-                          f"in {self.store.root}")
+                asked = f"{call.request.kind} of {call.request.model!r}"
+                reason = (f"{call.where()}: no usable recorded answer for {asked}: {self.store.path(call.request)} "
+                          f"has {unusable}; not replayed" if unusable
+                          else f"{call.where()}: no recorded answer for {asked} in {self.store.root}")
                 ledger.current().missed(reason)
                 self._add("missing from store")
                 raise ReplayMiss(reason)
@@ -222,6 +229,9 @@ class CallLayer:
             self._add("failed")
             response.headers["x-should-retry"] = "false"  # final: the SDK must not retry on top of us
             return response
+        unusable = shapes.problem(call.request.kind, body)
+        if unusable:
+            raise self._unusable(call, response, unusable)
         self._count(call, body, cached=False)
         self._add("live")
         if self.settings.mode != "live":
@@ -236,6 +246,14 @@ class CallLayer:
         ledger.current().answered(cached=cached, prompt_tokens=usage.prompt_tokens,
                                   completion_tokens=usage.completion_tokens,
                                   cost=cost(self.settings.prices, models, usage))
+
+    def _unusable(self, call: Call, response: Any, problem: str) -> UnusableAnswer:
+        """A successful status with a body that is no answer: the row fails in one line, nothing is stored."""
+        reason = (f"LLM endpoint {call.connection} answered HTTP {response.status_code} with {problem}; "
+                  "not stored")
+        ledger.current().failed(reason)
+        self._add("failed")  # its body was read whole, which closed it
+        return UnusableAnswer(reason)
 
     def _gave_up(self, call: Call, failure: str) -> LLMCallFailed:
         attempts = self.settings.retry.attempts
