@@ -63,6 +63,14 @@ def is_experiment_file(path: Path) -> bool:
     return not (dot and path.with_name(base + path.suffix).is_file())
 
 
+def overlay_envs(path: Path) -> set[str]:
+    """The envs that have an overlay beside the experiment file ``path``: ``pr`` for ``experiment.pr.yaml``."""
+    path = Path(path)
+    prefix = f"{path.stem}."
+    return {sibling.name[len(prefix):-len(path.suffix)] for sibling in path.parent.glob(f"{path.stem}.?*{path.suffix}")
+            if sibling.is_file()}
+
+
 def load_experiment(path: Path, env: str | None = None) -> ExperimentSpec:
     """Read an experiment.yaml (GenAIOps template format + our keys), with the ``env`` overlay applied.
 

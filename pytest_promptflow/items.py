@@ -8,6 +8,7 @@ from typing import Any, Iterator
 import pytest
 
 from .errors import SpecError, Where
+from .matrix import safe_id_part
 from .thresholds import check, require_metric
 
 
@@ -33,7 +34,7 @@ class ExperimentFile(pytest.File):
             where = evaluator.where or Where(self.path)
             warnings.warn_explicit(evaluator.refused, pytest.PytestWarning, str(where.path), where.line or 0)
         for cell in planned:
-            yield ExperimentItem.from_parent(self, name=f"{spec.name}[{cell.id}]", planned=cell)
+            yield ExperimentItem.from_parent(self, name=f"{safe_id_part(spec.name)}[{cell.id}]", planned=cell)
 
 
 class BadSpecItem(pytest.Item):

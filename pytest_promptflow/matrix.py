@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -24,19 +25,20 @@ class Cell:
 
     @property
     def id(self) -> str:
-        short = _short_override_names([key for key, _ in self.overrides])
-        parts = [self.flow]
-        parts += [f"{node}={variant}" for node, variant in self.variants]
-        parts += [f"{short[key]}={value}" for key, value in self.overrides]
-        parts += [f"{key}={label}" for key, label in self.init]
-        parts.append(self.dataset.name)
-        return "-".join(parts)
+        return "-".join([safe_id_part(self.flow), *self._config_parts(), safe_id_part(self.dataset.name)])
 
     @property
     def config(self) -> str:
         """The configuration without flow and dataset, as report.json's ``config``: ``classify=variant_1``, or
         ``defaults`` for a flow with no variants, overrides or init labels."""
-        return self.id.removeprefix(f"{self.flow}-").removesuffix(self.dataset.name).rstrip("-") or "defaults"
+        return "-".join(self._config_parts()) or "defaults"
+
+    def _config_parts(self) -> list[str]:
+        short = _short_override_names([key for key, _ in self.overrides])
+        parts = [f"{safe_id_part(node)}={safe_id_part(variant)}" for node, variant in self.variants]
+        parts += [f"{safe_id_part(short[key])}={safe_id_part(str(value))}" for key, value in self.overrides]
+        parts += [f"{safe_id_part(key)}={safe_id_part(label)}" for key, label in self.init]
+        return parts
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -44,6 +46,19 @@ class Cell:
         mappings = tuple(sorted(self.dataset.mappings.items()))
         overrides = tuple((k, repr(v)) for k, v in self.overrides)
         return (self.flow, self.variants, overrides, str(self.dataset.source), mappings, self.init)
+
+
+#: what an id keeps verbatim; pytest-html inserts test ids as HTML, so nothing that could be markup
+_UNSAFE_ID_CHARACTERS = re.compile(r"[^A-Za-z0-9_.=+~-]")
+
+
+def safe_id_part(text: str) -> str:
+    """``text`` for a test id: characters outside a conservative set become ``_`` (an id cannot carry markup
+    into a report), plus a short hash of the original when any did, so two values that read alike stay two ids."""
+    safe = _UNSAFE_ID_CHARACTERS.sub("_", text)
+    if safe == text:
+        return text
+    return f"{safe}_{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:6]}"
 
 
 #: init arguments named like these are left out of labels: a label is shown everywhere

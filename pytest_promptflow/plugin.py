@@ -10,7 +10,7 @@ import functools
 import inspect
 import math
 from pathlib import Path
-from typing import Any, Callable, Generator
+from typing import Any, Callable, Generator, Iterable
 
 import pytest
 
@@ -26,6 +26,7 @@ from .session import PromptflowSession
 
 SESSION = pytest.StashKey[PromptflowSession]()
 REPORTS = pytest.StashKey[Reports]()
+EXPERIMENT_FILES = pytest.StashKey[set[Path]]()
 LLM_TALLY = "promptflow_llm_tally"
 MARKER_HELP = (
     "promptflow(flow, data, variants=None, overrides=None, strategy='matrix', mappings=None, init=None, "
@@ -117,7 +118,8 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("promptflow", "prompt-flow evaluation")
     group.addoption("--promptflow-env", metavar="ENV", default=None,
-                    help="apply the overlay experiment.<ENV>.yaml to every experiment.yaml")
+                    help="apply the overlay experiment.<ENV>.yaml to every experiment.yaml that has one (an ENV "
+                    "no overlay and no deployment_config.json entry names is a usage error)")
     group.addoption("--promptflow-variants", metavar="NODE=VARIANT[,...]", type=parse_selection, default=None,
                     help="run only the cells with these node variants, e.g. classify=variant_1")
     group.addoption("--promptflow-concurrency", metavar="N", type=_positive_int, default=None,
@@ -300,9 +302,7 @@ def _deploy_settings(config: pytest.Config, release_dir: Path) -> Any:
     from .deploy.settings import check as check_deployment_config
     from .deploy.stage import TARGETS, DeploySettings
 
-    def path(value: str) -> Path:
-        return Path(value) if Path(value).is_absolute() else config.rootpath / value
-
+    path = functools.partial(_rooted, config)
     target = config.getoption("promptflow_target") or config.getini("promptflow_target")
     if target == "none":
         return None
@@ -355,7 +355,7 @@ def session_of(config: pytest.Config) -> PromptflowSession:
 
 
 class XdistHooks:
-    """Hands the controller's model-server directory and pid to every worker."""
+    """Hands the controller's model-server directory and pid to every worker; checks the env on what they collected."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
@@ -365,6 +365,14 @@ class XdistHooks:
         session = session_of(self.config)
         node.workerinput["promptflow_shared_dir"] = str(session.shared_dir)
         node.workerinput["promptflow_owner_pid"] = session.owner_pid
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """The controller collects nothing itself: the experiment files are those the workers' node ids name."""
+        from .experiment import is_experiment_file
+
+        files = {self.config.rootpath / nodeid.partition("::")[0] for nodeid in ids}
+        check_env(self.config, {f for f in files if f.suffix in (".yaml", ".yml") and is_experiment_file(f)})
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -392,8 +400,50 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     if file_path.suffix in (".yaml", ".yml") and is_experiment_file(file_path):
         from .items import ExperimentFile
 
+        parent.config.stash.setdefault(EXPERIMENT_FILES, set()).add(file_path)
         return ExperimentFile.from_parent(parent, path=file_path)
     return None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Checked here, once every experiment file is collected, before anything runs or deploys (an xdist
+    worker leaves it to the controller, which sees what the workers collected)."""
+    if not hasattr(session.config, "workerinput"):
+        files: set[Path] = session.config.stash.get(EXPERIMENT_FILES, set())
+        check_env(session.config, files)
+
+
+def check_env(config: pytest.Config, experiment_files: Iterable[Path]) -> None:
+    """A ``--promptflow-env`` that no overlay and no deployment entry knows is a typo, not a silent base run:
+    a usage error naming the envs that exist. One env still serves every use case when any overlay beside
+    a collected experiment file or any deployment entry names it."""
+    env = config.getoption("promptflow_env")
+    if not env or config.getoption("promptflow_endpoint_answers"):  # the endpoint test reruns a subset
+        return
+    known = _known_envs(config, experiment_files)
+    if env not in known:
+        raise pytest.UsageError(
+            f"pytest-promptflow: --promptflow-env {env!r} matches no overlay (experiment.<env>.yaml beside a "
+            f"collected experiment file) and no ENV_NAME of the deployment config; envs that exist: "
+            f"{', '.join(sorted(known)) or 'none'}")
+
+
+def _known_envs(config: pytest.Config, experiment_files: Iterable[Path]) -> set[str]:
+    """The envs the collected experiment files' overlays and the deployment config's entries name."""
+    from .deploy.settings import env_names
+    from .experiment import overlay_envs
+
+    known = set().union(*(overlay_envs(path) for path in experiment_files))
+    config_file = config.getini("promptflow_deployment_config")
+    try:
+        known |= env_names(_rooted(config, config_file) if config_file else None)
+    except SpecError:  # a broken file is reported by the release that reads it
+        pass
+    return known
+
+
+def _rooted(config: pytest.Config, value: str) -> Path:
+    return Path(value) if Path(value).is_absolute() else config.rootpath / value
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -201,6 +201,39 @@ def test_overlay_replaces_datasets_and_empty_evaluators_clear(project: Project, 
     result.assert_outcomes(passed=1, failed=1)
 
 
+def _envs_project(project: Project) -> None:
+    """Two experiments, one with a ``pr`` overlay, and a deployment entry for ``prod``."""
+    project.dag_flow()
+    project.eval_flow()
+    project.data("small")
+    project.experiment(EXPERIMENT)
+    project.experiment("thresholds:\n  error_rate: '<= 0'\n", name="experiment.pr.yaml")
+    project.experiment(EXPERIMENT.replace("name: clf", "name: other"), folder="exp2")
+    project.write("deployment_config.json", json.dumps({"local_endpoint": [{"ENV_NAME": "prod"}]}))
+
+
+def test_an_env_no_overlay_and_no_deployment_entry_knows_is_a_usage_error(
+        project: Project, pytester: pytest.Pytester) -> None:
+    """A typo in --promptflow-env would run the base experiments and deploy with default settings."""
+    _envs_project(project)
+    result = run(pytester, "--collect-only", "-q", "--promptflow-env", "prdo")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: pytest-promptflow: --promptflow-env 'prdo' matches no overlay *; "
+                                 "envs that exist: pr, prod"])
+    for env in ("pr", "prod"):  # one env serves every use case when one file or entry knows it
+        result = run(pytester, "--collect-only", "-q", "--promptflow-env", env)
+        assert result.ret == 0, result.stderr.str()
+        result.stdout.fnmatch_lines(["exp/experiment.yaml::clf*", "exp2/experiment.yaml::other*"], consecutive=False)
+
+
+def test_an_unknown_env_is_a_usage_error_under_xdist_too(project: Project, pytester: pytest.Pytester) -> None:
+    """The xdist controller collects nothing: it checks the experiment files the workers' ids name."""
+    _envs_project(project)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--promptflow-env", "prdo")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: pytest-promptflow: --promptflow-env 'prdo' *envs that exist: pr, prod"])
+
+
 # --- rows, metrics, evaluators -------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@ project with ``--promptflow-report`` and opens the page in headless Chromium."""
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import json
 import os
@@ -281,3 +282,26 @@ def test_report_html_in_chromium(project: Project, pytester: pytest.Pytester, tm
 
     assert requests == [page_file.as_uri()]
     assert dialogs == [] and errors == []
+
+
+def test_pytest_html_report_gets_no_markup_from_a_dataset_name_or_an_override_value(
+        project: Project, pytester: pytest.Pytester) -> None:
+    """pytest-html writes test ids into its page as HTML: ours must carry none of a user's markup."""
+    markup = "<img src=x onerror=alert(1)>"
+    project.dag_flow()
+    project.data()
+    pytester.makepyfile(test_ids=f"""
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/clf", data={{{markup!r}: "data/small.jsonl"}},
+                                overrides={{"nodes.classify.inputs.text": [{markup!r}]}})
+        def test_runs(flow_run):
+            assert flow_run.rows
+    """)
+    page = pytester.path / "page.html"
+    result = run(pytester, "--html", str(page), "--self-contained-html", "-v")
+    result.assert_outcomes(passed=1)
+    ids = [line for line in result.outlines if "test_runs[" in line]
+    assert ids and not any(set('<>"\'&') & set(line.split(" ")[0]) for line in ids), ids
+    # the page keeps its data in an attribute and inserts its strings as HTML: unescaped once, no markup
+    assert "<img src=x" not in html.unescape(page.read_text(encoding="utf-8"))

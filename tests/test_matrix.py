@@ -108,3 +108,23 @@ def test_init_labels_are_the_same_in_every_process() -> None:
                                                                                          "score": len})
     assert first == second
     assert init_labels({"retriever": Retriever()}) != init_labels({"retriever": SimpleNamespace(top_k=4)})
+
+
+MARKUP = "<img src=x onerror=alert(1)>"
+
+
+def test_ids_carry_no_markup_from_dataset_names_or_override_values() -> None:
+    """pytest-html inserts test ids as HTML: a dataset name or an override value must not write markup."""
+    spec = VariantsSpec(overrides={"nodes.classify.inputs.style": (MARKUP, "plain")})
+    cells = expand("f", spec, NODE_VARIANTS, [DatasetSpec(MARKUP, Path("x.jsonl"))])
+    for cell in cells:
+        assert not set('<>"\'& ') & set(cell.id), cell.id
+    assert cells[1].id.startswith("f-style=plain-_img_src=x_onerror=alert_1__")
+    assert cells[0].config.startswith("style=_img_src=x_onerror=alert_1__")
+
+
+def test_values_that_read_alike_once_made_safe_keep_distinct_ids() -> None:
+    spec = VariantsSpec(overrides={"nodes.classify.inputs.style": ("a<b", "a>b", "a_b", "a b")})
+    cells = expand("f", spec, NODE_VARIANTS, [DatasetSpec("x y", Path("1.jsonl")), DatasetSpec("x/y", Path("2.jsonl"))])
+    assert len({c.id for c in cells}) == len(cells) == 8
+    assert "f-style=a_b-x_y_" in cells[2].id  # a safe value is kept verbatim

@@ -19,7 +19,8 @@ from typing import Any, Iterator
 import pytest
 from ruamel.yaml import YAML
 
-from pytest_promptflow.experiment import is_experiment_file, load_experiment
+from pytest_promptflow.deploy.settings import env_names
+from pytest_promptflow.experiment import is_experiment_file, load_experiment, overlay_envs
 from pytest_promptflow.registry.azureml import WORKSPACE_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,6 +278,13 @@ def test_every_release_environment_has_its_overlays() -> None:
     for env in sorted(envs):
         for path in experiments:
             load_experiment(path, env=env)
+
+
+def test_every_release_environment_is_known_to_an_overlay_or_a_deployment_entry() -> None:
+    """Else ``--promptflow-env ENV`` is a usage error: a typo must not deploy with default settings."""
+    experiments = [path for path in (ROOT / "evals").rglob("experiment*.y*ml") if is_experiment_file(path)]
+    known = set().union(*map(overlay_envs, experiments)) | env_names(ROOT / "deployment_config.json")
+    assert set(RELEASES) <= known
 
 
 # --- (c) the stages -------------------------------------------------------------------------------

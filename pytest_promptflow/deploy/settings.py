@@ -44,6 +44,15 @@ def deployment_settings(path: Path | None, target: str, env: str, flow: str) -> 
     return DeploymentSettings()
 
 
+def env_names(path: Path | None) -> set[str]:
+    """Every ``ENV_NAME`` an entry of any target's section names (none when the file is absent)."""
+    if path is None or not path.is_file():
+        return set()
+    sections = _load(path).values()
+    return {str(entry["ENV_NAME"]) for entries in sections if isinstance(entries, list)
+            for entry in entries if isinstance(entry, dict) and entry.get("ENV_NAME")}
+
+
 def check(path: Path | None, target: str) -> None:
     """Every entry of ``target``'s section read once, so a mistake stops the session before it runs."""
     if path is None or not path.is_file():
