@@ -282,8 +282,10 @@ def test_permanent_faults_fail_exactly_their_rows_and_are_never_stored(
             if fault in LAST_FAILURE:  # given up by our layer after every retry
                 assert f"gave up after 3 attempts, last: {LAST_FAILURE[fault]}" in row["error_message"]
                 assert endpoint.count(row["text"]) == 3
-            elif fault == "malformed":  # an answer the client cannot read: not retried, the row fails
-                assert "JSONDecodeError" in f"{row['error_type']}: {row['error_message']}"
+            elif fault == "malformed":  # an answer nobody can read: not retried, the row fails in one line
+                assert NOT_ANSWERED.format("aoai").replace("no completion (keys: error, retry)",
+                                                           "a body that is not JSON") in row["error_message"]
+                assert "JSONDecodeError" not in f"{row['error_type']}: {row['error_message']}"
                 assert endpoint.count(row["text"]) == 1
             else:
                 assert endpoint.count(row["text"]) == 1

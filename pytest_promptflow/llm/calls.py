@@ -218,17 +218,15 @@ class CallLayer:
     def _answered(self, call: Call, response: Any) -> Any:
         """Counts a live response and stores it when it is a whole, successful answer."""
         content_type = response.headers.get("content-type", "")
-        body: Any = None
-        if response.is_success:
-            try:
-                body = response.json() if "json" in content_type else response.text
-            except ValueError:
-                body = None  # not what the client expects: it fails the row, and is not stored
-        if body is None:
+        if not response.is_success:
             ledger.current().failed(f"HTTP {response.status_code}")
             self._add("failed")
             response.headers["x-should-retry"] = "false"  # final: the SDK must not retry on top of us
             return response
+        try:
+            body: Any = response.json() if "json" in content_type else response.text
+        except ValueError:
+            raise self._unusable(call, response, "a body that is not JSON") from None
         unusable = shapes.problem(call.request.kind, body)
         if unusable:
             raise self._unusable(call, response, unusable)
