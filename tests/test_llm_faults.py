@@ -456,6 +456,26 @@ def test_cache_answers_without_requests_live_stores_nothing_record_refreshes(
     assert {name: got.outputs for name, got in refreshed.items()} == outputs("fresh:")
 
 
+def test_record_asks_each_request_once_per_run_so_replay_gives_back_what_was_recorded(
+        llm_project: Project, endpoint: FaultEndpoint) -> None:
+    """Two cells sending the same requests: the second gets the first's fresh answers, not another draw
+    that would overwrite them (replay would then hand the first cell answers it never saw)."""
+    write_tests(llm_project, case("test_first", '"flows/echo.prompty"', rows(llm_project, CACHED, "first")),
+                case("test_second", '"flows/echo.prompty"', rows(llm_project, CACHED, "second")))
+    run(llm_project.pytester).assert_outcomes(passed=2)  # an older answer for each request
+    endpoint.reset()
+    endpoint.prefix = "fresh:"
+    run(llm_project.pytester, "--promptflow-llm=record").assert_outcomes(passed=2)
+    assert endpoint.count() == len(CACHED)  # refreshed once each, not once per cell
+    recorded = {name: report(llm_project, f"test_{name}") for name in ("first", "second")}
+    assert all(got.outputs == {t: f"fresh: {t}" for t in CACHED} for got in recorded.values())
+    assert sorted(got.metrics["llm.cache_hits"] for got in recorded.values()) == [0, len(CACHED)]
+    endpoint.reset()
+    run(llm_project.pytester, "--promptflow-llm=replay").assert_outcomes(passed=2)
+    assert endpoint.count() == 0
+    assert all(report(llm_project, f"test_{name}").outputs == got.outputs for name, got in recorded.items())
+
+
 NOT_ANSWERED = "LLM endpoint {} answered HTTP 200 with no completion (keys: error, retry); not stored"
 
 

@@ -78,6 +78,7 @@ class CallLayer:
         self._routes: dict[str, Callable[[], str]] = {}  # base URL -> where its requests really go
         self._gates: dict[str, Gate] = {}
         self._lock = threading.Lock()
+        self._started = time.time()  # record mode: entries written since were recorded by this run
         self.tally: collections.Counter[str] = collections.Counter()  # "from store", "live", "failed", ...
 
     def register(self, base_url: str, connection: str, provider: str | None = None) -> None:
@@ -195,10 +196,18 @@ class CallLayer:
             return self._gates[connection]
 
     def _stored(self, http: ModuleType, call: Call, request: Any) -> Any:
-        """The stored answer as a response (counted as a cache hit), None to call the model."""
-        if self.settings.mode not in ("cache", "replay"):
+        """The stored answer as a response (counted as a cache hit), None to call the model.
+
+        Record mode asks the model once per request per run: a second identical request (another cell,
+        another xdist worker) gets the answer this run recorded, so replaying the store gives back the
+        answers the recorded run's verdicts were made of (two identical requests in flight at once
+        can still both be asked)."""
+        if self.settings.mode == "record":
+            answer = self.store.get(call.request, written_since=self._started)
+        elif self.settings.mode in ("cache", "replay"):
+            answer = self.store.get(call.request)
+        else:
             return None
-        answer = self.store.get(call.request)
         unusable = shapes.problem(call.request.kind, answer.body) if answer is not None else None
         if answer is None or unusable:
             if self.settings.mode == "replay":

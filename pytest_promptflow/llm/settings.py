@@ -17,7 +17,7 @@ from .retry import RetryPolicy
 MODES = {
     "cache": "answer from the store, call the model on a miss and store the answer",
     "replay": "answer only from the store, a miss fails the test: for CI",
-    "record": "always call the model and store the fresh answer",
+    "record": "call the model once per request per run and store the fresh answer",
     "live": "always call the model, store nothing",
 }
 ANY_CONNECTION = "*"

@@ -71,10 +71,14 @@ class Store:
         key = request.key
         return self.root / key[:2] / f"{key}.json"
 
-    def get(self, request: CallRequest) -> Answer | None:
-        """The stored answer, or None when there is none (or the file is not one of ours)."""
+    def get(self, request: CallRequest, written_since: float | None = None) -> Answer | None:
+        """The stored answer, or None when there is none (or the file is not one of ours, or was written
+        before the ``written_since`` timestamp)."""
+        path = self.path(request)
         try:
-            entry = json.loads(self.path(request).read_text(encoding="utf-8"))
+            if written_since is not None and path.stat().st_mtime < written_since:
+                return None
+            entry = json.loads(path.read_text(encoding="utf-8"))
             response = entry["response"]
             return Answer(int(response["status"]), str(response["content_type"]), response["body"])
         except (OSError, ValueError, KeyError, TypeError):
