@@ -3,9 +3,10 @@
 promptflow writes ``~/.promptflow/pf.yaml`` on import, and its telemetry log handler builds an Azure Monitor
 exporter (even with telemetry off) whose settings worker calls settings.sdk.monitor.azure.com 5-15 s later;
 azure-ai-evaluation imports both. So the environment is set before any of them can be imported: when pytest
-loads the plugin (before conftests and test modules), in each process the plugin starts, and when an MLflow
-model of a flow loads. Only environment variables and one small private folder: nothing is imported. A variable
-the user set wins (``PF_HOME_DIRECTORY`` keeps their own promptflow home and its connections).
+loads the plugin (before conftests and test modules; the processes it starts inherit it), and before our own
+code first imports promptflow in a process pytest did not start (a flow server, an MLflow model's predict).
+Only environment variables and one small private folder: nothing is imported. A variable the user set wins
+(``PF_HOME_DIRECTORY`` keeps their own promptflow home and its connections).
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ def _option_or_ini(config: pytest.Config, name: str, parse: Callable[[str], Any]
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+def pytest_load_initial_conftests() -> None:
     """Before any conftest or test module can import promptflow or azure-ai-evaluation: their home and
     telemetry settings (see ``isolation``), whatever the import order."""
     isolate()
