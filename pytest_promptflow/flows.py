@@ -12,7 +12,6 @@ import copy
 import functools
 import inspect
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -24,6 +23,7 @@ from typing import Any, Callable, Mapping
 from .aggregation import Logged, aggregation_input, is_python_aggregation, logged_metrics
 from .errors import SpecError, Where
 from .includes import merged_folder, original_path, without_includes
+from .isolation import isolate
 from .workdir import InFolder, working_directory
 
 DAG_FILE = "flow.dag.yaml"
@@ -239,21 +239,12 @@ def _forget_foreign_entry_module(entry: str, folder: Path | None) -> None:
 
 
 def load_promptflow() -> Any:
-    """Import promptflow's executor once, quietly and without touching ``~/.promptflow``.
+    """Import promptflow's executor once, quietly, out of the user's home and with telemetry off.
 
-    Its import warns about marshmallow internals, writes an installation id into its home folder
-    (here a temp folder with telemetry off, unless PF_HOME_DIRECTORY is set), and its INFO logs
-    of every node would drown pytest's output (PF_LOGGING_LEVEL wins if set).
+    Its import warns about marshmallow internals and writes an installation id into its home folder (see
+    ``isolation``: set when the plugin loads, again here for a process that did not load the plugin).
     """
-    os.environ.setdefault("PF_LOGGING_LEVEL", "WARNING")
-    if "PF_HOME_DIRECTORY" not in os.environ:
-        home = Path(tempfile.gettempdir()) / "pytest-promptflow-home"
-        home.mkdir(exist_ok=True)
-        settings = home / "pf.yaml"
-        text = settings.read_text(encoding="utf-8") if settings.exists() else ""
-        if "telemetry:" not in text:  # telemetry off: offline it only retries and warns
-            settings.write_text(text + "telemetry:\n  enabled: false\n", encoding="utf-8")
-        os.environ["PF_HOME_DIRECTORY"] = str(home)
+    isolate()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import promptflow.connections  # noqa: F401

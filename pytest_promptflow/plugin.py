@@ -16,6 +16,7 @@ import pytest
 
 from .config import REPEAT_FIX, parse_repeat
 from .errors import SpecError, Where
+from .isolation import isolate
 from .llm.retry import RetryPolicy
 from .llm.settings import MODES, LLMSettings, parse_limits, parse_mode, parse_prices
 from .matrix import parse_selection
@@ -107,6 +108,13 @@ def _option_or_ini(config: pytest.Config, name: str, parse: Callable[[str], Any]
         return parse(config.getini(name))
     except (ValueError, argparse.ArgumentTypeError) as error:
         raise ValueError(f"ini {name}: {error}") from None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests() -> None:
+    """Before any conftest or test module can import promptflow or azure-ai-evaluation: their home and
+    telemetry settings (see ``isolation``), whatever the import order."""
+    isolate()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:

@@ -32,6 +32,7 @@ from fault_endpoint import NO_COMPLETION, FaultEndpoint, attempts_needed
 import pytest_promptflow.llm.calls as calls
 import pytest_promptflow.llm.intercept  # noqa: F401
 import pytest_promptflow.llm.limits as limits
+from pytest_promptflow.isolation import private_home
 
 DEPLOYMENT = "gpt-35-turbo"
 FAST = "[pytest]\npromptflow_llm_backoff = 0.01\n"
@@ -635,7 +636,7 @@ def containing(secrets: Sequence[str], paths: Sequence[Path]) -> list[str]:
 
 def promptflow_homes() -> list[Path]:
     """Where promptflow keeps its files: our default home and any other it was pointed at."""
-    homes = [Path(os.environ.get("PF_HOME_DIRECTORY") or Path(tempfile.gettempdir()) / "pytest-promptflow-home")]
+    homes = [Path(os.environ.get("PF_HOME_DIRECTORY") or private_home())]
     constants = sys.modules.get("promptflow._sdk._constants")
     if constants is not None:
         homes.append(Path(constants.HOME_PROMPT_FLOW_DIR))

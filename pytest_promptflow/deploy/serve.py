@@ -4,7 +4,7 @@
 ``{"pid", "port"}`` to FILE once it listens, and answers ``POST /score`` and ``GET /health`` until it is
 killed. Connections are resolved once at start, as the suite resolves them (``./.env``, the environment,
 else an embedded model that dies with this process), and handed to promptflow as objects, so its
-connection store is never used. promptflow's home is a folder beside FILE, with telemetry off.
+connection store is never used. promptflow's home is a folder beside FILE; telemetry is off (``isolation``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from pytest_promptflow.isolation import HOME_VARIABLE, isolate, promptflow_home
 
 THREADS = 8
 
@@ -115,11 +117,8 @@ def _embedded(shared: Path) -> Callable[[], str]:
 def _promptflow_home(home: Path) -> None:
     """promptflow's home in this deployment's state folder, telemetry off, quiet logs (before importing it)."""
     home.mkdir(parents=True, exist_ok=True)
-    settings = home / "pf.yaml"
-    if not settings.exists():
-        settings.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
-    os.environ["PF_HOME_DIRECTORY"] = str(home)
-    os.environ.setdefault("PF_LOGGING_LEVEL", "WARNING")
+    os.environ[HOME_VARIABLE] = str(promptflow_home(home))
+    isolate()
 
 
 def write_json(path: Path, record: Any) -> None:

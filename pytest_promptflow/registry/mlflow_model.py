@@ -5,7 +5,8 @@ pickled) and runs it when the model is loaded, so it imports absolutely, never r
 pytest-promptflow and promptflow wherever the model is loaded. The flow runs the way the suite runs
 it (``FlowTarget.executor``). Connections are resolved at the first ``predict`` from the working
 directory's ``.env`` and the environment, as in the suite, and else the embedded local model answers
-(with a warning); no credential is ever stored in the model.
+(with a warning); no credential is ever stored in the model. promptflow's home and telemetry are set before
+its first import, as in the suite (``flows.load_promptflow``).
 """
 
 from __future__ import annotations
