@@ -16,6 +16,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..scrub import write_text
 from ..thresholds import threshold_text, verdict_word
 from .best import built_in, lower_is_better
 
@@ -30,8 +31,7 @@ MISSING = "\u2014"
 
 def write_html(document: Mapping[str, Any], path: Path) -> None:
     """Write the page for ``document`` to ``path`` (``report.html`` in the report folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(document), encoding="utf-8")
+    write_text(path, render(document))
 
 
 def render(document: Mapping[str, Any]) -> str:
