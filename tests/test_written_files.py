@@ -28,6 +28,8 @@ def test_echo(flow_run):
     result = flow_run.evaluate(lambda output: {"words": len(output.split())}, mapping={"output": "${run.outputs.output}"})
     assert result.metrics["words"] >= 2
 '''
+#: fails its threshold, so its worst rows (the echoed answers) reach the terminal and the JUnit file
+FAILING_TEST = ECHO_TEST.replace(">= 2", ">= 100").replace("def test_echo", "def test_echo_fails")
 CLASSIFY_TEST = '''\
 import pytest
 
@@ -60,6 +62,10 @@ def test_a_key_the_endpoint_echoes_is_in_no_report_mlflow_or_release_file(
                      "--promptflow-report", "reports", "--junitxml=junit.xml", "-rA")
         assert outcomes(result) == {"passed": 1}, result.stdout.str()
         assert {r.headers.get("api-key") for r in endpoint.requests} == {key}  # sent, so echoed in every answer
+        project.pytester.makepyfile(test_echo_fails=FAILING_TEST)
+        failed = run(project.pytester, "test_echo_fails.py", "--junitxml=junit-failed.xml")
+        assert outcomes(failed) == {"failed": 1}
+    assert f"first row {scrub.REDACTED}" in (project.path / "junit-failed.xml").read_text()
 
     reports = project.path / "reports"
     record = json.loads((reports / "release-echo.json").read_text())
@@ -68,7 +74,7 @@ def test_a_key_the_endpoint_echoes_is_in_no_report_mlflow_or_release_file(
     mlflow_files = [path for path in written if path.name == "mlflow.db" or "mlartifacts" in path.parts]
     assert project.path / "mlflow.db" in mlflow_files and len(mlflow_files) > 5  # runs, rows and the model logged
     assert containing([key], written) == []
-    assert not [line for line in result.outlines + result.errlines if key in line]
+    assert not [line for run_ in (result, failed) for line in run_.outlines + run_.errlines if key in line]
     for name in ("report.json", "rows.csv", "report.html"):
         assert f"first row {scrub.REDACTED}" in (reports / name).read_text(encoding="utf-8"), name
     released_rows = [path for path in mlflow_files if path.parent.name == "rows"]
