@@ -25,7 +25,8 @@ import pytest
 
 @pytest.mark.promptflow(flow="flows/echo.prompty", data="data/rows.jsonl")
 def test_echo(flow_run):
-    result = flow_run.evaluate(lambda output: {"words": len(output.split())}, mapping={"output": "${run.outputs.output}"})
+    result = flow_run.evaluate(lambda output: {"words": len(output.split())},
+                               mapping={"output": "${run.outputs.output}"})
     assert result.metrics["words"] >= 2
 '''
 #: fails its threshold, so its worst rows (the echoed answers) reach the terminal and the JUnit file
@@ -103,8 +104,8 @@ def test_known_secrets_are_secret_named_variables_and_dotenv_fields_never_short_
                       'search={"configs": {"endpoint": "http://x"}, "secrets": {"admin": "nested-secret-0123"}}\n'
                       "DB_PASSWORD='quoted-secret-0123'\nnot a line\n", encoding="utf-8")
     scrub.remember_dotenv(dotenv)
-    text = ("env-secret-0123456789 pipeline-token-0123 dotenv-secret-0123 nested-secret-0123 quoted-secret-0123 short us-international "
-            "http://127.0.0.1:1 embedded-model")
+    text = ("env-secret-0123456789 pipeline-token-0123 dotenv-secret-0123 nested-secret-0123 quoted-secret-0123 "
+            "short us-international http://127.0.0.1:1 embedded-model")
     assert scrub.scrub_text(text) == "*** *** *** *** *** short us-international http://127.0.0.1:1 embedded-model"
 
 
