@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping
 
 from pytest_promptflow.errors import SpecError
+from pytest_promptflow.scrub import write_json
 
 Status = Literal["pending", "approved", "rejected"]
 #: ``promptflow_release_dir``'s default, relative to pytest's rootdir.
@@ -146,17 +145,8 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _write(path: Path, record: Mapping[str, Any]) -> None:
-    """Atomically: a temp file beside ``path``, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(record, file, indent=2, sort_keys=True, ensure_ascii=False)
-            file.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Atomically and scrubbed (``scrub.write_json``)."""
+    write_json(path, record, indent=2, sort_keys=True, ensure_ascii=False)
 
 
 @contextmanager

@@ -177,7 +177,7 @@ def row_identity(dataset: DatasetSpec, row: Mapping[str, Any], input_names: Sequ
     columns = data_columns(dataset.mappings) if dataset.mappings else [n for n in input_names if n in row]
     read = {column: row.get(column) for column in sorted(columns)}
     text = json.dumps(read, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def check_mappings(dataset: DatasetSpec, rows: Sequence[Mapping[str, Any]], input_names: Sequence[str]) -> None:

@@ -12,7 +12,6 @@ released, and the terminal says why. Without a pass nothing is written to the re
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from urllib.request import url2pathname
 import pytest
 
 from .errors import SpecError
+from .scrub import scrub, write_json
 
 DESELECTED = "promptflow_deselected"
 
@@ -117,7 +117,7 @@ class Release:
             configuration, reason = choose(flow, self.settings.pins)
         if configuration is None:
             return {**record, "decision": "not released", "reason": reason}
-        payload = approval_payload(flow, configuration)
+        payload = scrub(approval_payload(flow, configuration))  # as written: its digest is checked when read back
         record.update(payload, reason=reason, primary_metric=flow["primary_metric"])
         if configuration == flow["best"]:  # how it was selected, and its confirmation-half number with a split
             record["selection"] = flow.get("selection")
@@ -187,8 +187,7 @@ class Release:
     def _write(self, record: Mapping[str, Any]) -> None:
         folder = self.settings.report_folder or self.settings.release_dir
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"release-{record['flow']}.json"
-        path.write_text(json.dumps(record, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+        write_json(folder / f"release-{record['flow']}.json", record, indent=1, sort_keys=True, default=str)
 
 
 def _rows_files(cells: Sequence[Mapping[str, Any]], folder: Path) -> dict[str, Path]:

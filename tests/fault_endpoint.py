@@ -2,7 +2,8 @@
 on request, so a test can predict exactly which LLM calls fail, how often, and which rows end as errors.
 
 It serves ``/v1/chat/completions`` and ``/openai/deployments/<name>/chat/completions``. The answer to a
-request is ``f"{prefix} {last user message}"`` with a ``usage`` block counting words (prompt: every
+request is ``f"{prefix} {last user message}"`` (followed by the value of the request header ``echo_header``
+when one is named: an endpoint that echoes the caller's key) with a ``usage`` block counting words (prompt: every
 message, completion: the answer). Faults are chosen by a marker in the last user message:
 
 - ``[always:KIND]``: every attempt fails that way (a permanent fault);
@@ -98,6 +99,7 @@ class FaultEndpoint:
     """The server; use it as a context manager (``with FaultEndpoint() as endpoint:``)."""
 
     prefix: str = "echo:"
+    echo_header: str | None = None  # a request header whose value every answer repeats, e.g. "api-key"
     random_rate: float = 0.0
     seed: int = 0
     retry_after: str = "0"  # the Retry-After header of a 429
@@ -123,8 +125,9 @@ class FaultEndpoint:
         assert self._server is not None, "the endpoint is not started"
         return f"http://127.0.0.1:{self._server.server_port}"
 
-    def answer(self, message: str) -> str:
-        return f"{self.prefix} {message}"
+    def answer(self, message: str, headers: Mapping[str, str] | None = None) -> str:
+        echoed = (headers or {}).get(self.echo_header.lower(), "") if self.echo_header else ""
+        return f"{self.prefix} {message}{f' {echoed}' if echoed else ''}"
 
     # -- what a test asserts on --
     def count(self, message: str | None = None) -> int:
@@ -233,8 +236,9 @@ class FaultEndpoint:
         self._stopping.wait(self.slow_seconds)
 
     def _completion(self, body: Any, deployment: str | None,
-                    message: str) -> tuple[dict[str, Any], tuple[str, int, int]]:
-        answer = self.answer(message)
+                    received: Received) -> tuple[dict[str, Any], tuple[str, int, int]]:
+        message = received.message
+        answer = self.answer(message, received.headers)
         messages = body.get("messages") if isinstance(body, dict) else None
         prompt = sum(words(_text(m.get("content"))) for m in messages or [] if isinstance(m, dict))
         completion = words(answer)
@@ -299,7 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif received.fault == "nocompletion":
                 status, payload, extra = 200, json.dumps(NO_COMPLETION).encode(), {}
             else:
-                completion, tokens = endpoint._completion(body, matched.group("deployment"), received.message)
+                completion, tokens = endpoint._completion(body, matched.group("deployment"), received)
                 status, payload, extra = 200, json.dumps(completion).encode(), {}
                 answered = None if received.fault == "slow" else tokens  # a slow answer comes too late
         except BaseException:

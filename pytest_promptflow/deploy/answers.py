@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..flows import RowOutcome, Runner
+from ..scrub import write_json
 
 
 def answer_key(inputs: Mapping[str, Any]) -> str:
@@ -45,7 +46,7 @@ class EndpointAnswers:
         document = {"rows": self.rows, "flows": {flow: {dataset: [a.as_json() for a in answers]
                                                         for dataset, answers in datasets.items()}
                                                  for flow, datasets in self.flows.items()}}
-        path.write_text(json.dumps(document, indent=1, default=str) + "\n", encoding="utf-8")
+        write_json(path, document, indent=1, default=str)
 
     @classmethod
     def read(cls, path: Path) -> EndpointAnswers:

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import pytest
 
+from ..scrub import write_text
 from .answers import Answer, EndpointAnswers
 from .base import Target
 
@@ -90,7 +91,7 @@ def rerun_items(config: pytest.Config, answers: EndpointAnswers, nodeids: Sequen
         command += ["--promptflow-env", config.getoption("promptflow_env")]
     environ = {key: value for key, value in os.environ.items() if key not in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER")}
     done = subprocess.run(command, cwd=config.rootpath, env=environ, capture_output=True, text=True, check=False)
-    (folder / "pytest.log").write_text(done.stdout + done.stderr, encoding="utf-8")
+    write_text(folder / "pytest.log", done.stdout + done.stderr)
     document_file = report / "report.json"
     document = json.loads(document_file.read_text(encoding="utf-8")) if document_file.is_file() else None
     lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import openai
 
+from ..scrub import remember_secrets
 from . import ledger, shapes
 from .accounting import cost, usage_of
 from .limits import Gate
@@ -168,6 +169,7 @@ class CallLayer:
         kind = _ENDPOINT.search(path).group(1)  # type: ignore[union-attr]
         content = CallRequest(provider, kind, model, request.url.params.get("api-version"), body,
                               ledger.current().repeat)  # a row's repeat has answers of its own
+        remember_secrets(*_secrets(request))  # a credential sent is a secret no written file may contain
         return Call(content, connection, url)
 
     def _endpoint(self, url: str) -> tuple[str, str]:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 from ..config import ConnectionSpec
 from ..errors import SpecError, Where
+from ..scrub import remember_secrets
 
 AZURE = "AzureOpenAIConnection"
 OPENAI = "OpenAIConnection"
@@ -54,8 +55,18 @@ def resolve_connection(
 ) -> Resolved:
     """The connection ``name`` as a promptflow ``kind`` object, from the first source that has a key.
 
-    ``embedded`` is called (to start or find the local model) only when no source has credentials.
+    ``embedded`` is called (to start or find the local model) only when no source has credentials. Its
+    secrets become known secrets of this process, which no file it writes contains (``scrub.py``).
     """
+    resolved = _resolve(name, kind, declared, Path(project_dir), environ, embedded)
+    connection = resolved.connection
+    secrets = getattr(connection, "secrets", None)
+    remember_secrets(getattr(connection, "api_key", None), *(secrets.values() if isinstance(secrets, Mapping) else ()))
+    return resolved
+
+
+def _resolve(name: str, kind: str, declared: Mapping[str, ConnectionSpec], project_dir: Path,
+             environ: Mapping[str, str], embedded: Callable[[], str]) -> Resolved:
     if kind == CUSTOM:
         return _resolve_custom(name, declared, Path(project_dir), environ, embedded)
     if kind not in KINDS:

@@ -26,7 +26,6 @@ data page lists every release and each record can be downloaded whole.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from pytest_promptflow.errors import SpecError
 from pytest_promptflow.registry.base import Version
+from pytest_promptflow.scrub import scrub, write_json
 
 #: The environment variables the template reads for the workspace, in the order reported.
 WORKSPACE_VARIABLES = ("SUBSCRIPTION_ID", "RESOURCE_GROUP_NAME", "WORKSPACE_NAME")
@@ -127,10 +127,10 @@ class AzureMLRegistry:
 
         operations = self.ml_client.data
         version = _next_version(_versions(operations, RECORDS_ASSET))
-        tags = {key: str(value) for key, value in record.items() if isinstance(value, (str, int, float, bool))}
+        tags = scrub({key: str(value) for key, value in record.items() if isinstance(value, (str, int, float, bool))})
         with tempfile.TemporaryDirectory(prefix="pytest-promptflow-") as folder:
             path = Path(folder) / "release.json"
-            path.write_text(json.dumps(record, indent=2, sort_keys=True, default=str), encoding="utf-8")
+            write_json(path, record, indent=2, sort_keys=True, default=str)
             data = Data(path=str(path), type=AssetTypes.URI_FILE, name=RECORDS_ASSET, version=version, tags=tags,
                         description="A pytest-promptflow release record")
             _create(operations, data)

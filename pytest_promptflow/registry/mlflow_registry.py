@@ -34,6 +34,8 @@ from typing import Any, Iterator, Mapping
 from urllib.parse import unquote
 
 from ..errors import SpecError, Where
+from ..reporting.tracking import mlflow_keys
+from ..scrub import scrub, scrub_text
 from .base import Version
 
 DATASETS = "pytest-promptflow-datasets"
@@ -98,7 +100,8 @@ class MlflowRegistry:
             latest = self._latest_model_version(name)
             if latest is not None and latest.tags.get("model_hash") == content_hash:
                 return Version(name, str(latest.version), content_hash, created=False)
-            all_tags = {**{key: str(value) for key, value in tags.items()}, "model_hash": content_hash}
+            named = mlflow_keys((key, str(value)) for key, value in tags.items())  # e.g. an evaluator "<lambda>"
+            all_tags = scrub({**dict(named), "model_hash": content_hash})
             with self._run(FLOWS, f"{name} {content_hash[:12]}", {"flow": name, **all_tags}) as run_id:
                 with tempfile.TemporaryDirectory(prefix="pytest-promptflow-model-") as temporary:
                     save_flow_model(Path(folder), Path(temporary) / MODEL_PATH)
@@ -134,7 +137,7 @@ class MlflowRegistry:
     def record_release(self, record: Mapping[str, Any]) -> None:
         tags = {key: record[key] for key in ("flow", "decision", "release") if isinstance(record.get(key), str)}
         run_name = " ".join(tags[key] for key in ("flow", "decision") if key in tags) or "release"
-        text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
+        text = scrub_text(json.dumps(scrub(record), indent=2, sort_keys=True, default=str) + "\n")
         with self.lock(), _quietly(), self._run(RELEASES, run_name, tags) as run_id:
             self.client.log_text(run_id, text, "release.json")
 
@@ -225,7 +228,7 @@ class MlflowRegistry:
     @contextmanager
     def _run(self, experiment: str, run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
         """A run that ends FINISHED, or FAILED if its body raised (a failed run never counts as a version)."""
-        run = self.client.create_run(self._experiment(experiment), run_name=run_name, tags=dict(tags))
+        run = self.client.create_run(self._experiment(experiment), run_name=scrub_text(run_name), tags=scrub(tags))
         run_id = run.info.run_id
         try:
             yield run_id

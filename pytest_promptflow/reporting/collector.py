@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import pytest
 
+from ..scrub import remember_dotenv, scrub
 from .records import item_record, merge
 from .tracking import log_to_tracking
 
@@ -21,6 +22,7 @@ class Reports:
     def __init__(self, rootdir: Path, folder: Path | None, primary_metrics: Mapping[str, str],
                  environment: Mapping[str, Any]) -> None:
         self.rootdir = rootdir
+        remember_dotenv(rootdir / ".env")  # its keys are secrets to every report, also on the xdist controller
         self.folder = folder
         self.primary_metrics = primary_metrics
         self.environment = dict(environment)
@@ -45,13 +47,14 @@ class Reports:
         self.failed_comparisons.setdefault(nodeid, []).append(verdict)
 
     def record(self, item: pytest.Item, report: pytest.TestReport) -> dict[str, Any] | None:
-        """The record of a promptflow item, at the end of its call (or of a failed setup)."""
+        """The record of a promptflow item, at the end of its call (or of a failed setup), scrubbed where it is
+        made: it crosses to the xdist controller and into every report without a known secret or a lone surrogate."""
         planned, run, evaluations, verdicts = _results(item)
         if planned is None:
             return None
         outcome = "error" if report.when == "setup" else report.outcome
         verdicts = verdicts + self.failed_comparisons.pop(item.nodeid, [])
-        return item_record(item.nodeid, outcome, planned, run, evaluations, verdicts)
+        return scrub(item_record(item.nodeid, outcome, planned, run, evaluations, verdicts))
 
     def add(self, report: pytest.TestReport) -> None:
         record = getattr(report, "promptflow", None)

@@ -12,10 +12,12 @@ Columns come in a fixed order, then sorted: the same document always gives the s
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import AbstractSet, Any, Iterable, Mapping, Sequence
 
+from ..scrub import write_text
 from ..thresholds import threshold_text
 
 ROWS, METRICS, EXPERIMENTS = "rows.csv", "metrics.csv", "experiments.csv"
@@ -45,13 +47,13 @@ def write_csv(document: Mapping[str, Any], folder: Path) -> list[Path]:
 
 
 def write_table(path: Path, table: Table) -> Path:
-    """One table as a CSV file, every field made ``safe``."""
+    """One table as a CSV file, every field made ``safe``, written whole (and scrubbed)."""
     header, lines = table
-    with path.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.writer(out, quoting=csv.QUOTE_MINIMAL)
-        writer.writerow([safe(column) for column in header])
-        writer.writerows([safe(value) for value in line] for line in lines)
-    return path
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, quoting=csv.QUOTE_MINIMAL)
+    writer.writerow([safe(column) for column in header])
+    writer.writerows([safe(value) for value in line] for line in lines)
+    return write_text(path, out.getvalue())
 
 
 Table = tuple[list[str], list[list[Any]]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Sequence
 
+from ..scrub import scrub_text
 from ..thresholds import Verdict, verdict_word
 
 MAX_VALUE_CHARS = 80
@@ -58,13 +59,14 @@ def _bound(verdict: Verdict) -> str:
 
 
 def worst_rows_lines(worst: Sequence[Mapping[str, Any]]) -> list[str]:
-    """One line per row: its index, score or error, inputs and outputs (shortened)."""
+    """One line per row: its index, score or error, inputs and outputs (shortened, scrubbed: the failure text
+    reaches the terminal and the JUnit file)."""
     lines = ["worst rows:"] if worst else []
     for row in worst:
         result = f"error {row['error']}" if row.get("error") else f"score {_fmt(row.get('score'))}"
         outputs = "" if row.get("error") else f" -> {_short(row.get('outputs'))}"
         repeat = f", repeat {row['repeat']}" if "repeat" in row else ""
-        lines.append(f"  row {row['row']}{repeat}: {result}: {_short(row.get('inputs'))}{outputs}")
+        lines.append(scrub_text(f"  row {row['row']}{repeat}: {result}: {_short(row.get('inputs'))}{outputs}"))
     return lines
 
 

@@ -16,6 +16,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..scrub import write_text
 from ..thresholds import threshold_text, verdict_word
 from .best import built_in, lower_is_better
 
@@ -26,12 +27,15 @@ TEMPLATE = "report.html.j2"
 BUILT_IN_ORDER = ("error_rate", "latency.", "cost.", "tokens.", "rows", "llm.")
 OPEN_BUILT_IN = ("error_rate", "latency.p95", "cost.total")
 MISSING = "\u2014"
+#: what the page embeds of a value and of a cell's rows, so that a big dataset still gives a page a browser
+#: opens (50 MB of data made a 157 MB page); every value and every row stays whole in rows.csv and report.json
+HTML_VALUE_CHARS = 1_000
+HTML_ROWS_PER_CELL = 500
 
 
 def write_html(document: Mapping[str, Any], path: Path) -> None:
     """Write the page for ``document`` to ``path`` (``report.html`` in the report folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(document), encoding="utf-8")
+    write_text(path, render(document))
 
 
 def render(document: Mapping[str, Any]) -> str:
@@ -131,7 +135,8 @@ def _cell_view(flow: Mapping[str, Any], cell: Mapping[str, Any], columns: Sequen
                        "interval": interval_text(_interval(cell, name)),
                        "failed": [_threshold(v) for v in mine if not v["passed"]],
                        "passed": [_threshold(v) for v in mine if v["passed"]]})
-    rows = [_row_view(row) for row in cell["rows"]]
+    kept = cell["rows"][:HTML_ROWS_PER_CELL]
+    rows = [_row_view(row) for row in kept]
     config = cell["config"]
     return {
         "id": cell["cell"], "config": config, "best": config == flow.get("best"),
@@ -143,11 +148,40 @@ def _cell_view(flow: Mapping[str, Any], cell: Mapping[str, Any], columns: Sequen
         "outcome": cell["outcome"],
         "failed_thresholds": list(dict.fromkeys(f"{v['metric']} {_threshold(v)}" for v in verdicts if not v["passed"])),
         "nodeids": [item["nodeid"] for item in cell["items"]],
-        "values": values, "rows": rows, "failing_rows": sum(row["failing"] for row in rows),
+        "values": values, "rows": rows, "rows_total": len(cell["rows"]),
+        "failing_rows": sum(_row_failing(row) for row in cell["rows"]), "rows_note": rows_note(len(cell["rows"])),
         "metrics": cell["metrics"], "intervals": cell.get("intervals", {}),
-        "island_rows": [{"index": row["index"], "data": row["data"], "outputs": row["outputs"], "error": row["error"],
-                         "scores": row["scores"], "failing": _row_failing(row)} for row in cell["rows"]],
+        "island_rows": [{"index": row["index"], "data": _shown_values(row["data"]),
+                         "outputs": _shown_values(row["outputs"]), "error": _shown_values(row["error"]),
+                         "scores": _shown_values(row["scores"]), "failing": _row_failing(row)} for row in kept],
     }
+
+
+def rows_note(total: int) -> str:
+    """What the page says of a cell whose rows it does not all show ("" when it shows them all)."""
+    if total <= HTML_ROWS_PER_CELL:
+        return ""
+    return (f"The page shows the first {HTML_ROWS_PER_CELL:,} of {total:,} rows; every row is in rows.csv "
+            "(the metrics are over all of them).")
+
+
+def shown(text: str) -> str:
+    """``text`` as the page embeds it: whole, or its first HTML_VALUE_CHARS characters and a note."""
+    if len(text) <= HTML_VALUE_CHARS:
+        return text
+    return f"{text[:HTML_VALUE_CHARS]}\u2026 [cut: {len(text):,} characters in all; the full value is in rows.csv]"
+
+
+def _shown_values(values: Any) -> Any:
+    """A row's data, outputs, error or scores for the data island, each long value ``shown`` as text."""
+    if isinstance(values, Mapping):
+        return {key: _shown_values(value) for key, value in values.items()}
+    if isinstance(values, str):
+        return shown(values)
+    if isinstance(values, list):
+        text = json.dumps(values, ensure_ascii=False)
+        return values if len(text) <= HTML_VALUE_CHARS else shown(text)
+    return values
 
 
 def _row_view(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,7 +189,7 @@ def _row_view(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "index": row["index"], "data": _pairs(row["data"]), "inputs": _pairs(row["inputs"]),
         "outputs": MISSING if row["outputs"] is None else _pairs(row["outputs"]),
-        "error": row["error"] or "",
+        "error": shown(row["error"] or ""),
         "scores": [(name, _text(value), _failing_score(value)) for name, value in row["scores"].items()],
         "latency": MISSING if latency is None else (f"{latency * 1000:.1f} ms" if latency < 1 else f"{latency:.2f} s"),
         "cached": "yes" if row.get("cached") else "no",
@@ -186,7 +220,7 @@ def number(value: float) -> str:
 def _text(value: Any) -> str:
     if isinstance(value, float):
         return number(value)
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return shown(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
 
 
 def _interval(cell: Mapping[str, Any], metric: str) -> tuple[float, float, int] | None:

@@ -24,6 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from ..scrub import scrub_text
+
 PLUGIN = "promptflow-tracking"
 TELEMETRY = "MLFLOW_DISABLE_TELEMETRY"
 DEFAULT_EXPERIMENT = "pytest-promptflow"
@@ -201,7 +203,7 @@ def param_items(cell: Mapping[str, Any], environment: Mapping[str, Any]) -> list
     items += [(f"override.{key}", text(cell["overrides"][key])) for key in sorted(cell["overrides"])]
     items += [("dataset", cell["dataset"]), ("dataset_hash", cell["dataset_hash"])]
     items += [(name, str(environment.get(name, ""))) for name in ENVIRONMENT_PARAMS]
-    return [(key, value[:MAX_PARAM]) for key, value in mlflow_keys(items)]
+    return [(key, scrub_text(value)[:MAX_PARAM]) for key, value in mlflow_keys(items)]
 
 
 def metric_items(metrics: Mapping[str, float]) -> list[tuple[str, float]]:
@@ -215,7 +217,7 @@ def tag_items(cell: Mapping[str, Any], flow: Mapping[str, Any],
             ("promptflow.session", str(environment.get("run_id", "")))]
     if environment.get("git_commit"):
         tags.append(("mlflow.source.git.commit", str(environment["git_commit"])))
-    return [(key, value[:MAX_TAG]) for key, value in tags]
+    return [(key, scrub_text(value)[:MAX_TAG]) for key, value in tags]
 
 
 def mlflow_key(name: str) -> str:
