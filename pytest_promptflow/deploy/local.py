@@ -289,30 +289,33 @@ def _probe(entry: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _running(pid: int | None, module: str, path: str) -> bool:
-    """Whether ``pid`` runs ``module`` with ``path`` (pids are reused: never signal one that does not);
-    reaps our own."""
+    """Whether ``pid`` runs ``module`` with ``path`` (pids are reused: never signal one that does not)."""
     process = _children.get(pid or 0)
-    if process is None:
-        return runs(pid, module, path)
-    if process.poll() is None:  # our child: its pid cannot be reused before we reap it
-        return True
-    del _children[process.pid]
-    return False
+    if process is not None and process.poll() is not None:  # reaps our own
+        del _children[process.pid]
+        return False
+    return runs(pid, module, path)
 
 
 def _stop(pid: int | None, module: str, path: str) -> None:
-    """SIGTERM to the process group of ``pid`` (started in its own session), SIGKILL if it lingers."""
+    """SIGTERM to the process group of ``pid`` (started in its own session), SIGKILL if it lingers; only if
+    it is ours (a live process keeps its pid, so it stays ours while it lingers)."""
+    if not _running(pid, module, path):
+        return
+    assert pid is not None
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not _running(pid, module, path):
-            return
-        assert pid is not None
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
-            return
+            break
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _running(pid, module, path):
+        while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.05)
+        if not pid_alive(pid):
+            break
+    process = _children.pop(pid, None)
+    if process is not None:
+        process.wait(5)
 
 
 def _kill_group(pid: int) -> None:
