@@ -415,3 +415,13 @@ def test_a_recorded_pid_that_now_runs_another_server_is_never_signalled(
     target.stop("ghost")
     assert not gone(other) and "ghost" not in target.endpoints()
     assert target.invoke("shop", "blue", {"text": "alive"}) == {"answer": "blue:alive"}
+
+
+def test_a_deployment_behind_a_dead_router_does_not_answer_and_a_deploy_restarts_the_router(
+        target: LocalTarget, flows: Path, blue: Deployment) -> None:
+    router = json.loads((target.state_dir / "shop" / "endpoint.json").read_text())["router"]
+    kill(router["pid"])
+    found = target.deployments("shop")["blue"]
+    assert found.url == "" and found.detail == f"{blue.detail}, but the endpoint's router is not running"
+    running(target, flows, "blue")
+    assert target.invoke("shop", "blue", {"text": "back"}) == {"answer": "blue:back"}

@@ -69,10 +69,15 @@ class LocalTarget:
         return dict(_request(f"{self.router_url(endpoint)}/stats"))
 
     def deployments(self, endpoint: str) -> dict[str, Deployment]:
-        """Each deployment with its URL only if it answers /health now (``PROBE_TIMEOUT``); else why not."""
+        """Each deployment with its URL only if it answers now: it answers /health (``PROBE_TIMEOUT``) and its
+        endpoint's router runs; else why not."""
+        state = self._read(endpoint)
+        router_up = self._router_up(endpoint, state["router"])
         found = {}
-        for name, entry in self._read(endpoint)["deployments"].items():
+        for name, entry in state["deployments"].items():
             url, detail = _probe(entry)
+            if url and not router_up:
+                url, detail = "", f"{detail}, but the endpoint's router is not running"
             found[name] = Deployment(endpoint, name, entry["model"], url=url, detail=detail)
         return found
 
