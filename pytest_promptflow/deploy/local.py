@@ -326,7 +326,10 @@ def _stop(pid: int | None, module: str, path: str) -> None:
 def _kill_group(pid: int) -> None:
     """SIGKILL to a stray server's process group (each was started in its own session), waiting till it is gone."""
     try:
-        os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + 5
