@@ -159,6 +159,17 @@ def test_a_changed_flow_deploys_green_beside_blue_and_the_router_splits_as_confi
                    {"azureml-model-deployment": "blue"})[1] for _ in range(20)}
     assert pinned == {"blue"}
 
+    dead = int(local.deployments("clf")["green"].detail.split()[1])  # the A/B's new side dies
+    kill(dead)
+    assert {post(local.router_url("clf") + "/score", {"text": "good food"})[1] for _ in range(20)} == {"blue"}
+    result = release(shipped, "--promptflow-env", "dev")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "promptflow deploy: clf: local endpoint clf, deployment green: serving; traffic blue 70%, green 30%*",
+        f"    green served 30% but did not answer (not running (was pid {dead}; log *)): deployed it again",
+        "    green served 30%: moved to blue before replacing it"])
+    assert local.traffic("clf") == {"blue": 70, "green": 30} and local.deployments("clf")["green"].url
+
 
 def test_a_deployment_that_fails_its_endpoint_test_gets_no_traffic_and_fails_the_session(
         shipped: Project, local: LocalTarget) -> None:
