@@ -386,9 +386,13 @@ def test_a_deploy_after_a_killed_one_ends_its_server_and_replaces_its_folder(
         target: LocalTarget, flows: Path, recorded: bool) -> None:
     endpoint = f"killed-{'recorded' if recorded else 'spawned'}"
     orphan = killed_deploy(target, endpoint, flows / "blue", recorded)
+    left = "\n".join(target.problems(endpoint))
+    assert "deployment blue: starting, or left by a deploy that was killed (pid " in left
     deployed = target.deploy(spec(endpoint, "blue", flows / "green"))
     assert gone(orphan) and deployed.url and str(orphan) not in deployed.detail
     assert target.invoke(endpoint, "blue", {"text": "again"}) == {"answer": "green:again"}
+    target.set_traffic(endpoint, {"blue": 100})
+    assert target.problems(endpoint) == []
     target.stop(endpoint)
     assert processes_mentioning(target.state_dir / endpoint) == []
 

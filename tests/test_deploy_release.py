@@ -303,7 +303,7 @@ def test_a_deployment_killed_after_its_release_is_deployed_again_by_the_next(
         "promptflow deploy: clf: local endpoint clf, deployment blue: serving; traffic blue 100% (pid *",
         f"    blue served 100% but did not answer (not running (was pid {dead}; log *)): deployed it again"])
     answer, served_by = post(local.router_url("clf") + "/score", {"text": "a good day"})
-    assert answer == {"category": "positive"} and served_by == "blue"
+    assert answer == {"category": "positive"} and served_by == "blue" and local.problems("clf") == []
     assert release(shipped).stdout.str().count("deployment blue: unchanged, already serving") == 1
 
 
@@ -330,4 +330,4 @@ def test_a_release_killed_while_it_deploys_leaves_nothing_the_next_one_trips_on(
     result.stdout.fnmatch_lines(["promptflow deploy: clf: local endpoint clf, deployment blue: serving; "
                                  "traffic blue 100%*"])
     answer, served_by = post(local.router_url("clf") + "/score", {"text": "a bad day"})
-    assert answer == {"category": "negative"} and served_by == "blue"
+    assert answer == {"category": "negative"} and served_by == "blue" and local.problems("clf") == []

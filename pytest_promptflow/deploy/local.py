@@ -158,6 +158,21 @@ class LocalTarget:
                 self._drop(state, name)
             self._close(endpoint, state)
 
+    def problems(self, endpoint: str) -> list[str]:
+        """What differs from how a finished release leaves ``endpoint``, one line each (none: consistent): a
+        deployment that does not answer, no router, a split not summing to 100, a server or folder no
+        record names (a deploy killed half-way)."""
+        state = self._read(endpoint)
+        found = [f"deployment {name}: {d.detail}" for name, d in self.deployments(endpoint).items() if not d.url]
+        if not self._router_up(endpoint, state["router"]):
+            found.append(f"router not running: {state['router']}")
+        if sum(state["traffic"].values()) != 100:
+            found.append(f"traffic {state['traffic']} does not sum to 100")
+        found += [f"process {pid} is a server of this endpoint that no record names"
+                  for pid in self._strays(endpoint, state)]
+        found += [f"folder {folder} belongs to no deployment" for folder in self._unknown_folders(endpoint, state)]
+        return found
+
     # -- state and processes --------------------------------------------------------------
 
     def _path(self, endpoint: str) -> Path:
@@ -212,13 +227,20 @@ class LocalTarget:
         if router and not router.get("port"):
             _stop(router["pid"], ROUTER, str(self._path(endpoint)))
             state["router"] = None
-        known = {entry["pid"] for entry in state["deployments"].values()} | {(router or {}).get("pid")}
-        for pid in strays((SERVE, ROUTER), self.state_dir / endpoint, {pid for pid in known if pid}):
+        for pid in self._strays(endpoint, state):
             _kill_group(pid)
+        for folder in self._unknown_folders(endpoint, state):
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _strays(self, endpoint: str, state: Mapping[str, Any]) -> list[int]:
+        """Servers and routers of ``endpoint`` (by command line) whose pid the state does not record."""
+        entries = [*state["deployments"].values(), state["router"] or {}]
+        return list(strays((SERVE, ROUTER), self.state_dir / endpoint, {e["pid"] for e in entries if e.get("pid")}))
+
+    def _unknown_folders(self, endpoint: str, state: Mapping[str, Any]) -> list[Path]:
+        """Folders under ``endpoint`` that are no recorded deployment's (half-written by a killed deploy)."""
         kept = {Path(entry["folder"]).parent for entry in state["deployments"].values()}
-        for child in (self.state_dir / endpoint).glob("*"):
-            if child.is_dir() and child not in kept:
-                shutil.rmtree(child, ignore_errors=True)
+        return [path for path in sorted((self.state_dir / endpoint).glob("*")) if path.is_dir() and path not in kept]
 
     def _recorder(self, endpoint: str, state: dict[str, Any], entry: dict[str, Any]) -> Callable[[int], None]:
         """Records a process's pid in ``entry`` and the state file the moment it exists."""
