@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import math
 import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -279,3 +282,150 @@ def test_the_router_without_traffic_or_with_a_dead_deployment(tmp_path: Path) ->
         for server in (backend, router):
             server.shutdown()
             server.server_close()
+
+
+def get(url: str) -> tuple[int, Any]:
+    """(status, JSON answer) of one GET, error answers included."""
+    try:
+        with _direct.open(url, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def kill(pid: int) -> None:
+    """kill -9, and wait till the process is gone (reaped, or a zombie nobody here can reap)."""
+    process = psutil.Process(pid)
+    process.kill()
+    try:
+        process.wait(10)
+    except psutil.TimeoutExpired:
+        assert process.status() == psutil.STATUS_ZOMBIE
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_the_router_health_names_a_dead_deployment_and_its_share_goes_to_the_live_one(
+        target: LocalTarget, blue: Deployment, green: Deployment) -> None:
+    target.set_traffic("shop", {"blue": 50, "green": 50})
+    url = target.router_url("shop")
+    assert get(f"{url}/health") == (200, {"status": "Healthy", "down": [], "deployments": {
+        "blue": {"traffic": 50, "status": "up"}, "green": {"traffic": 50, "status": "up"}}})
+    dead = int(green.detail.split()[1])  # detail: "pid N on 127.0.0.1:PORT"
+    kill(dead)
+
+    assert get(f"{url}/health") == (503, {"status": "Degraded", "down": ["green"], "deployments": {
+        "blue": {"traffic": 50, "status": "up"},
+        "green": {"traffic": 50, "status": "down", "reason": f"process {dead} is gone"}}})
+    answers = [post(f"{url}/score", {"text": str(i)}) for i in range(30)]
+    assert answers == [(200, {"answer": f"blue:{i}"}, "blue") for i in range(30)]
+    status, answer, by = post(f"{url}/score", {"text": "x"}, {PIN_HEADER: "green"})
+    assert (status, by) == (502, "green") and answer["error"].startswith("deployment 'green' did not answer")
+    assert target.deployments("shop")["green"].url == ""
+
+    target.set_traffic("shop", {"green": 100})
+    assert post(f"{url}/score", {"text": "x"}) == (503, {
+        "error": "every deployment with traffic is down (green); deployments: blue, green"}, "")
+    status, health = get(f"{url}/health")
+    assert (status, health["status"], health["down"]) == (503, "Unhealthy", ["green"])
+    target.set_traffic("shop", {"blue": 100})
+
+
+#: A deploy in a process of its own, killed by the test while it starts the flow server.
+DEPLOYER = """\
+import sys
+from pathlib import Path
+
+from pytest_promptflow.deploy.base import DeploymentSettings, DeploymentSpec
+from pytest_promptflow.deploy.local import LocalTarget
+
+state, endpoint, flow = sys.argv[1:]
+LocalTarget(Path(state)).deploy(DeploymentSpec(endpoint, "blue", "echo", Path(flow), {"name": "echo"}, {},
+                                               DeploymentSettings(), Path(flow).parent, Path(flow).parent))
+"""
+
+
+def killed_deploy(target: LocalTarget, endpoint: str, flow: Path, recorded: bool) -> int:
+    """Kills -9 a deploy of ``endpoint`` in another process once its flow server exists (``recorded``: once
+    its pid is in the state file too) and returns that server's pid, left running by nobody."""
+    deployer = subprocess.Popen([sys.executable, "-c", DEPLOYER, str(target.state_dir), endpoint, str(flow)])
+    try:
+        deadline = time.monotonic() + 60
+        while (server := _starting_server(target, endpoint, recorded)) is None:
+            assert deployer.poll() is None and time.monotonic() < deadline, "the deploy never started its server"
+            time.sleep(0.02)
+    finally:
+        deployer.kill()
+        deployer.wait(10)
+    assert not gone(server)
+    return server
+
+
+def _starting_server(target: LocalTarget, endpoint: str, recorded: bool) -> int | None:
+    """The pid of a flow server of ``endpoint`` that runs (and is in its state file as still starting, if
+    ``recorded``)."""
+    servers = [p.pid for p in processes_mentioning(target.state_dir / endpoint)
+               if "pytest_promptflow.deploy.serve" in p.info["cmdline"]]
+    if not servers or not recorded:
+        return servers[0] if servers else None
+    try:
+        state = json.loads((target.state_dir / endpoint / "endpoint.json").read_text())
+    except (OSError, ValueError):
+        return None
+    entry = state["deployments"].get("blue", {})
+    return servers[0] if entry.get("pid") == servers[0] and entry.get("status") == "starting" else None
+
+
+@pytest.mark.parametrize("recorded", [False, True], ids=["spawned", "recorded"])
+def test_a_deploy_after_a_killed_one_ends_its_server_and_replaces_its_folder(
+        target: LocalTarget, flows: Path, recorded: bool) -> None:
+    endpoint = f"killed-{'recorded' if recorded else 'spawned'}"
+    orphan = killed_deploy(target, endpoint, flows / "blue", recorded)
+    left = "\n".join(target.problems(endpoint))
+    assert "deployment blue: starting, or left by a deploy that was killed (pid " in left
+    deployed = target.deploy(spec(endpoint, "blue", flows / "green"))
+    assert gone(orphan) and deployed.url and str(orphan) not in deployed.detail
+    assert target.invoke(endpoint, "blue", {"text": "again"}) == {"answer": "green:again"}
+    target.set_traffic(endpoint, {"blue": 100})
+    assert target.problems(endpoint) == []
+    target.stop(endpoint)
+    assert processes_mentioning(target.state_dir / endpoint) == []
+
+
+def test_stop_ends_what_a_killed_deploy_left(target: LocalTarget, flows: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    orphan = killed_deploy(target, "halfway", flows / "blue", recorded=False)
+    assert cli.main(["stop", "halfway", "--dir", str(target.state_dir)]) == 0
+    assert capsys.readouterr().out == "stopped endpoint halfway\n"
+    assert gone(orphan) and processes_mentioning(target.state_dir / "halfway") == []
+    assert not (target.state_dir / "halfway").exists()
+
+
+def test_a_recorded_pid_that_now_runs_another_server_is_never_signalled(
+        target: LocalTarget, blue: Deployment) -> None:
+    """A pid reused by another deployment's server (here: shop's blue) is not the leftover it was."""
+    other = int(blue.detail.split()[1])
+    entry = {"status": "starting", "pid": other, "port": None, "model": {"name": "echo"},
+             "folder": str(target.state_dir / "ghost" / "blue" / "flow"),
+             "log": str(target.state_dir / "ghost" / "blue.log")}
+    (target.state_dir / "ghost").mkdir()
+    write_json(target.state_dir / "ghost" / "endpoint.json",
+               {"router": None, "traffic": {"blue": 0}, "deployments": {"blue": entry}})
+    target.stop("ghost")
+    assert not gone(other) and "ghost" not in target.endpoints()
+    assert target.invoke("shop", "blue", {"text": "alive"}) == {"answer": "blue:alive"}
+
+
+def test_a_deployment_behind_a_dead_router_does_not_answer_and_a_deploy_restarts_the_router(
+        target: LocalTarget, flows: Path, blue: Deployment) -> None:
+    router = json.loads((target.state_dir / "shop" / "endpoint.json").read_text())["router"]
+    kill(router["pid"])
+    found = target.deployments("shop")["blue"]
+    assert found.url == "" and found.detail == f"{blue.detail}, but the endpoint's router is not running"
+    running(target, flows, "blue")
+    assert target.invoke("shop", "blue", {"text": "back"}) == {"answer": "blue:back"}

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+import time
 import urllib.request
 from collections import Counter
 from typing import Any, Iterator
 
 import pytest
 from conftest import Project, outcomes, run
+from test_deploy_local import gone, kill, processes_mentioning
 
 from pytest_promptflow.deploy.local import LocalTarget
 
@@ -155,6 +159,17 @@ def test_a_changed_flow_deploys_green_beside_blue_and_the_router_splits_as_confi
                    {"azureml-model-deployment": "blue"})[1] for _ in range(20)}
     assert pinned == {"blue"}
 
+    dead = int(local.deployments("clf")["green"].detail.split()[1])  # the A/B's new side dies
+    kill(dead)
+    assert {post(local.router_url("clf") + "/score", {"text": "good food"})[1] for _ in range(20)} == {"blue"}
+    result = release(shipped, "--promptflow-env", "dev")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "promptflow deploy: clf: local endpoint clf, deployment green: serving; traffic blue 70%, green 30%*",
+        f"    green served 30% but did not answer (not running (was pid {dead}; log *)): deployed it again",
+        "    green served 30%: moved to blue before replacing it"])
+    assert local.traffic("clf") == {"blue": 70, "green": 30} and local.deployments("clf")["green"].url
+
 
 def test_a_deployment_that_fails_its_endpoint_test_gets_no_traffic_and_fails_the_session(
         shipped: Project, local: LocalTarget) -> None:
@@ -275,3 +290,44 @@ def pytest_promptflow_deploy_target(config, name):
     answers = json.loads((shipped.path / "reports/deploy/endpoint-test/answers.json").read_text())
     assert [a["outputs"] for a in answers["flows"]["clf"]["small"]] == [
         {"category": "positive"}, {"category": "negative"}, {"category": "positive"}, {"category": "negative"}]
+
+
+def test_a_deployment_killed_after_its_release_is_deployed_again_by_the_next(
+        shipped: Project, local: LocalTarget) -> None:
+    assert release(shipped).ret == 0
+    dead = int(local.deployments("clf")["blue"].detail.split()[1])  # detail: "pid N on 127.0.0.1:PORT"
+    kill(dead)
+    result = release(shipped)
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "promptflow deploy: clf: local endpoint clf, deployment blue: serving; traffic blue 100% (pid *",
+        f"    blue served 100% but did not answer (not running (was pid {dead}; log *)): deployed it again"])
+    answer, served_by = post(local.router_url("clf") + "/score", {"text": "a good day"})
+    assert answer == {"category": "positive"} and served_by == "blue" and local.problems("clf") == []
+    assert release(shipped).stdout.str().count("deployment blue: unchanged, already serving") == 1
+
+
+def test_a_release_killed_while_it_deploys_leaves_nothing_the_next_one_trips_on(
+        shipped: Project, local: LocalTarget) -> None:
+    """The release runs in a process of its own, killed -9 as soon as its flow server exists."""
+    releasing = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--promptflow-release",
+                                  "--promptflow-report", "reports"], cwd=shipped.path,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (servers := [p.pid for p in processes_mentioning(local.state_dir / "clf")
+                               if "pytest_promptflow.deploy.serve" in p.info["cmdline"]]):
+            assert releasing.poll() is None and time.monotonic() < deadline, "the release never started a server"
+            time.sleep(0.05)
+    finally:
+        releasing.kill()
+        releasing.wait(10)
+    assert not gone(servers[0])
+
+    result = release(shipped)
+    assert result.ret == 0, result.stdout.str()
+    assert "File exists" not in result.stdout.str() and gone(servers[0])
+    result.stdout.fnmatch_lines(["promptflow deploy: clf: local endpoint clf, deployment blue: serving; "
+                                 "traffic blue 100%*"])
+    answer, served_by = post(local.router_url("clf") + "/score", {"text": "a bad day"})
+    assert answer == {"category": "negative"} and served_by == "blue" and local.problems("clf") == []

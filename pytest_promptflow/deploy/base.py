@@ -88,7 +88,8 @@ class Target(Protocol):
     live: bool
 
     def deployments(self, endpoint: str) -> dict[str, Deployment]:
-        """The endpoint's current deployments by name (empty if the endpoint does not exist)."""
+        """The endpoint's current deployments by name (empty if the endpoint does not exist); on a live
+        target, one that does not answer now has no ``url`` (a release deploys it again)."""
 
     def traffic(self, endpoint: str) -> dict[str, int]:
         """The endpoint's split in percent by deployment name (empty if it does not exist)."""

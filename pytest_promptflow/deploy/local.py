@@ -2,7 +2,10 @@
 endpoint a router in front of them that splits traffic; both outlive the pytest run that started them.
 
 State lives in ``<state_dir>/<endpoint>/endpoint.json`` (router, traffic, deployments with pid and port),
-replaced whole on every change, which is how the router learns of a new split.
+replaced whole on every change, which is how the router learns of a new split. A deployment is recorded
+(``"status": "starting"``) before its process starts and its pid as soon as it has one, so a deploy killed
+half-way leaves a record: the next deploy or stop of the endpoint ends what it left (checked by command
+line, never a reused pid) and deletes its half-written folder.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import urllib.request
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from filelock import FileLock
 
 from pytest_promptflow.deploy.base import PIN_HEADER, DeployError, Deployment, DeploymentSpec
+from pytest_promptflow.deploy.processes import runs, strays
 from pytest_promptflow.deploy.serve import write_json
 from pytest_promptflow.llm.embedded import pid_alive
 
@@ -32,6 +36,9 @@ STATE_FILE = "endpoint.json"
 SERVE = "pytest_promptflow.deploy.serve"
 ROUTER = "pytest_promptflow.deploy.router"
 REQUEST_TIMEOUT = 300.0
+PROBE_TIMEOUT = 5.0  # a deployment that does not answer /health within this is not serving
+#: What answers once a process is up: the router's /health also judges its deployments, /stats does not.
+READY = {SERVE: "/health", ROUTER: "/stats"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1, whatever HTTP_PROXY says
 #: Processes this Python process started, kept so that stopping one reaps it (no zombie left behind).
@@ -53,7 +60,7 @@ class LocalTarget:
 
     def router_url(self, endpoint: str) -> str:
         router = self._read(endpoint)["router"]
-        if not router or not _running(router["pid"], ROUTER):
+        if not self._router_up(endpoint, router):
             raise DeployError(f"endpoint {endpoint!r} has no running router in {self.state_dir}")
         return f"http://127.0.0.1:{router['port']}"
 
@@ -62,12 +69,15 @@ class LocalTarget:
         return dict(_request(f"{self.router_url(endpoint)}/stats"))
 
     def deployments(self, endpoint: str) -> dict[str, Deployment]:
+        """Each deployment with its URL only if it answers now: it answers /health (``PROBE_TIMEOUT``) and its
+        endpoint's router runs; else why not."""
+        state = self._read(endpoint)
+        router_up = self._router_up(endpoint, state["router"])
         found = {}
-        for name, entry in self._read(endpoint)["deployments"].items():
-            running = _running(entry["pid"], SERVE)
-            url = f"http://127.0.0.1:{entry['port']}/score" if running else ""
-            detail = f"pid {entry['pid']} on 127.0.0.1:{entry['port']}" if running else \
-                f"not running (was pid {entry['pid']}; log {entry['log']})"
+        for name, entry in state["deployments"].items():
+            url, detail = _probe(entry)
+            if url and not router_up:
+                url, detail = "", f"{detail}, but the endpoint's router is not running"
             found[name] = Deployment(endpoint, name, entry["model"], url=url, detail=detail)
         return found
 
@@ -80,29 +90,32 @@ class LocalTarget:
         log = folder.with_suffix(".log")
         with self._locked():
             state = self._read(endpoint)
+            self._sweep(endpoint, state)
             if name in state["deployments"]:
                 self._drop(state, name)
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            started: list[tuple[int, str]] = []
+            entry: dict[str, Any] = {"status": "starting", "pid": None, "port": None, "model": dict(spec.model),
+                                     "folder": str(folder / "flow"), "log": str(log)}
+            state["deployments"][name], state["traffic"][name] = entry, 0
+            self._write(endpoint, state)  # before the process starts: a killed deploy leaves this to sweep
+            router_started = False
             try:
                 shutil.copytree(spec.folder, folder / "flow")
                 env = _environment(spec.settings.environment_variables)
-                entry = self._start(SERVE, ["--flow-dir", str(folder / "flow")], folder / "port.json", log,
-                                    spec.project_dir, env, started)
-                if not state["router"] or not _running(state["router"]["pid"], ROUTER):
-                    state["router"] = self._start(ROUTER, ["--state", str(self._path(endpoint))],
-                                                  self.state_dir / endpoint / "router.json",
-                                                  self.state_dir / endpoint / "router.log", self.state_dir,
-                                                  _environment({}), started)
+                entry.update(self._start(SERVE, ["--flow-dir", entry["folder"]], folder / "port.json", log,
+                                         spec.project_dir, env, self._recorder(endpoint, state, entry)))
+                if not self._router_up(endpoint, state["router"]):
+                    router_started = True
+                    state["router"] = {"pid": None, "port": None}
+                    state["router"].update(self._start(
+                        ROUTER, ["--state", str(self._path(endpoint))], self.state_dir / endpoint / "router.json",
+                        self.state_dir / endpoint / "router.log", self.state_dir, _environment({}),
+                        self._recorder(endpoint, state, state["router"])))
             except BaseException as error:
-                self._abandon(endpoint, state, folder, started)
+                self._abandon(endpoint, state, name, router_started)
                 if isinstance(error, (DeployError, OSError)):
                     raise DeployError(f"deployment {name!r} of endpoint {endpoint!r}: {error}") from None
                 raise
-            entry.update(model=dict(spec.model), folder=str(folder / "flow"), log=str(log),
-                         started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-            state["deployments"][name] = entry
-            state["traffic"][name] = 0
+            entry.update(status="ready", started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
             self._write(endpoint, state)
         return self.deployments(endpoint)[name]
 
@@ -136,12 +149,29 @@ class LocalTarget:
                 self._close(endpoint, state)
 
     def stop(self, endpoint: str) -> None:
-        """Removes every deployment of ``endpoint`` and its router; nothing if it is gone."""
+        """Removes every deployment of ``endpoint`` and its router, and what a killed deploy left; nothing if
+        it is gone."""
         with self._locked():
             state = self._read(endpoint)
+            self._sweep(endpoint, state)
             for name in list(state["deployments"]):
                 self._drop(state, name)
             self._close(endpoint, state)
+
+    def problems(self, endpoint: str) -> list[str]:
+        """What differs from how a finished release leaves ``endpoint``, one line each (none: consistent): a
+        deployment that does not answer, no router, a split not summing to 100, a server or folder no
+        record names (a deploy killed half-way)."""
+        state = self._read(endpoint)
+        found = [f"deployment {name}: {d.detail}" for name, d in self.deployments(endpoint).items() if not d.url]
+        if not self._router_up(endpoint, state["router"]):
+            found.append(f"router not running: {state['router']}")
+        if sum(state["traffic"].values()) != 100:
+            found.append(f"traffic {state['traffic']} does not sum to 100")
+        found += [f"process {pid} is a server of this endpoint that no record names"
+                  for pid in self._strays(endpoint, state)]
+        found += [f"folder {folder} belongs to no deployment" for folder in self._unknown_folders(endpoint, state)]
+        return found
 
     # -- state and processes --------------------------------------------------------------
 
@@ -166,47 +196,86 @@ class LocalTarget:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.state_dir / "deploy.lock"), timeout=self.start_timeout * 2 + 60)
 
-    def _drop(self, state: dict[str, Any], name: str) -> None:
+    def _drop(self, state: dict[str, Any], name: str, keep_log: bool = False) -> None:
         """Stops deployment ``name`` and deletes its files and entry (the caller writes the state)."""
         entry = state["deployments"].pop(name)
         state["traffic"].pop(name, None)
-        _stop(entry["pid"], SERVE)
+        _stop(entry["pid"], SERVE, entry["folder"])
         shutil.rmtree(Path(entry["folder"]).parent, ignore_errors=True)
-        Path(entry["log"]).unlink(missing_ok=True)
+        if not keep_log:
+            Path(entry["log"]).unlink(missing_ok=True)
 
-    def _abandon(self, endpoint: str, state: dict[str, Any], folder: Path, started: list[tuple[int, str]]) -> None:
+    def _abandon(self, endpoint: str, state: dict[str, Any], name: str, router_started: bool) -> None:
         """Undoes a failed deploy: stops what it started and deletes its files, but keeps its log."""
-        for pid, module in started:
-            _stop(pid, module)
-        shutil.rmtree(folder, ignore_errors=True)
+        self._drop(state, name, keep_log=True)
+        if state["router"] and (router_started or not state["deployments"]):  # no router for nothing to serve
+            _stop(state["router"]["pid"], ROUTER, str(self._path(endpoint)))
+            state["router"] = None
         if state["deployments"]:
             self._write(endpoint, state)
-        else:  # nothing left to serve: no router either
-            if state["router"]:
-                _stop(state["router"]["pid"], ROUTER)
+        else:
             self._path(endpoint).unlink(missing_ok=True)
+
+    def _sweep(self, endpoint: str, state: dict[str, Any]) -> None:
+        """Ends what deploys killed half-way left (under the lock, a "starting" entry is such a leftover):
+        their recorded processes, processes they started before recording them, and their folders; the
+        caller writes the state."""
+        for name, entry in list(state["deployments"].items()):
+            if entry.get("status") == "starting":
+                self._drop(state, name)
+        router = state["router"]
+        if router and not router.get("port"):
+            _stop(router["pid"], ROUTER, str(self._path(endpoint)))
+            state["router"] = None
+        for pid in self._strays(endpoint, state):
+            _kill_group(pid)
+        for folder in self._unknown_folders(endpoint, state):
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _strays(self, endpoint: str, state: Mapping[str, Any]) -> list[int]:
+        """Servers and routers of ``endpoint`` (by command line) whose pid the state does not record."""
+        entries = [*state["deployments"].values(), state["router"] or {}]
+        return list(strays((SERVE, ROUTER), self.state_dir / endpoint, {e["pid"] for e in entries if e.get("pid")}))
+
+    def _unknown_folders(self, endpoint: str, state: Mapping[str, Any]) -> list[Path]:
+        """Folders under ``endpoint`` that are no recorded deployment's (half-written by a killed deploy)."""
+        kept = {Path(entry["folder"]).parent for entry in state["deployments"].values()}
+        return [path for path in sorted((self.state_dir / endpoint).glob("*")) if path.is_dir() and path not in kept]
+
+    def _recorder(self, endpoint: str, state: dict[str, Any], entry: dict[str, Any]) -> Callable[[int], None]:
+        """Records a process's pid in ``entry`` and the state file the moment it exists."""
+
+        def record(pid: int) -> None:
+            entry["pid"] = pid
+            self._write(endpoint, state)
+
+        return record
+
+    def _router_up(self, endpoint: str, router: Mapping[str, Any] | None) -> bool:
+        return bool(router and router.get("port") and _running(router["pid"], ROUTER, str(self._path(endpoint))))
 
     def _close(self, endpoint: str, state: dict[str, Any]) -> None:
         if state["router"]:
-            _stop(state["router"]["pid"], ROUTER)
+            _stop(state["router"]["pid"], ROUTER, str(self._path(endpoint)))
         shutil.rmtree(self.state_dir / endpoint, ignore_errors=True)
 
     def _start(self, module: str, args: list[str], port_file: Path, log: Path, cwd: Path,
-               env: dict[str, str], started: list[tuple[int, str]]) -> dict[str, Any]:
-        """Starts ``module`` detached and waits until it answers /health; its {pid, port}."""
+               env: dict[str, str], spawned: Callable[[int], None]) -> dict[str, Any]:
+        """Starts ``module`` detached, tells ``spawned`` its pid, and waits until it answers; its {pid, port}."""
+        port_file.parent.mkdir(parents=True, exist_ok=True)
         port_file.unlink(missing_ok=True)
         with open(log, "wb") as out:
             process = subprocess.Popen([sys.executable, "-m", module, *args, "--port-file", str(port_file)],
                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                        cwd=cwd, env=env, start_new_session=True)
         _children[process.pid] = process
-        started.append((process.pid, module))
+        spawned(process.pid)
         what = "the router" if module == ROUTER else "the flow server"
         deadline = time.monotonic() + self.start_timeout
         while process.poll() is None:
             try:
                 port = int(json.loads(port_file.read_text(encoding="utf-8"))["port"])
-                _request(f"http://127.0.0.1:{port}/health", timeout=2)
+                _request(f"http://127.0.0.1:{port}{READY[module]}", timeout=2)
                 return {"pid": process.pid, "port": port}
             except (OSError, ValueError, KeyError, DeployError):
                 if time.monotonic() > deadline:
@@ -231,32 +300,63 @@ def _request(url: str, body: Mapping[str, Any] | None = None, headers: Mapping[s
         raise DeployError(f"{url} did not answer ({getattr(error, 'reason', error)})") from None
 
 
-def _running(pid: int, module: str) -> bool:
-    """Whether ``pid`` runs ``module`` (pids are reused: never signal one that does not); reaps our own."""
-    process = _children.get(pid)
-    if process is not None:
-        if process.poll() is None:
-            return True
-        del _children[pid]
-        return False
+def _probe(entry: Mapping[str, Any]) -> tuple[str, str]:
+    """(its /score URL if it answers /health now, else ""; one line saying where it runs, or why it does not)."""
+    pid, log = entry["pid"], entry["log"]
+    if entry.get("status") == "starting":
+        return "", f"starting, or left by a deploy that was killed (pid {pid}; log {log})"
+    if not _running(pid, SERVE, entry["folder"]):
+        return "", f"not running (was pid {pid}; log {log})"
+    where = f"pid {pid} on 127.0.0.1:{entry['port']}"
     try:
-        return pid_alive(pid) and module.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return pid_alive(pid)  # no /proc here: trust the pid
+        _request(f"http://127.0.0.1:{entry['port']}/health", timeout=PROBE_TIMEOUT)
+    except DeployError as error:
+        return "", f"not answering ({where}: {error}; log {log})"
+    return f"http://127.0.0.1:{entry['port']}/score", where
 
 
-def _stop(pid: int, module: str) -> None:
-    """SIGTERM to the process group of ``pid`` (started in its own session), SIGKILL if it lingers."""
+def _running(pid: int | None, module: str, path: str) -> bool:
+    """Whether ``pid`` runs ``module`` with ``path`` (pids are reused: never signal one that does not)."""
+    process = _children.get(pid or 0)
+    if process is not None and process.poll() is not None:  # reaps our own
+        del _children[process.pid]
+        return False
+    return runs(pid, module, path)
+
+
+def _stop(pid: int | None, module: str, path: str) -> None:
+    """SIGTERM to the process group of ``pid`` (started in its own session), SIGKILL if it lingers; only if
+    it is ours (a live process keeps its pid, so it stays ours while it lingers)."""
+    if not _running(pid, module, path):
+        return
+    assert pid is not None
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not _running(pid, module):
-            return
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
-            return
+            break
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _running(pid, module):
+        while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.05)
+        if not pid_alive(pid):
+            break
+    process = _children.pop(pid, None)
+    if process is not None:
+        process.wait(5)
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL to a stray server's process group (each was started in its own session), waiting till it is gone."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.05)
 
 
 def _environment(extra: Mapping[str, Any]) -> dict[str, str]:

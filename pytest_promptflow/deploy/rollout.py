@@ -4,7 +4,8 @@ The new deployment is named by ``CURRENT_DEPLOYMENT_NAME``, else it is whichever
 is not the prior one; the prior one is ``PRIOR_DEPLOYMENT_NAME``, else the deployment serving the
 most traffic. A first deployment takes all traffic; later ones take
 ``CURRENT_DEPLOYMENT_TRAFFIC_ALLOCATION`` and the prior one ``PRIOR_DEPLOYMENT_TRAFFIC_ALLOCATION``
-(default: the rest). A flow whose released version already serves traffic is left alone.
+(default: the rest). A flow whose released version already serves traffic is left alone, unless it
+does not answer there: then it is deployed again under its name and gets its share back once tested.
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ def plan(target: Target, flow: str, settings: DeploymentSettings, model: Mapping
     previous = {name: share for name, share in target.traffic(endpoint).items() if share}
     serving = [d for d in existing.values() if previous.get(d.name)
                and d.model.get("content_hash") == model.get("content_hash")]
-    if serving:
+    if serving and (serving[0].url or not target.live):
         return Rollout(flow, target, endpoint, serving[0].name, None, previous, previous, status="unchanged",
                        deployed=serving[0])
+    if serving:
+        return _redeploy(flow, target, endpoint, serving[0], previous)
     prior = settings.prior_name or (max(previous, key=lambda name: previous[name]) if previous else None)
     name = settings.current_name or next(c for c in COLOURS if c != prior)
     if name == prior:
@@ -68,6 +71,17 @@ def plan(target: Target, flow: str, settings: DeploymentSettings, model: Mapping
     if current + rest != 100:
         raise DeployError(f"traffic {name} {current} + {prior} {rest} is not 100: fix the *_TRAFFIC_ALLOCATION values")
     return Rollout(flow, target, endpoint, name, prior, {name: current, prior: rest}, previous)
+
+
+def _redeploy(flow: str, target: Target, endpoint: str, dead: Deployment, previous: dict[str, int]) -> Rollout:
+    """The released version serves traffic but does not answer: the same deployment again, the split as it was;
+    meanwhile its share goes to the other deployment with the most traffic, if any (``deploy``)."""
+    others = {name: share for name, share in previous.items() if name != dead.name}
+    prior = max(others, key=lambda name: others[name]) if others else None
+    rollout = Rollout(flow, target, endpoint, dead.name, prior, previous, previous)
+    rollout.notes.append(f"{dead.name} served {previous[dead.name]}% but did not answer ({dead.detail}): "
+                         "deployed it again")
+    return rollout
 
 
 def deploy(rollout: Rollout, spec: DeploymentSpec) -> None:

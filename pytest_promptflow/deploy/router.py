@@ -4,6 +4,13 @@
 the deployment named by the ``azureml-model-deployment`` header, or else to one drawn at random by the
 traffic split in the endpoint's state file (re-read whenever it changes), and names the deployment that
 answered in the same header. ``GET /stats`` counts requests, errors and latency per deployment.
+
+A deployment whose process is gone is down. The split then goes to the deployments with traffic that are
+up, in their proportions, as a user of A/B deployments expects the endpoint to keep answering; if none is up,
+``/score`` answers 503 naming them. A pinned request goes where it is pinned, up or not. ``GET /health``
+asks each deployment's own ``/health`` and answers 200 ``Healthy`` only when every deployment with traffic
+answers; else 503 ``Degraded`` (another one takes its share) or ``Unhealthy`` (nothing serves), with
+``down`` naming the ones that do not and ``deployments`` saying why, per deployment.
 """
 
 from __future__ import annotations
@@ -21,12 +28,15 @@ import urllib.request
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from pytest_promptflow.deploy.base import PIN_HEADER
+from pytest_promptflow.deploy.processes import runs
 from pytest_promptflow.deploy.serve import write_json
 
 FORWARD_TIMEOUT = 300.0  # an LLM flow can take minutes
+HEALTH_TIMEOUT = 5.0  # a deployment that does not answer its /health within this is down
+SERVE = "pytest_promptflow.deploy.serve"
 LATENCY_WINDOW = 10_000  # the p95 is over the last this many requests of a deployment
 
 _direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -58,20 +68,39 @@ class Endpoint:
                 self._seen = seen
             return self._record
 
-    def choose(self, pinned: str | None) -> tuple[int, str, int | None]:
-        """(status, deployment, port): 404 for an unknown pinned name, 503 when no deployment has traffic."""
+    def choose(self, pinned: str | None) -> tuple[str, int] | tuple[int, str]:
+        """(deployment, port) to forward to; else (status, error): 404 for an unknown pinned name, 503 for a
+        pinned one still starting or when no deployment with traffic is up."""
         record = self.record()
         deployments = record.get("deployments") or {}
+        known = f"deployments: {', '.join(sorted(deployments)) or 'none'}"
         if pinned is not None:
             if pinned not in deployments:
-                return 404, pinned, None
-            return 200, pinned, deployments[pinned]["port"]
+                return 404, f"no deployment {pinned!r}; {known}"
+            port = deployments[pinned].get("port")
+            return (pinned, port) if port else (503, f"deployment {pinned!r} is still starting; {known}")
         split = {name: share for name, share in (record.get("traffic") or {}).items()
                  if share > 0 and name in deployments}
+        up = {name: share for name, share in split.items() if not gone(deployments[name])}
         if not split:
-            return 503, "", None
-        name = random.choices(list(split), weights=list(split.values()))[0]
-        return 200, name, deployments[name]["port"]
+            return 503, f"no deployment has traffic; {known}"
+        if not up:
+            return 503, f"every deployment with traffic is down ({', '.join(sorted(split))}); {known}"
+        name = random.choices(list(up), weights=list(up.values()))[0]
+        return name, deployments[name]["port"]
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """(status, answer) of ``/health``: each deployment asked, 503 when one with traffic does not answer."""
+        record = self.record()
+        traffic = record.get("traffic") or {}
+        deployments = {name: {"traffic": traffic.get(name, 0), **probe(entry)}
+                       for name, entry in (record.get("deployments") or {}).items()}
+        serving = [name for name, seen in deployments.items() if seen["traffic"] > 0]
+        down = sorted(name for name, seen in deployments.items() if seen["status"] != "up")
+        if serving and not set(serving) & set(down):
+            return 200, {"status": "Healthy", "down": down, "deployments": deployments}
+        status = "Degraded" if set(serving) - set(down) else "Unhealthy"
+        return 503, {"status": status, "down": down, "deployments": deployments}
 
     def count(self, name: str, ok: bool, seconds: float) -> None:
         with self._lock:
@@ -96,7 +125,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path == "/health":
-            self._reply(200, {"status": "Healthy"})
+            self._reply(*self.server.endpoint.health())
         elif self.path == "/stats":
             self._reply(200, self.server.endpoint.stats())
         else:
@@ -108,12 +137,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         endpoint = self.server.endpoint
-        status, name, port = endpoint.choose(self.headers.get(PIN_HEADER))
-        if port is None:
-            known = sorted(endpoint.record().get("deployments") or {})
-            what = f"no deployment {name!r}" if status == 404 else "no deployment has traffic"
-            self._reply(status, {"error": f"{what}; deployments: {', '.join(known) or 'none'}"})
+        chosen = endpoint.choose(self.headers.get(PIN_HEADER))
+        if isinstance(chosen[0], int):
+            self._reply(chosen[0], {"error": chosen[1]})
             return
+        name, port = chosen
         request = urllib.request.Request(f"http://127.0.0.1:{port}/score", data=body, method="POST",
                                          headers={"Content-Type": self.headers.get("Content-Type")
                                                   or "application/json"})
@@ -152,6 +180,26 @@ class Router(ThreadingHTTPServer):
     def __init__(self, endpoint: Endpoint, host: str = "127.0.0.1") -> None:
         super().__init__((host, 0), Handler)
         self.endpoint = endpoint
+
+
+def gone(entry: Mapping[str, Any]) -> bool:
+    """Whether a deployment's recorded process is no longer ours and alive (nothing to tell without a pid)."""
+    return bool(entry.get("pid")) and not runs(entry["pid"], SERVE, entry.get("folder", ""))
+
+
+def probe(entry: Mapping[str, Any]) -> dict[str, str]:
+    """{"status": "up"} if the deployment answers its /health now, else {"status": "down", "reason": why}."""
+    if not entry.get("port"):
+        return {"status": "down", "reason": "still starting"}
+    if gone(entry):
+        return {"status": "down", "reason": f"process {entry['pid']} is gone"}
+    try:
+        with _direct.open(f"http://127.0.0.1:{entry['port']}/health", timeout=HEALTH_TIMEOUT):
+            return {"status": "up"}
+    except urllib.error.HTTPError as error:
+        return {"status": "down", "reason": f"its /health answered HTTP {error.code}"}
+    except OSError as error:
+        return {"status": "down", "reason": f"did not answer ({getattr(error, 'reason', error)})"}
 
 
 def _p95(values: list[float]) -> float:
