@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, TextIO
 
 REDACTED = "***"
 MIN_SECRET_CHARS = 8
@@ -140,3 +141,24 @@ def write_text(path: Path, text: str) -> Path:
 def write_json(path: Path, data: Any, **dumps: Any) -> Path:
     """``data`` scrubbed, as JSON (``dumps`` are json.dumps's options), written whole into ``path``."""
     return write_text(path, json.dumps(scrub(data), **dumps) + "\n")
+
+
+class ScrubbedStream:
+    """A text stream whose every write is scrubbed: a process's own log (a deployment's), where
+    promptflow, a flow's ``print`` and a traceback all write."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(scrub_text(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def scrub_standard_streams() -> None:
+    """This process's stdout and stderr scrubbed from now on (call it before any logger takes them)."""
+    sys.stdout = ScrubbedStream(sys.stdout)  # type: ignore[assignment]
+    sys.stderr = ScrubbedStream(sys.stderr)  # type: ignore[assignment]

@@ -429,3 +429,34 @@ def test_a_deployment_behind_a_dead_router_does_not_answer_and_a_deploy_restarts
     assert found.url == "" and found.detail == f"{blue.detail}, but the endpoint's router is not running"
     running(target, flows, "blue")
     assert target.invoke("shop", "blue", {"text": "back"}) == {"answer": "blue:back"}
+
+
+LEAKY_PY = '''\
+import logging
+import os
+
+from promptflow.core import tool
+
+
+@tool
+def echo(text: str) -> str:
+    logging.getLogger("leaky").warning("logged key %s for %s", os.environ["SHOP_API_KEY"], text)
+    return text
+'''
+
+
+def test_a_deployments_log_holds_no_known_secret(target: LocalTarget, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flow that logs its key: the deployment's log has *** where the key stood."""
+    key = "planted-key-0123456789"
+    monkeypatch.setenv("SHOP_API_KEY", key)  # the deployment inherits it, as a real one its credentials
+    flow = echo_flow(tmp_path / "leaky", "unused")
+    (flow / "echo.py").write_text(LEAKY_PY, encoding="utf-8")
+    target.deploy(spec("leaky", "blue", flow))
+    try:
+        assert target.invoke("leaky", "blue", {"text": "hello"}) == {"answer": "hello"}
+        text = "".join(log.read_text(encoding="utf-8") for log in (target.state_dir / "leaky").rglob("*.log"))
+        assert "logged key *** for hello" in text, text[-2000:]
+        assert key not in text
+    finally:
+        target.stop("leaky")

@@ -33,6 +33,7 @@ from typing import Any, Mapping, Sequence
 from pytest_promptflow.deploy.base import PIN_HEADER
 from pytest_promptflow.deploy.processes import runs
 from pytest_promptflow.deploy.serve import write_json
+from pytest_promptflow.scrub import scrub_standard_streams
 
 FORWARD_TIMEOUT = 300.0  # an LLM flow can take minutes
 HEALTH_TIMEOUT = 5.0  # a deployment that does not answer its /health within this is down
@@ -214,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--state", type=Path, required=True, help="the endpoint's state file (endpoint.json)")
     parser.add_argument("--port-file", type=Path, required=True, help="where to write {pid, port} once listening")
     args = parser.parse_args(argv)
+    scrub_standard_streams()
     router = Router(Endpoint(args.state))
     write_json(args.port_file, {"pid": os.getpid(), "port": router.server_address[1]})
     router.serve_forever()

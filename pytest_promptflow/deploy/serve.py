@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pytest_promptflow.isolation import HOME_VARIABLE, isolate, promptflow_home
+from pytest_promptflow.scrub import scrub_standard_streams
 
 THREADS = 8
 
@@ -28,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port-file", type=Path, required=True, help="where to write {pid, port} once listening")
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
+    scrub_standard_streams()  # the log a deployment leaves holds no known secret either
     args.port_file = args.port_file.resolve()  # the flow folder becomes the working directory
     state = args.port_file.parent
     _promptflow_home(state / "pf-home")
