@@ -25,7 +25,7 @@ class ExperimentFile(pytest.File):
 
         session = session_of(self.config)
         try:
-            spec = load_experiment(self.path, self.config.getoption("promptflow_env"))
+            spec = load_experiment(self.path, self.config.getoption("promptflow_env"), session.confine_to)
             planned = session.plan(spec, self.path.parent)
         except SpecError as error:  # one failing item; the rest of the session still runs
             yield BadSpecItem.from_parent(self, name=self.path.stem, error=error)

@@ -12,14 +12,16 @@ from .baseline import parse_baseline
 from .config import REPEAT_FIX, STRATEGIES, DatasetSpec, ExperimentSpec, VariantsSpec, parse_repeat
 from .errors import SpecError, Where
 from .flows import check_flow
+from .project_root import check_inside
 
 ARGUMENTS = ("flow", "data", "variants", "overrides", "strategy", "mappings", "init", "name", "baseline", "repeat")
 
 
 def spec_from_marker(
-    marker: pytest.Mark, where: Where, rootdir: Path
+    marker: pytest.Mark, where: Where, rootdir: Path, confine_to: Path | None = None
 ) -> tuple[ExperimentSpec, Mapping[str, Any] | None]:
-    """The experiment a marker declares, and the init arguments of a class or flex flow."""
+    """The experiment a marker declares, and the init arguments of a class or flex flow; its flow and data
+    paths are relative to ``rootdir`` and, given ``confine_to``, must be inside it."""
     kwargs = dict(marker.kwargs)
     if marker.args:
         kwargs.setdefault("flow", marker.args[0])
@@ -33,11 +35,12 @@ def spec_from_marker(
         raise SpecError(where, "promptflow marker needs flow= and data=",
                         'e.g. @pytest.mark.promptflow(flow="flows/sentiment", data="evals/data/sentiment.jsonl")')
     check_flow(kwargs["flow"], where)
+    _check_flow_inside(kwargs["flow"], rootdir, confine_to, where)
     strategy = kwargs.get("strategy", "matrix")
     if strategy not in STRATEGIES:
         raise SpecError(where, f"unknown strategy {strategy!r}", f"use one of {', '.join(STRATEGIES)}")
     mappings = dict(kwargs.get("mappings") or {})
-    datasets = tuple(_datasets(kwargs["data"], mappings, where, rootdir))
+    datasets = tuple(_datasets(kwargs["data"], mappings, where, rootdir, confine_to))
     overrides = {key: tuple(v) if isinstance(v, (list, tuple)) else (v,)
                  for key, v in (kwargs.get("overrides") or {}).items()}
     variants = VariantsSpec(strategy=strategy, nodes=dict(kwargs.get("variants") or {}),
@@ -64,8 +67,18 @@ def _repeat(value: Any, where: Where) -> int | None:
         raise SpecError(where, f"promptflow marker: {error}", REPEAT_FIX) from None
 
 
-def _datasets(data: Any, mappings: Mapping[str, str], where: Where, rootdir: Path) -> list[DatasetSpec]:
+def _check_flow_inside(flow: Any, rootdir: Path, confine_to: Path | None, where: Where) -> None:
+    """A flow given as a path that exists must be inside ``confine_to`` (one that does not: load_target says so)."""
+    if isinstance(flow, (str, Path)):
+        path = Path(flow) if Path(flow).is_absolute() else rootdir / flow
+        if path.exists():
+            check_inside(path, confine_to, where, "flow")
+
+
+def _datasets(data: Any, mappings: Mapping[str, str], where: Where, rootdir: Path,
+              confine_to: Path | None) -> list[DatasetSpec]:
     if isinstance(data, DatasetSpec):
+        check_inside(Path(data.source), confine_to, data.where or where, f"dataset {data.name!r}: source")
         return [data]
     if isinstance(data, (str, Path)):
         data = [data]
@@ -76,5 +89,6 @@ def _datasets(data: Any, mappings: Mapping[str, str], where: Where, rootdir: Pat
         if not source.is_file():
             raise SpecError(where, f"dataset {str(path)!r} not found (looked for {source})",
                             "give a JSONL or CSV path relative to the project root")
+        check_inside(source, confine_to, where, f"dataset {str(name)!r}: source")
         datasets.append(DatasetSpec(name=str(name), source=source, mappings=mappings, where=where))
     return datasets

@@ -19,6 +19,7 @@ from .errors import SpecError, Where
 from .llm.retry import RetryPolicy
 from .llm.settings import MODES, LLMSettings, parse_limits, parse_mode, parse_prices
 from .matrix import parse_selection
+from .project_root import ALLOW_INI, ALLOW_OPTION
 from .reporting.collector import Reports, ReportsPlugin
 from .reporting.progress import progress_factory
 from .reporting.tracking import project_store, register_tracking
@@ -200,6 +201,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   default="0.05")
     parser.addini("promptflow_max_unpaired", "the share of rows a baseline comparison may leave unpaired",
                   default="0.10")
+    group.addoption(ALLOW_OPTION, action="store_true", default=None,
+                    help="let experiments and markers use flows, data and evaluators outside the project root "
+                    f"(default: ini {ALLOW_INI}; off)")
+    parser.addini(ALLOW_INI, "flows, data and evaluators may be outside the project root", type="bool",
+                  default=False)
     parser.addini("promptflow_progress", "show a long cell's progress (rows, rows/s, cache hits, errors) "
                   "on a terminal", type="bool", default=True)
 
@@ -218,6 +224,7 @@ def pytest_configure(config: pytest.Config) -> None:
         progress=progress_factory(config),
         answers=_endpoint_answers(config),
         repeats=repeats(config),
+        allow_outside_root=_option_or_ini(config, ALLOW_INI, bool),
     )
     reports = config.stash[REPORTS] = Reports(
         config.rootpath, _report_folder(config), _flow_lines(config.getini("promptflow_primary_metrics")),
@@ -457,7 +464,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
     session = session_of(metafunc.config)
     try:
-        spec, init = spec_from_marker(marker, where, session.rootdir)
+        spec, init = spec_from_marker(marker, where, session.rootdir, session.confine_to)
         planned: list[Any] = session.plan(spec, session.rootdir, init)
     except SpecError as error:  # one erroring item (flow_run raises it); other tests still run
         planned = [error]

@@ -50,8 +50,9 @@ class PromptflowSession:
     def __init__(self, rootdir: Path, concurrency: int, selection: str | None,
                  shared_dir: Path | None = None, owner_pid: int | None = None,
                  llm: LLMSettings | None = None, workers: int = 1, progress: ObserverFactory | None = None,
-                 answers: Any = None, repeats: int = 1) -> None:
+                 answers: Any = None, repeats: int = 1, allow_outside_root: bool = False) -> None:
         self.rootdir = rootdir
+        self.confine_to = None if allow_outside_root else rootdir  # where flows, data and evaluators must be
         self.repeats = repeats  # --promptflow-repeat / ini promptflow_repeat: an experiment's ``repeat`` wins
         self.answers = answers  # deploy.answers.EndpointAnswers: a deployment answers its flow's rows
         self.selection = selection

@@ -383,3 +383,91 @@ def test_experiment_whose_flow_does_not_load(role: str, project: Project, pytest
     project.experiment(experiment, folder="bad")
     result = run(pytester)
     _check(result, line, passed=3)
+
+
+def _outside(pytester: pytest.Pytester) -> str:
+    """A folder beside the project (outside its root) holding a dataset and a DAG flow; its path."""
+    outside = pytester.path.parent / f"{pytester.path.name}-outside"
+    outside_project = Project(pytester)
+    outside_project.path = outside
+    outside_project.data("secret")
+    outside_project.dag_flow("clf")
+    outside_project.eval_flow("ev")
+    return str(outside)
+
+
+#: case -> (experiment line, its replacement ({outside}: the folder beside the project), the expected line)
+OUTSIDE_EXPERIMENT_CASES = {
+    "data": (
+        "  source: ../data/small.jsonl", "  source: {outside}/data/secret.jsonl",
+        "*bad/experiment.yaml:5: dataset 'small': source *-outside/data/secret.jsonl is outside the project root *; "
+        "move it inside, or pass --promptflow-allow-outside-root*",
+    ),
+    "relative data": (
+        "  source: ../data/small.jsonl", "  source: ../../{name}-outside/data/secret.jsonl",
+        "*bad/experiment.yaml:5: dataset 'small': source *-outside/data/secret.jsonl is outside the project root*",
+    ),
+    "data through a symlink": (
+        "  source: ../data/small.jsonl", "  source: ../data/link.jsonl",
+        "*bad/experiment.yaml:5: dataset 'small': source *data/link.jsonl is outside the project root*",
+    ),
+    "flow": (
+        "flow: ../flows/clf", "flow: {outside}/flows/clf",
+        "*bad/experiment.yaml:2: flow *-outside/flows/clf is outside the project root*",
+    ),
+    "evaluator": (
+        "  flow: ../flows/ev", "  flow: {outside}/flows/ev",
+        "*bad/experiment.yaml:10: evaluator 'acc' flow *-outside/flows/ev is outside the project root*",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTSIDE_EXPERIMENT_CASES))
+def test_experiment_path_outside_the_project_root(case: str, project: Project, pytester: pytest.Pytester) -> None:
+    """Refused in one line on that experiment's item; the others pass; the option lets it run."""
+    old, new, line = OUTSIDE_EXPERIMENT_CASES[case]
+    _setup(project, pytester)
+    outside = _outside(pytester)
+    (pytester.path / "data" / "link.jsonl").symlink_to(f"{outside}/data/secret.jsonl")
+    project.experiment(BAD_EXPERIMENT.replace(old, new.format(outside=outside, name=pytester.path.name), 1),
+                       folder="bad")
+    _check(run(pytester), line, passed=3)
+    assert outcomes(run(pytester, "--promptflow-allow-outside-root")) == {"passed": 4}
+
+
+#: case -> (the marker's arguments, the test's body, the expected line)
+OUTSIDE_MARKER_CASES = {
+    "data": ('flow=echo, data="{outside}/data/secret.jsonl"', "pass",
+             "*test_bad.py:*: dataset 'secret': source *-outside/data/secret.jsonl is outside the project root *; "
+             "move it inside, or pass --promptflow-allow-outside-root*"),
+    "flow": ('flow="{outside}/flows/clf", data="data/small.jsonl"', "pass",
+             "*test_bad.py:*: flow *-outside/flows/clf is outside the project root*"),
+    "evaluator": ('flow=echo, data="data/small.jsonl"',
+                  'flow_run.evaluate("{outside}/flows/ev", mapping={{"groundtruth": "${{data.label}}", '
+                  '"prediction": "${{data.label}}"}})',
+                  "*test_bad.py:*: evaluator *-outside/flows/ev is outside the project root*"),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTSIDE_MARKER_CASES))
+def test_marker_path_outside_the_project_root(case: str, project: Project, pytester: pytest.Pytester) -> None:
+    arguments, body, line = OUTSIDE_MARKER_CASES[case]
+    _setup(project, pytester)
+    outside = _outside(pytester)
+    pytester.makepyfile(test_bad=f"""
+        import pytest
+
+        def echo(text):
+            return {{"text": text}}
+
+        @pytest.mark.promptflow(flow=echo, data="data/small.jsonl")
+        def test_neighbour(flow_run):
+            assert len(flow_run.rows) == 4
+
+        @pytest.mark.promptflow({arguments.format(outside=outside)})
+        def test_bad(flow_run):
+            {body.format(outside=outside)}
+    """)
+    _check(run(pytester), line, passed=4)
+    pytester.makeini("[pytest]\npromptflow_allow_outside_root = true\n")
+    assert outcomes(run(pytester)) == {"passed": 5}
