@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 
 from .aggregation import Logged, aggregation_input, is_python_aggregation, logged_metrics
 from .errors import SpecError, Where
+from .flow_shape import check_dag, check_flex, check_prompty
 from .includes import merged_folder, original_path, without_includes
 from .workdir import InFolder, working_directory
 
@@ -175,7 +176,7 @@ class FlowTarget:
                 executor = self._create_executor(folder, variants, overrides, connections, init)
         except SpecError:
             raise
-        except Exception as exc:  # promptflow's load errors, and whatever the user's code raised on import
+        except (Exception, SystemExit) as exc:  # promptflow's load errors, whatever the user's code raised on import
             path, definition = self.path, self.definition
             error = missing_package(path.parent, self.name) or load_error(
                 exc, path, self.name, folder, lambda file: original_path(file, folder or path.parent, path, definition))
@@ -270,13 +271,17 @@ def load_target(flow: str | Path | Callable[..., Any], base_dir: Path, where: Wh
     path = Path(flow)
     path = path if path.is_absolute() else base_dir / path
     if path.is_dir():
-        for file_name, kind in ((DAG_FILE, "dag"), (FLEX_FILE, "flex")):
+        for file_name, kind, check in ((DAG_FILE, "dag", check_dag), (FLEX_FILE, "flex", check_flex)):
             if (path / file_name).is_file():
-                return FlowTarget(path.name, kind, path / file_name, definition=_read_yaml(path / file_name))
+                definition = _read_yaml(path / file_name)
+                check(definition, path / file_name)
+                return FlowTarget(path.name, kind, path / file_name, definition=definition)
         raise SpecError(where, f"{path} has no {DAG_FILE} or {FLEX_FILE}",
                         "point flow at a promptflow flow folder or a .prompty file")
     if path.is_file() and path.suffix == ".prompty":
-        return FlowTarget(path.stem, "prompty", path, definition=_read_prompty_front_matter(path))
+        definition = _read_prompty_front_matter(path)
+        check_prompty(definition, path)
+        return FlowTarget(path.stem, "prompty", path, definition=definition)
     if path.is_file() and path.name in (DAG_FILE, FLEX_FILE):
         return load_target(path.parent, base_dir, where)
     raise SpecError(where, f"flow {str(flow)!r} not found (looked for {path})",

@@ -39,11 +39,13 @@ def spec_from_marker(
     strategy = kwargs.get("strategy", "matrix")
     if strategy not in STRATEGIES:
         raise SpecError(where, f"unknown strategy {strategy!r}", f"use one of {', '.join(STRATEGIES)}")
-    mappings = dict(kwargs.get("mappings") or {})
+    mappings = _mapping_argument(kwargs, "mappings", where, '{"text": "${data.question}"}')
     datasets = tuple(_datasets(kwargs["data"], mappings, where, rootdir, confine_to))
-    overrides = {key: tuple(v) if isinstance(v, (list, tuple)) else (v,)
-                 for key, v in (kwargs.get("overrides") or {}).items()}
-    variants = VariantsSpec(strategy=strategy, nodes=dict(kwargs.get("variants") or {}),
+    overrides = {key: tuple(v) if isinstance(v, (list, tuple)) else (v,) for key, v in
+                 _mapping_argument(kwargs, "overrides", where, '{"nodes.classify.inputs.temperature": [0.0, 0.7]}'
+                                   ).items()}
+    variants = VariantsSpec(strategy=strategy, nodes=_mapping_argument(kwargs, "variants", where,
+                                                                       '{"classify": "*"}'),
                             overrides=overrides, where=where)
     init = kwargs.get("init")
     if init is not None and not isinstance(init, Mapping):
@@ -55,6 +57,16 @@ def spec_from_marker(
     baseline = parse_baseline(kwargs["baseline"], rootdir, where) if kwargs.get("baseline") is not None else None
     return ExperimentSpec(name=name, flow=flow, datasets=datasets, variants=variants, where=where,
                           baseline=baseline, repeat=_repeat(kwargs.get("repeat"), where)), init
+
+
+def _mapping_argument(kwargs: Mapping[str, Any], key: str, where: Where, example: str) -> dict[str, Any]:
+    """A marker argument that must be a mapping (absent or None: empty)."""
+    value = kwargs.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(where, f"promptflow marker: {key}={value!r} is not a mapping", f"write e.g. {key}={example}")
+    return dict(value)
 
 
 def _repeat(value: Any, where: Where) -> int | None:
@@ -75,14 +87,27 @@ def _check_flow_inside(flow: Any, rootdir: Path, confine_to: Path | None, where:
             check_inside(path, confine_to, where, "flow")
 
 
+def _named_paths(data: Any) -> list[tuple[Any, Any]]:
+    """(name, path) pairs of ``data=``: a path, a list of paths (each named by its stem) or a mapping."""
+    if isinstance(data, (str, Path)):
+        data = [data]
+    if isinstance(data, Mapping):
+        return list(data.items())
+    if isinstance(data, (list, tuple)):
+        return [(Path(path).stem if isinstance(path, (str, Path)) else path, path) for path in data]
+    return []
+
+
 def _datasets(data: Any, mappings: Mapping[str, str], where: Where, rootdir: Path,
               confine_to: Path | None) -> list[DatasetSpec]:
     if isinstance(data, DatasetSpec):
         check_inside(Path(data.source), confine_to, data.where or where, f"dataset {data.name!r}: source")
         return [data]
-    if isinstance(data, (str, Path)):
-        data = [data]
-    named = data.items() if isinstance(data, Mapping) else ((Path(p).stem, p) for p in data)
+    named = _named_paths(data)
+    if not named or not all(isinstance(path, (str, Path)) and str(path).strip() for _, path in named):
+        raise SpecError(where, f"promptflow marker: data={data!r} is not a dataset path",
+                        'give a JSONL or CSV path relative to the project root, a list of them or a mapping of names '
+                        'to them, e.g. data="evals/data/sentiment.jsonl"')
     datasets = []
     for name, path in named:
         source = Path(path) if Path(path).is_absolute() else rootdir / path

@@ -15,7 +15,7 @@ from typing import Any, Callable, Generator, Iterable
 import pytest
 
 from .config import REPEAT_FIX, parse_repeat
-from .errors import SpecError, Where
+from .errors import SpecError, Where, unforeseen
 from .llm.retry import RetryPolicy
 from .llm.settings import MODES, LLMSettings, parse_limits, parse_mode, parse_prices
 from .matrix import parse_selection
@@ -457,9 +457,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("promptflow")
     if marker is None:
         return
+    if "flow_run" not in metafunc.fixturenames:  # the item fails alone: see pytest_runtest_setup
+        return
     where = Where(metafunc.definition.path, _line_of(metafunc.function))
-    if "flow_run" not in metafunc.fixturenames:
-        raise pytest.UsageError(f"{where}: @pytest.mark.promptflow needs the test to take a flow_run argument")
     from .marker import spec_from_marker
 
     session = session_of(metafunc.config)
@@ -468,7 +468,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         planned: list[Any] = session.plan(spec, session.rootdir, init)
     except SpecError as error:  # one erroring item (flow_run raises it); other tests still run
         planned = [error]
+    except Exception as exc:  # never a collection error: that would stop every other test
+        planned = [unforeseen(exc, where, "promptflow marker")]
     metafunc.parametrize("flow_run", planned, ids=[getattr(p, "id", "bad-spec") for p in planned], indirect=True)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked promptflow that takes no flow_run errors alone, in one line; the session goes on."""
+    if (isinstance(item, pytest.Function) and item.get_closest_marker("promptflow") is not None
+            and "flow_run" not in item.fixturenames):
+        raise SpecError(Where(item.path, _line_of(item.function)), "@pytest.mark.promptflow needs the test to take "
+                        "a flow_run argument", f"write def {item.originalname}(flow_run): ...")
 
 
 def _line_of(function: Any) -> int | None:

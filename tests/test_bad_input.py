@@ -86,6 +86,7 @@ def _check(result: pytest.RunResult, line: str, passed: int) -> None:
     found = outcomes(result)
     bad = found.pop("errors", 0) + found.pop("failed", 0)
     assert (found, bad) == ({"passed": passed}, 1), result.stdout.str()[-3000:]
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
 EXPERIMENT_CASES = {
@@ -185,6 +186,16 @@ MARKER_CASES = {
         'flow="flows/clf", data="data/broken.jsonl"',
         "*data/broken.jsonl:3: malformed JSON: *; fix or remove line 3*",
     ),
+    "data=42": ('flow="flows/clf", data=42', "*test_bad.py:*: promptflow marker: data=42 is not a dataset path; give "
+                "a JSONL or CSV path*"),
+    "data=None": ('flow="flows/clf", data=None', "*test_bad.py:*: promptflow marker: data=None is not a dataset path*"),
+    "data=[42]": ('flow="flows/clf", data=[42]', "*test_bad.py:*: promptflow marker: data=[[]42] is not a dataset path*"),
+    "variants=42": ('flow="flows/clf", data="data/small.jsonl", variants=42',
+                    "*test_bad.py:*: promptflow marker: variants=42 is not a mapping; write e.g. variants={*"),
+    "overrides=42": ('flow="flows/clf", data="data/small.jsonl", overrides=42',
+                     "*test_bad.py:*: promptflow marker: overrides=42 is not a mapping; write e.g. overrides={*"),
+    "mappings=42": ('flow="flows/clf", data="data/small.jsonl", mappings=42',
+                    "*test_bad.py:*: promptflow marker: mappings=42 is not a mapping; write e.g. mappings={*"),
 }
 
 
@@ -325,6 +336,57 @@ LOAD_CASES = {
         'flow="flows/bad"',
         "*flows/shared/boom.py:2: flow bad, node n1: OSError: no disk; fix that module*",
     ),
+    "prompty whose model is not a mapping": (
+        {"bad.prompty": BROKEN_PROMPTY.replace("model:\n  api: chat\n  configuration: [type: azure_openai\n",
+                                               "model: 42\n")},
+        'flow="flows/bad/bad.prompty"',
+        "*flows/bad/bad.prompty:3: prompty front matter: model must be a mapping, got int 42; see promptflow's "
+        "prompty format",
+    ),
+    "prompty whose inputs are a list": (
+        {"bad.prompty": BROKEN_PROMPTY.replace("  configuration: [type: azure_openai\n", "").replace(
+            "inputs:\n  text:\n    type: string\n", "inputs: [text]\n")},
+        'flow="flows/bad/bad.prompty"',
+        "*flows/bad/bad.prompty:5: prompty front matter: inputs must be a mapping, got a list*",
+    ),
+    "nodes that are not a list": (
+        {"flow.dag.yaml": ONE_NODE_DAG.split("nodes:")[0] + "nodes: 42\n"},
+        'flow="flows/bad"',
+        "*flows/bad/flow.dag.yaml:8: flow file: nodes must be a list, got int 42; write 'nodes:' followed by*",
+    ),
+    "a node with no name": (
+        {"flow.dag.yaml": ONE_NODE_DAG.replace("- name: n1\n", "- name:\n"), "n1.py": ECHO_NODE},
+        'flow="flows/bad"',
+        "*flows/bad/flow.dag.yaml:8: flow file: node #1 is not a mapping with a name; give every node*",
+    ),
+    "node_variants that are a list": (
+        {"flow.dag.yaml": ONE_NODE_DAG + "node_variants:\n- n1\n", "n1.py": ECHO_NODE},
+        'flow="flows/bad"',
+        "*flows/bad/flow.dag.yaml:16: flow file: node_variants must be a mapping, got a list*",
+    ),
+    "a node that uses variants it has not": (
+        {"flow.dag.yaml": ONE_NODE_DAG.replace("- name: n1\n", "- name: n1\n  use_variants: true\n"),
+         "n1.py": ECHO_NODE},
+        'flow="flows/bad"',
+        "*flows/bad/flow.dag.yaml:9: flow file: node 'n1' uses variants but node_variants has none for it*",
+    ),
+    "a default variant that does not exist": (
+        {"flow.dag.yaml": ONE_NODE_DAG.replace("- name: n1\n", "- name: n1\n  use_variants: true\n") +
+         "node_variants:\n  n1:\n    default_variant_id: v9\n    variants:\n      v0:\n        node: {}\n",
+         "n1.py": ECHO_NODE},
+        'flow="flows/bad"',
+        "*flows/bad/flow.dag.yaml:19: flow file: node 'n1' has no variant 'v9' (default_variant_id); use one of v0",
+    ),
+    "flex with no entry": (
+        {"flow.flex.yaml": "inputs:\n  text:\n    type: string\n"},
+        'flow="flows/bad"',
+        "*flows/bad/flow.flex.yaml: flow file: entry must be 'module:function' or 'module:Class', got NoneType None*",
+    ),
+    "python node that exits at import": (
+        {"flow.dag.yaml": ONE_NODE_DAG, "n1.py": "import sys\nsys.exit(3)\n"},
+        'flow="flows/bad"',
+        "*flows/bad/n1.py:2: flow bad: SystemExit: 3; do not call sys.exit() or exit() in the flow's code*",
+    ),
     "flow=42": ({}, "flow=42", "*test_bad.py:*: flow=42 is not a flow; give a flow folder *"),
     "flow=None": ({}, "flow=None", "*test_bad.py:*: flow=None is not a flow; give a flow folder *"),
 }
@@ -357,6 +419,41 @@ def test_flow_that_does_not_load(case: str, project: Project, pytester: pytest.P
     _bad_flow_project(case, project, pytester)
     result = run(pytester)
     _check(result, LOAD_CASES[case][2], passed=4)
+
+
+def test_marked_test_without_flow_run_errors_alone(project: Project, pytester: pytest.Pytester) -> None:
+    """Not a usage error that stops the session: that test errors in one line, the others run."""
+    _setup(project, pytester)
+    pytester.makepyfile(test_bad="""
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/clf", data="data/small.jsonl")
+        def test_bad():
+            pass
+    """)
+    _check(run(pytester), "*test_bad.py:3: @pytest.mark.promptflow needs the test to take a flow_run argument; "
+           "write def test_bad(flow_run): ...", passed=3)
+
+
+#: LOAD_CASES of a flow a path names, given to an experiment.yaml (-n 2: under xdist)
+EXPERIMENT_LOAD_CASES = [("python node raises at import", ""), ("node cycle", ""),
+                         ("prompty with broken front matter", ""), ("prompty whose model is not a mapping", ""),
+                         ("nodes that are not a list", ""), ("python node that exits at import", ""),
+                         ("prompty whose model is not a mapping", "-n 2"), ("node cycle", "-n 2")]
+
+
+@pytest.mark.parametrize(("case", "options"), EXPERIMENT_LOAD_CASES)
+def test_experiment_with_a_flow_that_does_not_load(case: str, options: str, project: Project,
+                                                   pytester: pytest.Pytester) -> None:
+    """The experiment's item fails with the one line; the other items run and pass, also under xdist."""
+    files, arguments, line = LOAD_CASES[case]
+    _setup(project, pytester)
+    for name, text in files.items():
+        project.write(f"flows/bad/{name}", text)
+    flow = arguments.removeprefix('flow="').removesuffix('"')
+    experiment = BAD_EXPERIMENT.replace("flow: ../flows/clf", f"flow: ../{flow}", 1)
+    project.experiment(experiment.replace("variants:\n  nodes:\n    classify: [variant_0]\n", ""), folder="bad")
+    _check(run(pytester, *options.split()), line, passed=3)
 
 
 @pytest.mark.parametrize("option", ["--tb=long", "-vv"])

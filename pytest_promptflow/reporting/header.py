@@ -28,7 +28,11 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
     seen: dict[str, str] = {}
     for cell in planned:
         declared = {c.name: c for c in cell.spec.connections}
-        for name, kind in cell.target.connections(cell.init).items():
+        try:
+            uses = cell.target.connections(cell.init)
+        except Exception:  # noqa: BLE001 - a flow that cannot be read: its items say why, in one line each
+            continue
+        for name, kind in uses.items():
             if name not in seen:
                 try:
                     resolved = resolve_connection(name, kind, declared=declared, project_dir=session.rootdir,
