@@ -66,6 +66,10 @@ def check_prompty(definition: Mapping[str, Any], path: Path) -> None:
     model = definition.get("model") or {}
     for key in ("configuration", "parameters"):
         _mapping(model, key, path, f"prompty front matter: model.{key}", PROMPTY_FIX)
+    connection = (model.get("configuration") or {}).get("connection")
+    if connection is not None and not isinstance(connection, str):
+        raise SpecError(_key_line(path, "connection"), f"prompty front matter: connection must be a connection's "
+                        f"name, got {_kind(connection)}", "write e.g. 'connection: aoai'")
     _mapping(definition, "inputs", path, "prompty front matter: inputs", PROMPTY_FIX)
 
 

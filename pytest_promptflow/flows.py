@@ -388,7 +388,7 @@ def _read_yaml(path: Path) -> dict:
     from ruamel.yaml import YAML, YAMLError
 
     try:
-        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+        data = YAML(typ="safe").load(_read_text(path))
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -406,8 +406,17 @@ def _dump_yaml(data: Mapping[str, Any], path: Path) -> None:
         YAML(typ="safe", pure=True).dump(dict(data), stream)
 
 
+def _read_text(path: Path) -> str:
+    """A flow file's text; one that is not UTF-8 is the one line naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(Where(path), f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+                        "save the file as UTF-8") from None
+
+
 def _read_prompty_front_matter(path: Path) -> dict:
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     parts = text.split("---", 2)
     if len(parts) < 3:
         raise SpecError(Where(path, 1), "prompty file has no front matter between --- lines",

@@ -349,6 +349,12 @@ LOAD_CASES = {
         'flow="flows/bad/bad.prompty"',
         "*flows/bad/bad.prompty:5: prompty front matter: inputs must be a mapping, got a list*",
     ),
+    "prompty whose connection is a number": (
+        {"bad.prompty": BROKEN_PROMPTY.replace("  configuration: [type: azure_openai\n",
+                                               "  configuration:\n    connection: 42\n")},
+        'flow="flows/bad/bad.prompty"',
+        "*flows/bad/bad.prompty:6: prompty front matter: connection must be a connection's name, got int 42; write e.g.*",
+    ),
     "nodes that are not a list": (
         {"flow.dag.yaml": ONE_NODE_DAG.split("nodes:")[0] + "nodes: 42\n"},
         'flow="flows/bad"',
