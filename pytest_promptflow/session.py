@@ -20,6 +20,7 @@ from .config import ConnectionSpec, DatasetSpec, EvaluatorSpec, ExperimentSpec
 from .engine import Engine, ObserverFactory, Run
 from .errors import SpecError, Where, replay_error
 from .flows import FlowTarget, load_target
+from .includes import check_includes_inside
 from .llm.settings import LLMSettings
 from .matrix import Cell, default_variants, expand, narrow
 
@@ -75,7 +76,10 @@ class PromptflowSession:
     def target(self, flow: str | Path | Callable[..., Any], base_dir: Path, where: Where | None) -> FlowTarget:
         key = (id(flow), None) if callable(flow) else (None, str((base_dir / flow).resolve()))
         if key not in self._targets:
-            self._targets[key] = self._named_apart(load_target(flow, base_dir, where))
+            target = load_target(flow, base_dir, where)
+            if target.path is not None:  # a run and a released package copy its includes in
+                check_includes_inside(target.path, target.definition, target.name, self.confine_to)
+            self._targets[key] = self._named_apart(target)
         return self._targets[key]
 
     def _named_apart(self, target: FlowTarget) -> FlowTarget:

@@ -549,6 +549,9 @@ OUTSIDE_MARKER_CASES = {
                   'flow_run.evaluate("{outside}/flows/ev", mapping={{"groundtruth": "${{data.label}}", '
                   '"prediction": "${{data.label}}"}})',
                   "*test_bad.py:*: evaluator *-outside/flows/ev is outside the project root*"),
+    "additional include": ('flow="flows/inc", data="data/small.jsonl"', "pass",
+                           "*flows/inc/flow.dag.yaml:2: flow inc: additional include *-outside/data/secret.jsonl is "
+                           "outside the project root*"),
 }
 
 
@@ -557,6 +560,8 @@ def test_marker_path_outside_the_project_root(case: str, project: Project, pytes
     arguments, body, line = OUTSIDE_MARKER_CASES[case]
     _setup(project, pytester)
     outside = _outside(pytester)
+    project.write("flows/inc/flow.dag.yaml", f"additional_includes:\n- {outside}/data/secret.jsonl\n{ONE_NODE_DAG}")
+    project.write("flows/inc/n1.py", ECHO_NODE)
     pytester.makepyfile(test_bad=f"""
         import pytest
 
