@@ -41,12 +41,10 @@ def spec_from_marker(
         raise SpecError(where, f"unknown strategy {strategy!r}", f"use one of {', '.join(STRATEGIES)}")
     mappings = _mapping_argument(kwargs, "mappings", where, '{"text": "${data.question}"}')
     datasets = tuple(_datasets(kwargs["data"], mappings, where, rootdir, confine_to))
-    overrides = {key: tuple(v) if isinstance(v, (list, tuple)) else (v,) for key, v in
-                 _mapping_argument(kwargs, "overrides", where, '{"nodes.classify.inputs.temperature": [0.0, 0.7]}'
-                                   ).items()}
-    variants = VariantsSpec(strategy=strategy, nodes=_mapping_argument(kwargs, "variants", where,
-                                                                       '{"classify": "*"}'),
-                            overrides=overrides, where=where)
+    overrides = _mapping_argument(kwargs, "overrides", where, '{"nodes.classify.inputs.temperature": [0.0, 0.7]}')
+    variants = VariantsSpec(strategy=strategy, nodes=_mapping_argument(kwargs, "variants", where, '{"classify": "*"}'),
+                            overrides={key: tuple(v) if isinstance(v, (list, tuple)) else (v,)
+                                       for key, v in overrides.items()}, where=where)
     init = kwargs.get("init")
     if init is not None and not isinstance(init, Mapping):
         raise SpecError(where, f"init= must be a mapping of argument names to values, got {type(init).__name__}",
