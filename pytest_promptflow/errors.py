@@ -31,6 +31,15 @@ class SpecError(Exception):
         return f"{text}; {self.fix}" if self.fix else text
 
 
+def unforeseen(exc: Exception, where: Where | Path | str | None, what: str) -> SpecError:
+    """An input no check foresaw, still one line on the items it concerns (never a stopped session);
+    the exception stays its cause: -vv or --tb=long shows its traceback."""
+    error = SpecError(where, f"{what}: {type(exc).__name__}: {exc}",
+                      "fix what it names (-vv shows the traceback; if the input looks right, report it)")
+    error.__cause__ = exc
+    return error
+
+
 def replay_error(misses: list[str]) -> SpecError:
     """The one line for LLM requests that replay mode found no stored answer for."""
     more = f" (and {len(misses) - 1} more)" if len(misses) > 1 else ""

@@ -27,6 +27,7 @@ from .config import (
     parse_repeat,
 )
 from .errors import SpecError, Where
+from .project_root import check_inside
 from .thresholds import Threshold
 from .thresholds import parse as parse_threshold
 
@@ -71,13 +72,14 @@ def overlay_envs(path: Path) -> set[str]:
             if sibling.is_file()}
 
 
-def load_experiment(path: Path, env: str | None = None) -> ExperimentSpec:
+def load_experiment(path: Path, env: str | None = None, root: Path | None = None) -> ExperimentSpec:
     """Read an experiment.yaml (GenAIOps template format + our keys), with the ``env`` overlay applied.
 
     Paths are relative to the file's folder. An overlay ``<stem>.<env><suffix>`` beside the file
     replaces each top-level key it has, whole (``evaluators:`` left empty clears them). As in the
     template, an environment without an overlay uses the base file: one ``--promptflow-env dev``
-    serves use cases that need a dev overlay and ones that do not.
+    serves use cases that need a dev overlay and ones that do not. Given a ``root``, the flow, data and
+    evaluators must be inside it.
     Every problem is a SpecError naming file:line and the fix.
     """
     path = Path(path)
@@ -92,11 +94,11 @@ def load_experiment(path: Path, env: str | None = None) -> ExperimentSpec:
     base_dir = path.parent
     name = sections["name"].text("experiment") if "name" in sections else path.absolute().parent.name
     flow_src = sections["flow"]
-    flow = _flow_path(flow_src.text("experiment"), base_dir, flow_src.where, "flow")
+    flow = _flow_path(flow_src.text("experiment"), base_dir, flow_src.where, "flow", root)
     connections = _connections(sections["connections"]) if "connections" in sections else ()
-    datasets = _datasets(sections["datasets"], base_dir)
+    datasets = _datasets(sections["datasets"], base_dir, root)
     standard = {spec.name: spec for spec in datasets}
-    evaluators = _evaluators(sections["evaluators"], base_dir, standard) if "evaluators" in sections else ()
+    evaluators = _evaluators(sections["evaluators"], base_dir, standard, root) if "evaluators" in sections else ()
     variants = _variants(sections["variants"]) if "variants" in sections else None
     thresholds = _thresholds(sections["thresholds"]) if "thresholds" in sections else ()
     init = _init(sections["init"].path, sections["init"].node, "init", "experiment") if "init" in sections else {}
@@ -259,12 +261,12 @@ def _resolve(base_dir: Path, raw: str) -> Path:
     return Path(os.path.normpath(os.path.abspath(base_dir / raw)))
 
 
-def _flow_path(raw: str, base_dir: Path, where: Where, what: str) -> Path:
+def _flow_path(raw: str, base_dir: Path, where: Where, what: str, root: Path | None) -> Path:
     """A flow folder (flow.dag.yaml / flow.flex.yaml inside) or a flow file, relative to ``base_dir``."""
     target = _resolve(base_dir, raw)
-    if target.is_dir() and any((target / name).is_file() for name in FLOW_FILES):
-        return target
-    if target.is_file() and target.suffix.lower() in (".prompty", ".yaml", ".yml"):
+    if (target.is_dir() and any((target / name).is_file() for name in FLOW_FILES)) or (
+            target.is_file() and target.suffix.lower() in (".prompty", ".yaml", ".yml")):
+        check_inside(target, root, where, what)
         return target
     problem = (f"{what} {raw!r}: {target} has neither flow.dag.yaml nor flow.flex.yaml" if target.is_dir()
                else f"{what} {raw!r} not found: {target}")
@@ -272,7 +274,7 @@ def _flow_path(raw: str, base_dir: Path, where: Where, what: str) -> Path:
                                     "or flow.flex.yaml, or at a .prompty file")
 
 
-def _source(path: Path, node: Any, base_dir: Path, what: str) -> Path:
+def _source(path: Path, node: Any, base_dir: Path, what: str, root: Path | None) -> Path:
     from .datasets import SUPPORTED_SUFFIXES
 
     raw = _text(path, node, "source", what) or ""
@@ -289,6 +291,7 @@ def _source(path: Path, node: Any, base_dir: Path, what: str) -> Path:
     if target.suffix.lower() not in SUPPORTED_SUFFIXES:
         raise SpecError(where, f"{what}: unsupported data file {target.name}",
                         f"use one of: {', '.join(SUPPORTED_SUFFIXES)}")
+    check_inside(target, root, where, f"{what}: source")
     return target
 
 
@@ -378,7 +381,7 @@ def _expand(value: Any) -> str:
     return _ENV_REFERENCE.sub(lambda m: os.environ.get(m.group(1), ""), str(value))
 
 
-def _datasets(src: _Src, base_dir: Path) -> tuple[DatasetSpec, ...]:
+def _datasets(src: _Src, base_dir: Path, root: Path | None) -> tuple[DatasetSpec, ...]:
     items = _list_node(src.path, src.node, src.key, "experiment", "name: ..., source: data/....jsonl",
                        empty_ok=False)
     specs: dict[str, DatasetSpec] = {}
@@ -391,7 +394,7 @@ def _datasets(src: _Src, base_dir: Path) -> tuple[DatasetSpec, ...]:
             raise SpecError(_at(src.path, item, "name"), f"two datasets are named {name!r}", "rename one")
         specs[name] = DatasetSpec(
             name=name,
-            source=_source(src.path, item, base_dir, what),
+            source=_source(src.path, item, base_dir, what, root),
             mappings=_mappings(src.path, item, what, for_evaluator=False),
             description=_text(src.path, item, "description", what) or "",
             where=_dataset_where(src.path, items, index),
@@ -399,7 +402,8 @@ def _datasets(src: _Src, base_dir: Path) -> tuple[DatasetSpec, ...]:
     return tuple(specs.values())
 
 
-def _evaluators(src: _Src, base_dir: Path, standard: Mapping[str, DatasetSpec]) -> tuple[EvaluatorSpec, ...]:
+def _evaluators(src: _Src, base_dir: Path, standard: Mapping[str, DatasetSpec],
+                root: Path | None) -> tuple[EvaluatorSpec, ...]:
     items = _list_node(src.path, src.node, src.key, "experiment", "name: ..., flow: ..., datasets: [...]",
                        empty_ok=True)
     specs: dict[str, EvaluatorSpec] = {}
@@ -414,11 +418,11 @@ def _evaluators(src: _Src, base_dir: Path, standard: Mapping[str, DatasetSpec]) 
         raw_flow = _text(src.path, item, flow_key, what) or ""
         refused = no_flow_file(raw_flow, base_dir, name)
         flow = (_resolve(base_dir, raw_flow) if refused
-                else _flow_path(raw_flow, base_dir, _at(src.path, item, flow_key), f"{what} flow"))
+                else _flow_path(raw_flow, base_dir, _at(src.path, item, flow_key), f"{what} flow", root))
         entries = _list_node(src.path, item, "datasets", what, "name: <standard dataset>", empty_ok=False)
         datasets: dict[str, DatasetSpec] = {}
         for number, _ in enumerate(entries):
-            spec = _evaluator_dataset(src.path, entries, number, base_dir, standard, what)
+            spec = _evaluator_dataset(src.path, entries, number, base_dir, standard, what, root)
             if spec.name in datasets:
                 raise SpecError(_at(src.path, entries, number), f"{what} lists dataset {spec.name!r} twice",
                                 "remove one")
@@ -449,7 +453,7 @@ def no_flow_file(raw: str, base_dir: Path, name: str) -> str:
 
 
 def _evaluator_dataset(path: Path, entries: list[Any], index: int, base_dir: Path,
-                       standard: Mapping[str, DatasetSpec], evaluator: str) -> DatasetSpec:
+                       standard: Mapping[str, DatasetSpec], evaluator: str, root: Path | None) -> DatasetSpec:
     """Either a standard dataset by name, or its own ``source`` whose rows match ``reference``'s."""
     item = _item(path, entries, index, f"{evaluator} dataset #{index + 1}", EVALUATOR_DATASET_KEYS)
     _check_keys(path, item, EVALUATOR_DATASET_KEYS, ("name",), f"{evaluator} dataset #{index + 1}")
@@ -477,7 +481,7 @@ def _evaluator_dataset(path: Path, entries: list[Any], index: int, base_dir: Pat
         if reference not in standard:
             raise SpecError(_at(path, item, "reference"), f"{what}: reference {reference!r} is not a standard dataset",
                             f"{_did_you_mean(reference, standard)}standard datasets: {known}")
-        source = _source(path, item, base_dir, what)
+        source = _source(path, item, base_dir, what, root)
         description = _text(path, item, "description", what) or ""
     return DatasetSpec(name, source, _mappings(path, item, what, for_evaluator=True), description, reference,
                        _dataset_where(path, entries, index))

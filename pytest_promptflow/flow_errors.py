@@ -26,6 +26,7 @@ FIXES = {
                               "through other nodes",
     "FlowEntryInitializationError": "fix the entry class's __init__ or the init arguments given to it",
     "TemplateSyntaxError": "fix the Jinja syntax of the node's template (its source.path)",
+    "SystemExit": "do not call sys.exit() or exit() in the flow's code ({file}); raise an exception instead",
     "ModuleNotFoundError": "install module {module!r} if it is a package, or check the name of the flow's own "
                            "module (entry: or source.path)",
 }

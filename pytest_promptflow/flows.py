@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 
 from .aggregation import Logged, aggregation_input, is_python_aggregation, logged_metrics
 from .errors import SpecError, Where
+from .flow_shape import check_dag, check_flex, check_prompty
 from .includes import merged_folder, original_path, without_includes
 from .isolation import isolate
 from .workdir import InFolder, working_directory
@@ -175,7 +176,7 @@ class FlowTarget:
                 executor = self._create_executor(folder, variants, overrides, connections, init)
         except SpecError:
             raise
-        except Exception as exc:  # promptflow's load errors, and whatever the user's code raised on import
+        except (Exception, SystemExit) as exc:  # promptflow's load errors, whatever the user's code raised on import
             path, definition = self.path, self.definition
             error = missing_package(path.parent, self.name) or load_error(
                 exc, path, self.name, folder, lambda file: original_path(file, folder or path.parent, path, definition))
@@ -261,13 +262,17 @@ def load_target(flow: str | Path | Callable[..., Any], base_dir: Path, where: Wh
     path = Path(flow)
     path = path if path.is_absolute() else base_dir / path
     if path.is_dir():
-        for file_name, kind in ((DAG_FILE, "dag"), (FLEX_FILE, "flex")):
+        for file_name, kind, check in ((DAG_FILE, "dag", check_dag), (FLEX_FILE, "flex", check_flex)):
             if (path / file_name).is_file():
-                return FlowTarget(path.name, kind, path / file_name, definition=_read_yaml(path / file_name))
+                definition = _read_yaml(path / file_name)
+                check(definition, path / file_name)
+                return FlowTarget(path.name, kind, path / file_name, definition=definition)
         raise SpecError(where, f"{path} has no {DAG_FILE} or {FLEX_FILE}",
                         "point flow at a promptflow flow folder or a .prompty file")
     if path.is_file() and path.suffix == ".prompty":
-        return FlowTarget(path.stem, "prompty", path, definition=_read_prompty_front_matter(path))
+        definition = _read_prompty_front_matter(path)
+        check_prompty(definition, path)
+        return FlowTarget(path.stem, "prompty", path, definition=definition)
     if path.is_file() and path.name in (DAG_FILE, FLEX_FILE):
         return load_target(path.parent, base_dir, where)
     raise SpecError(where, f"flow {str(flow)!r} not found (looked for {path})",
@@ -374,7 +379,7 @@ def _read_yaml(path: Path) -> dict:
     from ruamel.yaml import YAML, YAMLError
 
     try:
-        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+        data = YAML(typ="safe").load(_read_text(path))
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -392,8 +397,17 @@ def _dump_yaml(data: Mapping[str, Any], path: Path) -> None:
         YAML(typ="safe", pure=True).dump(dict(data), stream)
 
 
+def _read_text(path: Path) -> str:
+    """A flow file's text; one that is not UTF-8 is the one line naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(Where(path), f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+                        "save the file as UTF-8") from None
+
+
 def _read_prompty_front_matter(path: Path) -> dict:
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     parts = text.split("---", 2)
     if len(parts) < 3:
         raise SpecError(Where(path, 1), "prompty file has no front matter between --- lines",

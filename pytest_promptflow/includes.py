@@ -63,6 +63,16 @@ def resolve_includes(flow_file: Path, definition: Mapping[str, Any], flow_name: 
     return found
 
 
+def check_includes_inside(flow_file: Path, definition: Mapping[str, Any], flow_name: str, root: Path | None) -> None:
+    """Each include that exists is inside ``root`` (None: anywhere): a run and a released package copy it in."""
+    from .project_root import check_inside
+
+    for item in includes_of(definition):
+        path = Path(item) if Path(item).is_absolute() else flow_file.parent / item
+        if path.exists():
+            check_inside(path, root, _line_of(flow_file, item), f"flow {flow_name}: additional include")
+
+
 def copy_includes(includes: list[Path], dest: Path, ignore: Callable[[str, list[str]], set[str]] = _ignored) -> None:
     """Each include into ``dest``'s top level under its own name, as ``pf`` does (an include wins over a file of
     the flow folder with the same name)."""

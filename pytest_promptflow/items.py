@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from .errors import SpecError, Where
+from .errors import SpecError, Where, unforeseen
 from .matrix import safe_id_part
 from .thresholds import check, require_metric
 
@@ -25,10 +25,13 @@ class ExperimentFile(pytest.File):
 
         session = session_of(self.config)
         try:
-            spec = load_experiment(self.path, self.config.getoption("promptflow_env"))
+            spec = load_experiment(self.path, self.config.getoption("promptflow_env"), session.confine_to)
             planned = session.plan(spec, self.path.parent)
         except SpecError as error:  # one failing item; the rest of the session still runs
             yield BadSpecItem.from_parent(self, name=self.path.stem, error=error)
+            return
+        except Exception as exc:  # never a collection error: that would stop every other item
+            yield BadSpecItem.from_parent(self, name=self.path.stem, error=unforeseen(exc, self.path, "experiment"))
             return
         for evaluator in (e for e in spec.evaluators if e.refused):  # refused alone, in one line
             where = evaluator.where or Where(self.path)

@@ -21,9 +21,8 @@ def typed_connections(nodes: Iterable[Mapping[str, Any]], working_dir: Path) -> 
     the executor reports it."""
     from promptflow._core.tools_manager import ToolLoader
     from promptflow._utils.context_utils import inject_sys_path
-    from promptflow.contracts.flow import Node
 
-    parsed = [Node.deserialize(dict(node)) for node in nodes if _has_tool(node)]
+    parsed = [parsed for parsed in map(_parsed, nodes) if parsed is not None]
     package_keys = [n.source.tool for n in parsed if n.source is not None and n.source.tool]
     found: dict[str, tuple[str, str]] = {}
     with inject_sys_path(working_dir):
@@ -31,13 +30,25 @@ def typed_connections(nodes: Iterable[Mapping[str, Any]], working_dir: Path) -> 
         for node in parsed:
             try:
                 tool = loader.load_tool_for_node(node)
-            except Exception:  # noqa: BLE001 - the executor's own load reports this node's problem
+            except (Exception, SystemExit):  # noqa: BLE001 - the executor's own load reports this node's problem
                 continue
             for key, assignment in node.inputs.items():
                 kind = _connection_type(tool.inputs.get(key))
                 if kind and isinstance(assignment.value, str) and _is_literal(assignment):
                     found.setdefault(assignment.value, (kind, str(node.name)))
     return found
+
+
+def _parsed(node: Mapping[str, Any]) -> Any:
+    """promptflow's Node for a node with a tool, else None (also for one it cannot parse: its load says why)."""
+    from promptflow.contracts.flow import Node
+
+    if not _has_tool(node):
+        return None
+    try:
+        return Node.deserialize(dict(node))
+    except Exception:  # noqa: BLE001 - the executor's own load reports this node's problem
+        return None
 
 
 def _has_tool(node: Mapping[str, Any]) -> bool:

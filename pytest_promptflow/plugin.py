@@ -15,11 +15,12 @@ from typing import Any, Callable, Generator, Iterable
 import pytest
 
 from .config import REPEAT_FIX, parse_repeat
-from .errors import SpecError, Where
+from .errors import SpecError, Where, unforeseen
 from .isolation import isolate
 from .llm.retry import RetryPolicy
 from .llm.settings import MODES, LLMSettings, parse_limits, parse_mode, parse_prices
 from .matrix import parse_selection
+from .project_root import ALLOW_INI, ALLOW_OPTION
 from .reporting.collector import Reports, ReportsPlugin
 from .reporting.progress import progress_factory
 from .reporting.tracking import project_store, register_tracking
@@ -208,6 +209,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   default="0.05")
     parser.addini("promptflow_max_unpaired", "the share of rows a baseline comparison may leave unpaired",
                   default="0.10")
+    group.addoption(ALLOW_OPTION, action="store_true", default=None,
+                    help="let experiments and markers use flows, data and evaluators outside the project root "
+                    f"(default: ini {ALLOW_INI}; off)")
+    parser.addini(ALLOW_INI, "flows, data and evaluators may be outside the project root", type="bool",
+                  default=False)
     parser.addini("promptflow_progress", "show a long cell's progress (rows, rows/s, cache hits, errors) "
                   "on a terminal", type="bool", default=True)
 
@@ -226,6 +232,7 @@ def pytest_configure(config: pytest.Config) -> None:
         progress=progress_factory(config),
         answers=_endpoint_answers(config),
         repeats=repeats(config),
+        allow_outside_root=_option_or_ini(config, ALLOW_INI, bool),
     )
     reports = config.stash[REPORTS] = Reports(
         config.rootpath, _report_folder(config), _flow_lines(config.getini("promptflow_primary_metrics")),
@@ -458,18 +465,28 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("promptflow")
     if marker is None:
         return
+    if "flow_run" not in metafunc.fixturenames:  # the item fails alone: see pytest_runtest_setup
+        return
     where = Where(metafunc.definition.path, _line_of(metafunc.function))
-    if "flow_run" not in metafunc.fixturenames:
-        raise pytest.UsageError(f"{where}: @pytest.mark.promptflow needs the test to take a flow_run argument")
     from .marker import spec_from_marker
 
     session = session_of(metafunc.config)
     try:
-        spec, init = spec_from_marker(marker, where, session.rootdir)
+        spec, init = spec_from_marker(marker, where, session.rootdir, session.confine_to)
         planned: list[Any] = session.plan(spec, session.rootdir, init)
     except SpecError as error:  # one erroring item (flow_run raises it); other tests still run
         planned = [error]
+    except Exception as exc:  # never a collection error: that would stop every other test
+        planned = [unforeseen(exc, where, "promptflow marker")]
     metafunc.parametrize("flow_run", planned, ids=[getattr(p, "id", "bad-spec") for p in planned], indirect=True)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked promptflow that takes no flow_run errors alone, in one line; the session goes on."""
+    if (isinstance(item, pytest.Function) and item.get_closest_marker("promptflow") is not None
+            and "flow_run" not in item.fixturenames):
+        raise SpecError(Where(item.path, _line_of(item.function)), "@pytest.mark.promptflow needs the test to take "
+                        "a flow_run argument", f"write def {item.originalname}(flow_run): ...")
 
 
 def _line_of(function: Any) -> int | None:

@@ -150,8 +150,11 @@ class FlowRun:
                  init: Mapping[str, Any] | None = None) -> EvalResult:
         """Score this run with an evaluation flow (path), an azure-ai-evaluation evaluator or a callable;
         ``init`` goes to a flex evaluation flow or instantiates a class evaluator."""
+        from .project_root import check_inside
+
         session = self._session
         if isinstance(evaluator, (str, Path)):
+            check_inside(session.rootdir / evaluator, session.confine_to, self.planned.spec.where, "evaluator")
             refused = no_flow_file(str(evaluator), session.rootdir, name or Path(evaluator).name)
             if refused:
                 raise SpecError(self.planned.spec.where, refused)
@@ -162,6 +165,8 @@ class FlowRun:
             from .config import DatasetSpec
 
             dataset = DatasetSpec(name=Path(data).stem, source=session.rootdir / data)
+            check_inside(dataset.source, session.confine_to, self.planned.spec.where,
+                         f"dataset {dataset.name!r}: source")
             rows = session.rows(dataset)
         evaluator, connections, init = session.prepare_evaluator(evaluator, self.planned.spec.connections, init,
                                                                  self.planned.spec.where)

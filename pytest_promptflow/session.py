@@ -20,6 +20,7 @@ from .config import ConnectionSpec, DatasetSpec, EvaluatorSpec, ExperimentSpec
 from .engine import Engine, ObserverFactory, Run
 from .errors import SpecError, Where, replay_error
 from .flows import FlowTarget, load_target
+from .includes import check_includes_inside
 from .llm.settings import LLMSettings
 from .matrix import Cell, default_variants, expand, narrow
 
@@ -50,8 +51,9 @@ class PromptflowSession:
     def __init__(self, rootdir: Path, concurrency: int, selection: str | None,
                  shared_dir: Path | None = None, owner_pid: int | None = None,
                  llm: LLMSettings | None = None, workers: int = 1, progress: ObserverFactory | None = None,
-                 answers: Any = None, repeats: int = 1) -> None:
+                 answers: Any = None, repeats: int = 1, allow_outside_root: bool = False) -> None:
         self.rootdir = rootdir
+        self.confine_to = None if allow_outside_root else rootdir  # where flows, data and evaluators must be
         self.repeats = repeats  # --promptflow-repeat / ini promptflow_repeat: an experiment's ``repeat`` wins
         self.answers = answers  # deploy.answers.EndpointAnswers: a deployment answers its flow's rows
         self.selection = selection
@@ -74,7 +76,10 @@ class PromptflowSession:
     def target(self, flow: str | Path | Callable[..., Any], base_dir: Path, where: Where | None) -> FlowTarget:
         key = (id(flow), None) if callable(flow) else (None, str((base_dir / flow).resolve()))
         if key not in self._targets:
-            self._targets[key] = self._named_apart(load_target(flow, base_dir, where))
+            target = load_target(flow, base_dir, where)
+            if target.path is not None:  # a run and a released package copy its includes in
+                check_includes_inside(target.path, target.definition, target.name, self.confine_to)
+            self._targets[key] = self._named_apart(target)
         return self._targets[key]
 
     def _named_apart(self, target: FlowTarget) -> FlowTarget:

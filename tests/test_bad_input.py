@@ -86,6 +86,7 @@ def _check(result: pytest.RunResult, line: str, passed: int) -> None:
     found = outcomes(result)
     bad = found.pop("errors", 0) + found.pop("failed", 0)
     assert (found, bad) == ({"passed": passed}, 1), result.stdout.str()[-3000:]
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
 EXPERIMENT_CASES = {
@@ -185,6 +186,16 @@ MARKER_CASES = {
         'flow="flows/clf", data="data/broken.jsonl"',
         "*data/broken.jsonl:3: malformed JSON: *; fix or remove line 3*",
     ),
+    "data=42": ('flow="flows/clf", data=42', "*test_bad.py:*: promptflow marker: data=42 is not a dataset path; give "
+                "a JSONL or CSV path*"),
+    "data=None": ('flow="flows/clf", data=None', "*test_bad.py:*: promptflow marker: data=None is not a dataset path*"),
+    "data=[42]": ('flow="flows/clf", data=[42]', "*test_bad.py:*: promptflow marker: data=[[]42] is not a dataset path*"),
+    "variants=42": ('flow="flows/clf", data="data/small.jsonl", variants=42',
+                    "*test_bad.py:*: promptflow marker: variants=42 is not a mapping; write e.g. variants={*"),
+    "overrides=42": ('flow="flows/clf", data="data/small.jsonl", overrides=42',
+                     "*test_bad.py:*: promptflow marker: overrides=42 is not a mapping; write e.g. overrides={*"),
+    "mappings=42": ('flow="flows/clf", data="data/small.jsonl", mappings=42',
+                    "*test_bad.py:*: promptflow marker: mappings=42 is not a mapping; write e.g. mappings={*"),
 }
 
 
@@ -325,6 +336,63 @@ LOAD_CASES = {
         'flow="flows/bad"',
         "*flows/shared/boom.py:2: flow bad, node n1: OSError: no disk; fix that module*",
     ),
+    "prompty whose model is not a mapping": (
+        {"bad.prompty": BROKEN_PROMPTY.replace("model:\n  api: chat\n  configuration: [type: azure_openai\n",
+                                               "model: 42\n")},
+        'flow="flows/bad/bad.prompty"',
+        "*flows/bad/bad.prompty:3: prompty front matter: model must be a mapping, got int 42; see promptflow's "
+        "prompty format",
+    ),
+    "prompty whose inputs are a list": (
+        {"bad.prompty": BROKEN_PROMPTY.replace("  configuration: [type: azure_openai\n", "").replace(
+            "inputs:\n  text:\n    type: string\n", "inputs: [text]\n")},
+        'flow="flows/bad/bad.prompty"',
+        "*flows/bad/bad.prompty:5: prompty front matter: inputs must be a mapping, got a list*",
+    ),
+    "prompty whose connection is a number": (
+        {"bad.prompty": BROKEN_PROMPTY.replace("  configuration: [type: azure_openai\n",
+                                               "  configuration:\n    connection: 42\n")},
+        'flow="flows/bad/bad.prompty"',
+        "*flows/bad/bad.prompty:6: prompty front matter: connection must be a connection's name, got int 42; write e.g.*",
+    ),
+    "nodes that are not a list": (
+        {"flow.dag.yaml": ONE_NODE_DAG.split("nodes:")[0] + "nodes: 42\n"},
+        'flow="flows/bad"',
+        "*flows/bad/flow.dag.yaml:8: flow file: nodes must be a list, got int 42; write 'nodes:' followed by*",
+    ),
+    "a node with no name": (
+        {"flow.dag.yaml": ONE_NODE_DAG.replace("- name: n1\n", "- name:\n"), "n1.py": ECHO_NODE},
+        'flow="flows/bad"',
+        "*flows/bad/flow.dag.yaml:8: flow file: node #1 is not a mapping with a name; give every node*",
+    ),
+    "node_variants that are a list": (
+        {"flow.dag.yaml": ONE_NODE_DAG + "node_variants:\n- n1\n", "n1.py": ECHO_NODE},
+        'flow="flows/bad"',
+        "*flows/bad/flow.dag.yaml:16: flow file: node_variants must be a mapping, got a list*",
+    ),
+    "a node that uses variants it has not": (
+        {"flow.dag.yaml": ONE_NODE_DAG.replace("- name: n1\n", "- name: n1\n  use_variants: true\n"),
+         "n1.py": ECHO_NODE},
+        'flow="flows/bad"',
+        "*flows/bad/flow.dag.yaml:9: flow file: node 'n1' uses variants but node_variants has none for it*",
+    ),
+    "a default variant that does not exist": (
+        {"flow.dag.yaml": ONE_NODE_DAG.replace("- name: n1\n", "- name: n1\n  use_variants: true\n") +
+         "node_variants:\n  n1:\n    default_variant_id: v9\n    variants:\n      v0:\n        node: {}\n",
+         "n1.py": ECHO_NODE},
+        'flow="flows/bad"',
+        "*flows/bad/flow.dag.yaml:19: flow file: node 'n1' has no variant 'v9' (default_variant_id); use one of v0",
+    ),
+    "flex with no entry": (
+        {"flow.flex.yaml": "inputs:\n  text:\n    type: string\n"},
+        'flow="flows/bad"',
+        "*flows/bad/flow.flex.yaml: flow file: entry must be 'module:function' or 'module:Class', got NoneType None*",
+    ),
+    "python node that exits at import": (
+        {"flow.dag.yaml": ONE_NODE_DAG, "n1.py": "import sys\nsys.exit(3)\n"},
+        'flow="flows/bad"',
+        "*flows/bad/n1.py:2: flow bad: SystemExit: 3; do not call sys.exit() or exit() in the flow's code*",
+    ),
     "flow=42": ({}, "flow=42", "*test_bad.py:*: flow=42 is not a flow; give a flow folder *"),
     "flow=None": ({}, "flow=None", "*test_bad.py:*: flow=None is not a flow; give a flow folder *"),
 }
@@ -359,6 +427,41 @@ def test_flow_that_does_not_load(case: str, project: Project, pytester: pytest.P
     _check(result, LOAD_CASES[case][2], passed=4)
 
 
+def test_marked_test_without_flow_run_errors_alone(project: Project, pytester: pytest.Pytester) -> None:
+    """Not a usage error that stops the session: that test errors in one line, the others run."""
+    _setup(project, pytester)
+    pytester.makepyfile(test_bad="""
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/clf", data="data/small.jsonl")
+        def test_bad():
+            pass
+    """)
+    _check(run(pytester), "*test_bad.py:3: @pytest.mark.promptflow needs the test to take a flow_run argument; "
+           "write def test_bad(flow_run): ...", passed=3)
+
+
+#: LOAD_CASES of a flow a path names, given to an experiment.yaml (-n 2: under xdist)
+EXPERIMENT_LOAD_CASES = [("python node raises at import", ""), ("node cycle", ""),
+                         ("prompty with broken front matter", ""), ("prompty whose model is not a mapping", ""),
+                         ("nodes that are not a list", ""), ("python node that exits at import", ""),
+                         ("prompty whose model is not a mapping", "-n 2"), ("node cycle", "-n 2")]
+
+
+@pytest.mark.parametrize(("case", "options"), EXPERIMENT_LOAD_CASES)
+def test_experiment_with_a_flow_that_does_not_load(case: str, options: str, project: Project,
+                                                   pytester: pytest.Pytester) -> None:
+    """The experiment's item fails with the one line; the other items run and pass, also under xdist."""
+    files, arguments, line = LOAD_CASES[case]
+    _setup(project, pytester)
+    for name, text in files.items():
+        project.write(f"flows/bad/{name}", text)
+    flow = arguments.removeprefix('flow="').removesuffix('"')
+    experiment = BAD_EXPERIMENT.replace("flow: ../flows/clf", f"flow: ../{flow}", 1)
+    project.experiment(experiment.replace("variants:\n  nodes:\n    classify: [variant_0]\n", ""), folder="bad")
+    _check(run(pytester, *options.split()), line, passed=3)
+
+
 @pytest.mark.parametrize("option", ["--tb=long", "-vv"])
 def test_traceback_when_asked(option: str, project: Project, pytester: pytest.Pytester) -> None:
     """-vv or --tb=long shows the original exception's traceback below the line."""
@@ -383,3 +486,96 @@ def test_experiment_whose_flow_does_not_load(role: str, project: Project, pytest
     project.experiment(experiment, folder="bad")
     result = run(pytester)
     _check(result, line, passed=3)
+
+
+def _outside(pytester: pytest.Pytester) -> str:
+    """A folder beside the project (outside its root) holding a dataset and a DAG flow; its path."""
+    outside = pytester.path.parent / f"{pytester.path.name}-outside"
+    outside_project = Project(pytester)
+    outside_project.path = outside
+    outside_project.data("secret")
+    outside_project.dag_flow("clf")
+    outside_project.eval_flow("ev")
+    return str(outside)
+
+
+#: case -> (experiment line, its replacement ({outside}: the folder beside the project), the expected line)
+OUTSIDE_EXPERIMENT_CASES = {
+    "data": (
+        "  source: ../data/small.jsonl", "  source: {outside}/data/secret.jsonl",
+        "*bad/experiment.yaml:5: dataset 'small': source *-outside/data/secret.jsonl is outside the project root *; "
+        "move it inside, or pass --promptflow-allow-outside-root*",
+    ),
+    "relative data": (
+        "  source: ../data/small.jsonl", "  source: ../../{name}-outside/data/secret.jsonl",
+        "*bad/experiment.yaml:5: dataset 'small': source *-outside/data/secret.jsonl is outside the project root*",
+    ),
+    "data through a symlink": (
+        "  source: ../data/small.jsonl", "  source: ../data/link.jsonl",
+        "*bad/experiment.yaml:5: dataset 'small': source *data/link.jsonl is outside the project root*",
+    ),
+    "flow": (
+        "flow: ../flows/clf", "flow: {outside}/flows/clf",
+        "*bad/experiment.yaml:2: flow *-outside/flows/clf is outside the project root*",
+    ),
+    "evaluator": (
+        "  flow: ../flows/ev", "  flow: {outside}/flows/ev",
+        "*bad/experiment.yaml:10: evaluator 'acc' flow *-outside/flows/ev is outside the project root*",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTSIDE_EXPERIMENT_CASES))
+def test_experiment_path_outside_the_project_root(case: str, project: Project, pytester: pytest.Pytester) -> None:
+    """Refused in one line on that experiment's item; the others pass; the option lets it run."""
+    old, new, line = OUTSIDE_EXPERIMENT_CASES[case]
+    _setup(project, pytester)
+    outside = _outside(pytester)
+    (pytester.path / "data" / "link.jsonl").symlink_to(f"{outside}/data/secret.jsonl")
+    project.experiment(BAD_EXPERIMENT.replace(old, new.format(outside=outside, name=pytester.path.name), 1),
+                       folder="bad")
+    _check(run(pytester), line, passed=3)
+    assert outcomes(run(pytester, "--promptflow-allow-outside-root")) == {"passed": 4}
+
+
+#: case -> (the marker's arguments, the test's body, the expected line)
+OUTSIDE_MARKER_CASES = {
+    "data": ('flow=echo, data="{outside}/data/secret.jsonl"', "pass",
+             "*test_bad.py:*: dataset 'secret': source *-outside/data/secret.jsonl is outside the project root *; "
+             "move it inside, or pass --promptflow-allow-outside-root*"),
+    "flow": ('flow="{outside}/flows/clf", data="data/small.jsonl"', "pass",
+             "*test_bad.py:*: flow *-outside/flows/clf is outside the project root*"),
+    "evaluator": ('flow=echo, data="data/small.jsonl"',
+                  'flow_run.evaluate("{outside}/flows/ev", mapping={{"groundtruth": "${{data.label}}", '
+                  '"prediction": "${{data.label}}"}})',
+                  "*test_bad.py:*: evaluator *-outside/flows/ev is outside the project root*"),
+    "additional include": ('flow="flows/inc", data="data/small.jsonl"', "pass",
+                           "*flows/inc/flow.dag.yaml:2: flow inc: additional include *-outside/data/secret.jsonl is "
+                           "outside the project root*"),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTSIDE_MARKER_CASES))
+def test_marker_path_outside_the_project_root(case: str, project: Project, pytester: pytest.Pytester) -> None:
+    arguments, body, line = OUTSIDE_MARKER_CASES[case]
+    _setup(project, pytester)
+    outside = _outside(pytester)
+    project.write("flows/inc/flow.dag.yaml", f"additional_includes:\n- {outside}/data/secret.jsonl\n{ONE_NODE_DAG}")
+    project.write("flows/inc/n1.py", ECHO_NODE)
+    pytester.makepyfile(test_bad=f"""
+        import pytest
+
+        def echo(text):
+            return {{"text": text}}
+
+        @pytest.mark.promptflow(flow=echo, data="data/small.jsonl")
+        def test_neighbour(flow_run):
+            assert len(flow_run.rows) == 4
+
+        @pytest.mark.promptflow({arguments.format(outside=outside)})
+        def test_bad(flow_run):
+            {body.format(outside=outside)}
+    """)
+    _check(run(pytester), line, passed=4)
+    pytester.makeini("[pytest]\npromptflow_allow_outside_root = true\n")
+    assert outcomes(run(pytester)) == {"passed": 5}

@@ -89,6 +89,8 @@ def rerun_items(config: pytest.Config, answers: EndpointAnswers, nodeids: Sequen
         command += ["-c", str(config.inipath)]
     if config.getoption("promptflow_env"):
         command += ["--promptflow-env", config.getoption("promptflow_env")]
+    if config.getoption("promptflow_allow_outside_root"):  # the ini value comes with -c
+        command.append("--promptflow-allow-outside-root")
     environ = {key: value for key, value in os.environ.items() if key not in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER")}
     done = subprocess.run(command, cwd=config.rootpath, env=environ, capture_output=True, text=True, check=False)
     write_text(folder / "pytest.log", done.stdout + done.stderr)

@@ -13,7 +13,6 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
     planned = [p for p in (planned_cell(item) for item in items) if p is not None]
     if not planned:
         return []
-    from ..errors import SpecError
     from ..flows import load_promptflow
     from ..llm.connections import resolve_connection
 
@@ -28,13 +27,17 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
     seen: dict[str, str] = {}
     for cell in planned:
         declared = {c.name: c for c in cell.spec.connections}
-        for name, kind in cell.target.connections(cell.init).items():
+        try:
+            uses = cell.target.connections(cell.init)
+        except Exception:  # noqa: BLE001 - a flow that cannot be read: its items say why, in one line each
+            continue
+        for name, kind in uses.items():
             if name not in seen:
                 try:
                     resolved = resolve_connection(name, kind, declared=declared, project_dir=session.rootdir,
                                                   environ=os.environ, embedded=lambda: "http://127.0.0.1")
-                except SpecError as error:  # its flow's items say it, in one line each
-                    seen[name] = f"not resolved: {error.problem}"
+                except Exception as error:  # noqa: BLE001 - its flow's items say it, in one line each
+                    seen[name] = f"not resolved: {getattr(error, 'problem', None) or type(error).__name__}"
                     continue
                 seen[name] = embedded if resolved.embedded else f"credentials from {resolved.source}"
     lines += [f"promptflow: connection {name} -> {text}" for name, text in sorted(seen.items())]
