@@ -178,16 +178,15 @@ def test_an_unchanged_second_release_creates_nothing_and_changes_create_exactly_
     assert versions(released)["model:clf"] == ["1", "2"]
 
 
-def test_the_registered_flow_loads_back_and_answers_like_the_flow(released: Project) -> None:
+def test_the_registered_flow_loads_back_and_answers_like_the_flow(released: Project,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     release(released)
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{released.pytester.path / 'mlflow.db'}")
-    try:
-        model = mlflow.pyfunc.load_model("models:/clf/1")
-        answers = model.predict([{"text": "a good day"}, {"text": "awful service"}])
-    finally:
-        mlflow.set_tracking_uri("")
+    # the environment, not mlflow.set_tracking_uri: its global would outlive this test in the process
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{released.pytester.path / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/clf/1")
+    answers = model.predict([{"text": "a good day"}, {"text": "awful service"}])
     assert [a["category"] for a in answers] == ["positive", "negative"]
 
 
