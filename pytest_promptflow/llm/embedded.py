@@ -181,7 +181,7 @@ class EmbeddedModel:
     def _alive(self, pid: int) -> bool:
         """Whether ``pid`` is a running server (not a zombie, not an unrelated reused pid)."""
         if self._process is not None and self._process.pid == pid:
-            return self._process.poll() is None
+            return self._process.poll() is None and pid_alive(pid)
         return pid_alive(pid) and _is_server(pid)
 
     def _terminate(self, pid: int) -> None:
@@ -239,8 +239,8 @@ def pid_alive(pid: int) -> bool:
         return True
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
+    except OSError:  # reaped since the signal, or no /proc to ask
+        return not Path("/proc/self/stat").exists()
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
