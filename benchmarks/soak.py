@@ -17,12 +17,14 @@ Each run is ``pytest evals -q --promptflow-llm=record --promptflow-release`` in 
 session, with the flow's python node marked with the run's number (a change that alters no answer), so
 every green run registers a new model version and deploys it blue/green on the local target. Every
 ``--kill-every``-th run gets SIGKILL to its process group (pytest and its endpoint-test child; not the
-deployments, which outlive pytest by design) after a random number of seconds between 1 and the median
-length of the runs before it. Then it checks (``soak_checks.py``) the store, the registry and the
-deployments, runs the suite once more with the faults off in replay mode (and released), runs it once
-on a fresh copy of the project and a fresh store (the reference, never interrupted), and compares their
-verdicts. Exit status 1 on any inconsistency, any difference, or a run that did not finish by itself
-except by a kill. Every deployment and leftover server it started is stopped at the end.
+deployments, which outlive pytest by design) at a random moment: kill k of n at a share of a green run's
+length drawn (seeded) from the k-th of n equal slices of 3%..97%, so the kills spread over start-up, the
+flows, registration and deployment; a kill's run that ends first is run again. Then it
+checks (``soak_checks.py``) the store, the registry and the deployments, runs the suite once more with
+the faults off in replay mode (and released), runs it once on a fresh copy of the project and a fresh
+store (the reference, never interrupted), and compares their verdicts. Exit status 1 on any
+inconsistency, any difference, or a run that ended other than by itself or by its kill. Every
+deployment and leftover server it started is stopped at the end.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from soak_checks import (  # noqa: E402
 from soak_project import set_revision, write_project  # noqa: E402
 
 DUMMY_KEY = "soak-dummy-key"
-FIRST_KILL_GUESS = 15.0  # seconds: the kill window when no run has been green yet
+FIRST_KILL_GUESS = 15.0  # seconds: a green run's length, before any run was green
 KILL_TRIES = 3  # runs of a kill's turn that end before their kill moment, at most
 SLOW_SECONDS = 3.0  # a "slow" fault answers this late: past the suite's 1 s timeout (pytest.ini)
 
@@ -130,19 +132,24 @@ def run_suite(project: Path, env: dict[str, str], name: str, endpoint: FaultEndp
 
 
 def killed_run(project: Path, flaky: FaultEndpoint, name: str, rng: random.Random, runs: list[SuiteRun],
-               timeout: float) -> None:
-    """A run killed at a random moment: between 1 s and the median length of the green runs so far (they
-    release and deploy). One that ends before its moment (its items failed early) is run again, killed
-    within the length of the one before, at most ``KILL_TRIES`` times; each is appended to ``runs``."""
-    green = [run.seconds for run in runs if run.code == 0]
-    limit = statistics.median(green) if green else FIRST_KILL_GUESS
+               slice_: tuple[int, int], timeout: float) -> None:
+    """A run killed at a random moment: a share of a green run's length (green runs release and deploy)
+    drawn from slice ``k`` of ``n`` equal slices of 3%..97%, so the kills spread over start-up, the flows,
+    registration and deployment. A run that ends before its moment (its items failed early, or it ran
+    faster) is run again, with a new revision, at most ``KILL_TRIES`` times; each is appended to ``runs``."""
+    k, n = slice_
+    share = rng.uniform(0.03 + 0.94 * k / n, 0.03 + 0.94 * (k + 1) / n)
+    green = [run.seconds for run in runs if run.code == 0][-3:]
+    length = statistics.median(green) if green else FIRST_KILL_GUESS
     for attempt in range(KILL_TRIES):
-        kill = rng.uniform(1.0, max(1.5, limit))
-        runs.append(run_suite(project, environment(flaky), name + "+" * attempt, flaky, "record", True, kill, timeout))
+        set_revision(project, len(runs) + 1)
+        runs.append(run_suite(project, environment(flaky), name + "+" * attempt, flaky, "record", True,
+                              max(1.0, share * length), timeout))
         print(runs[-1].row() + ("  (ended before its kill: again)" if runs[-1].killed_at is None else ""), flush=True)
         if runs[-1].killed_at is not None:
             return
-        limit = runs[-1].seconds * 0.9
+        if runs[-1].code == 0:
+            length = runs[-1].seconds
 
 
 def run_problems(run: SuiteRun) -> list[str]:
@@ -209,7 +216,7 @@ def main() -> int:
             runs = soak(workdir / "project", flaky, args, problems)
             flaky.random_rate = 0.0  # the clean runs: no faults
             problems += clean_runs(workdir, flaky, args)
-            summary(runs, problems, time.perf_counter() - started)
+            summary(runs, args.runs // args.kill_every, problems, time.perf_counter() - started)
     except Exception as error:
         problems.append(f"the soak itself failed: {type(error).__name__}: {error}")
         print(f"\nsoak: FAILED: {problems[-1]}")
@@ -231,10 +238,11 @@ def soak(project: Path, flaky: FaultEndpoint, args: argparse.Namespace, problems
     rng = random.Random(args.seed)
     runs: list[SuiteRun] = []
     for number in range(1, args.runs + 1):
-        set_revision(project, number)
         if number % args.kill_every == 0:
-            killed_run(project, flaky, f"run-{number:02d}", rng, runs, args.timeout)
+            slice_ = (number // args.kill_every - 1, args.runs // args.kill_every)
+            killed_run(project, flaky, f"run-{number:02d}", rng, runs, slice_, args.timeout)
         else:
+            set_revision(project, len(runs) + 1)
             runs.append(run_suite(project, environment(flaky), f"run-{number:02d}", flaky, "record", True, None,
                                   args.timeout))
             print(runs[-1].row(), flush=True)
@@ -254,7 +262,6 @@ def clean_runs(workdir: Path, endpoint: FaultEndpoint, args: argparse.Namespace)
     project and store, never interrupted); their verdicts compared, the deployments checked again."""
     project, reference = workdir / "project", workdir / "reference"
     final = run_suite(project, environment(endpoint), "final", endpoint, "replay", True, None, args.timeout)
-    set_revision(reference, args.runs)
     ref = run_suite(reference, environment(endpoint), "reference", endpoint, "record", False, None, args.timeout)
     print("\nclean runs (no faults):")
     problems = []
@@ -270,12 +277,13 @@ def clean_runs(workdir: Path, endpoint: FaultEndpoint, args: argparse.Namespace)
     return problems + verdict.problems + after.problems
 
 
-def summary(runs: list[SuiteRun], problems: list[str], seconds: float) -> None:
+def summary(runs: list[SuiteRun], turns: int, problems: list[str], seconds: float) -> None:
     faults = Counter(fault for run in runs for fault in run.faults.elements())
     kills = [f"{run.name} at {run.killed_at:.1f} s" for run in runs if run.killed_at is not None]
     again = sum(1 for run in runs if run.name.endswith("+"))
     print(f"\nsummary: {len(runs)} runs{f' ({again} a kill run again)' if again else ''}, "
-          f"{sum(1 for run in runs if run.code == 0)} green; {len(kills)} killed: {', '.join(kills) or '-'}")
+          f"{sum(1 for run in runs if run.code == 0)} green; {len(kills)} of {turns} kills landed: "
+          f"{', '.join(kills) or '-'}")
     print(f"  {sum(run.requests for run in runs)} requests to the flaky endpoint, {sum(faults.values())} faults "
           f"({', '.join(f'{kind} {count}' for kind, count in sorted(faults.items()))}); {seconds:.0f} s in all")
     print("result: " + ("consistent, same verdicts" if not problems else f"{len(problems)} PROBLEM(S)"))
