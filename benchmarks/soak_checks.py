@@ -47,8 +47,9 @@ def check_store(root: Path) -> Check:
         if problem:
             check.problems.append(f"{path.relative_to(root)}: {problem}")
     strays = sorted(root.rglob("*.tmp"))
-    others = sorted(p for p in root.rglob("*") if p.is_file() and p not in set(entries) and p.suffix != ".tmp")
-    check.facts.append(f"{len(entries)} answers, each readable, under its key and a completion: "
+    known = set(entries) | set(strays)
+    others = sorted(p for p in root.rglob("*") if p.is_file() and p not in known)
+    check.facts.append(f"{len(entries)} answers; readable through the store, under their key and a completion: "
                        f"{len(entries) - len(check.problems)}")
     check.facts.append(f"{len(strays)} stray *.tmp (a write cut short by a kill; never read as an answer)")
     check.problems += [f"{p.relative_to(root)}: a file that is no answer" for p in others]
@@ -128,8 +129,8 @@ def _check_model(client: Any, name: str, check: Check) -> None:
         if before.tags.get("model_hash") == after.tags.get("model_hash"):
             check.problems.append(f"model {name} v{before.version} and v{after.version} have the same content "
                                   "(registered twice)")
-    check.facts.append(f"model {name}: {len(versions)} versions, each READY with a finished run and its model "
-                       f"files; consecutive versions all differ in content")
+    check.facts.append(f"model {name}: {len(versions)} versions checked: READY, a finished run, model files, "
+                       "content unlike the version before")
     if without_rows:
         check.facts.append(f"model {name}: versions without kept rows (a kill between registering and keeping "
                            f"the rows): {', '.join(without_rows)}")
@@ -197,8 +198,8 @@ def _check_endpoint(target: LocalTarget, endpoint: str, models: Mapping[tuple[st
         if folder.name not in deployments:
             check.problems.append(f"endpoint {endpoint}: folder {folder.name}/ belongs to no deployment")
     shares = ", ".join(f"{name} {traffic.get(name, 0)}%" for name in sorted(deployments))
-    check.facts.append(f"endpoint {endpoint}: router and {len(deployments)} deployment(s) answer; traffic {shares}; "
-                       "each serves a registered version")
+    check.facts.append(f"endpoint {endpoint}: a router and {len(deployments)} deployment(s) checked (alive, answering, "
+                       f"a registered version); traffic {shares}")
     return {int(router.get("pid", 0))} | {int(entry["pid"]) for entry in deployments.values()}
 
 
