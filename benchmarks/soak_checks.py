@@ -185,7 +185,7 @@ def _check_endpoint(target: LocalTarget, endpoint: str, models: Mapping[tuple[st
     if set(traffic) != set(deployments) or sum(traffic.values()) != 100:
         check.problems.append(f"endpoint {endpoint}: traffic {traffic} is not 100% over its deployments "
                               f"{sorted(deployments)}")
-    if not router or not _answers(f"http://127.0.0.1:{router.get('port')}/health"):
+    if not router or not _answers(f"http://127.0.0.1:{router.get('port')}/stats"):  # /health judges deployments
         check.problems.append(f"endpoint {endpoint}: its router (pid {router.get('pid')}) does not answer")
     for name, deployment in target.deployments(endpoint).items():
         model = deployment.model
@@ -200,7 +200,8 @@ def _check_endpoint(target: LocalTarget, endpoint: str, models: Mapping[tuple[st
     shares = ", ".join(f"{name} {traffic.get(name, 0)}%" for name in sorted(deployments))
     check.facts.append(f"endpoint {endpoint}: a router and {len(deployments)} deployment(s) checked (alive, answering, "
                        f"a registered version); traffic {shares}")
-    return {int(router.get("pid", 0))} | {int(entry["pid"]) for entry in deployments.values()}
+    pids = [router.get("pid"), *(entry.get("pid") for entry in deployments.values())]
+    return {int(pid) for pid in pids if pid}  # a deploy killed before it had a pid recorded none
 
 
 def leftover_servers(state_dir: Path, tracked: Iterable[int]) -> list[tuple[int, str]]:
