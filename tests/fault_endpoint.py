@@ -12,8 +12,9 @@ message, completion: the answer). Faults are chosen by a marker in the last user
 KIND is ``500``, ``429`` (with ``Retry-After``), ``slow`` (no answer for ``slow_seconds``, past the
 client's timeout), ``malformed`` (status 200 with a broken JSON body), ``nocompletion`` (status 200 with
 a well-formed JSON body that is no completion: ``NO_COMPLETION``) or ``drop`` (the connection is closed
-without a response). Messages without a marker fail with ``random_rate``, drawn from the
-seed, the message and the attempt number: the same attempts fail whichever order threads send them in.
+without a response). Messages without a marker fail with ``random_rate``, in one of ``random_faults``
+(default: the transient ones), drawn from the seed, the message and the attempt number: the same
+attempts fail whichever order threads send them in.
 
 Every request is recorded (path, headers, body, attempt, fault), and the most requests in flight at
 once is measured, so tests can assert attempt counts, credentials and limits.
@@ -101,6 +102,7 @@ class FaultEndpoint:
     prefix: str = "echo:"
     echo_header: str | None = None  # a request header whose value every answer repeats, e.g. "api-key"
     random_rate: float = 0.0
+    random_faults: tuple[str, ...] = TRANSIENT  # the kinds a random fault is drawn from
     seed: int = 0
     retry_after: str = "0"  # the Retry-After header of a 429
     slow_seconds: float = 30.0  # a slow answer's wait (cut short when the server stops)
@@ -110,6 +112,9 @@ class FaultEndpoint:
     max_in_flight: int = 0
 
     def __post_init__(self) -> None:
+        unknown = [fault for fault in self.random_faults if fault not in FAULTS]
+        if unknown or not self.random_faults:
+            raise ValueError(f"random_faults {self.random_faults!r}: use some of {', '.join(FAULTS)}")
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._stopping = threading.Event()
@@ -209,7 +214,7 @@ class FaultEndpoint:
                 return faults[(attempt - 1) % len(faults)]
             return faults[attempt - 1] if attempt <= len(faults) else None
         if self.random_rate and random.Random(f"{self.seed}|{message}|{attempt}").random() < self.random_rate:
-            return random.Random(f"{self.seed}|{message}|{attempt}|kind").choice(TRANSIENT)
+            return random.Random(f"{self.seed}|{message}|{attempt}|kind").choice(self.random_faults)
         return None
 
     def _hold(self) -> None:
