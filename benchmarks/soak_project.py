@@ -1,5 +1,5 @@
-"""The soak's project: one DAG flow whose LLM node reaches connection ``aoai``, an evaluation flow, a dataset,
-an experiment.yaml with variants and thresholds, a pytest.ini and a deployment_config.json.
+"""The soak's project: one DAG flow whose LLM node reaches connection ``aoai``, the sample suite's
+evaluation flow, a dataset, an experiment.yaml with variants and thresholds, a pytest.ini and a deployment_config.json.
 
 The LLM answers by echoing the prompt's user message (``tests/fault_endpoint.py``), so every answer, and
 so every verdict, follows from the prompt alone: variant_0 asks with the review and scores 0.875,
@@ -9,9 +9,12 @@ variant_1 adds "good" to every question and scores 0.5 (it reads every review as
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 FLOW = "classify"
+#: the sample suite's evaluation flow, copied in as the soak's evaluator
+SAMPLE_EVALUATOR = Path(__file__).resolve().parents[1] / "flows" / "sentiment_eval"
 DEPLOYMENT = "gpt-35-turbo"
 
 VARIANT = f"""\
@@ -65,55 +68,6 @@ def parse(answer: str) -> str:
     return "positive" if "good" in answer.lower() else "negative"
 '''
 REVISION = "\n# soak revision {revision}: a change that alters no answer, so each release registers a new version\n"
-
-EVAL_DAG = """\
-inputs:
-  groundtruth:
-    type: string
-  prediction:
-    type: string
-outputs:
-  score:
-    type: int
-    reference: ${line_score.output}
-nodes:
-- name: line_score
-  type: python
-  source:
-    type: code
-    path: line_score.py
-  inputs:
-    groundtruth: ${inputs.groundtruth}
-    prediction: ${inputs.prediction}
-- name: aggregate
-  type: python
-  source:
-    type: code
-    path: aggregate.py
-  inputs:
-    scores: ${line_score.output}
-  aggregation: true
-"""
-LINE_SCORE = '''\
-from promptflow.core import tool
-
-
-@tool
-def line_score(groundtruth: str, prediction: str) -> int:
-    return int(groundtruth == prediction)
-'''
-AGGREGATE = '''\
-from typing import List
-
-from promptflow.core import log_metric, tool
-
-
-@tool
-def aggregate(scores: List[int]) -> dict:
-    accuracy = sum(scores) / len(scores)
-    log_metric("accuracy", accuracy)
-    return {"accuracy": accuracy}
-'''
 
 #: 8 reviews; the keyword parser gets all but "not good at all" right.
 ROWS = [
@@ -180,9 +134,6 @@ def write_project(folder: Path, deployments_llm: str) -> None:
         f"flows/{FLOW}/ask.jinja2": ASK,
         f"flows/{FLOW}/ask_hint.jinja2": ASK_HINT,
         f"flows/{FLOW}/parse.py": PARSE,
-        "flows/accuracy/flow.dag.yaml": EVAL_DAG,
-        "flows/accuracy/line_score.py": LINE_SCORE,
-        "flows/accuracy/aggregate.py": AGGREGATE,
         "data/reviews.jsonl": "".join(json.dumps(row) + "\n" for row in ROWS),
         f"evals/{FLOW}/experiment.yaml": EXPERIMENT,
         "pytest.ini": PYTEST_INI,
@@ -193,6 +144,7 @@ def write_project(folder: Path, deployments_llm: str) -> None:
         path = folder / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
+    shutil.copytree(SAMPLE_EVALUATOR, folder / "flows/accuracy")  # 1 per matching label, accuracy their mean
 
 
 def set_revision(folder: Path, revision: int) -> None:

@@ -199,10 +199,8 @@ MARKER_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(MARKER_CASES))
-def test_bad_marker(case: str, project: Project, pytester: pytest.Pytester) -> None:
-    arguments, line = MARKER_CASES[case]
-    _setup(project, pytester)
+def _bad_test_beside_a_good_one(pytester: pytest.Pytester, arguments: str, body: str = "pass") -> None:
+    """test_bad.py: a good marked test, then one marked with ``arguments`` whose body is ``body``."""
     pytester.makepyfile(test_bad=f"""
         import pytest
 
@@ -215,8 +213,15 @@ def test_bad_marker(case: str, project: Project, pytester: pytest.Pytester) -> N
 
         @pytest.mark.promptflow({arguments})
         def test_bad(flow_run):
-            pass
+            {body}
     """)
+
+
+@pytest.mark.parametrize("case", list(MARKER_CASES))
+def test_bad_marker(case: str, project: Project, pytester: pytest.Pytester) -> None:
+    arguments, line = MARKER_CASES[case]
+    _setup(project, pytester)
+    _bad_test_beside_a_good_one(pytester, arguments)
     result = run(pytester)
     # the good experiment, both tests of test_good.py and the bad test's neighbour in its own module
     _check(result, line, passed=4)
@@ -403,20 +408,7 @@ def _bad_flow_project(case: str, project: Project, pytester: pytest.Pytester) ->
     _setup(project, pytester)
     for name, text in files.items():
         project.write(f"flows/bad/{name}", text)
-    pytester.makepyfile(test_bad=f"""
-        import pytest
-
-        def echo(text):
-            return {{"text": text}}
-
-        @pytest.mark.promptflow(flow=echo, data="data/small.jsonl")
-        def test_neighbour(flow_run):
-            assert len(flow_run.rows) == 4
-
-        @pytest.mark.promptflow({arguments}, data="data/small.jsonl")
-        def test_bad(flow_run):
-            pass
-    """)
+    _bad_test_beside_a_good_one(pytester, f'{arguments}, data="data/small.jsonl"')
 
 
 @pytest.mark.parametrize("case", list(LOAD_CASES))
@@ -562,20 +554,7 @@ def test_marker_path_outside_the_project_root(case: str, project: Project, pytes
     outside = _outside(pytester)
     project.write("flows/inc/flow.dag.yaml", f"additional_includes:\n- {outside}/data/secret.jsonl\n{ONE_NODE_DAG}")
     project.write("flows/inc/n1.py", ECHO_NODE)
-    pytester.makepyfile(test_bad=f"""
-        import pytest
-
-        def echo(text):
-            return {{"text": text}}
-
-        @pytest.mark.promptflow(flow=echo, data="data/small.jsonl")
-        def test_neighbour(flow_run):
-            assert len(flow_run.rows) == 4
-
-        @pytest.mark.promptflow({arguments.format(outside=outside)})
-        def test_bad(flow_run):
-            {body.format(outside=outside)}
-    """)
+    _bad_test_beside_a_good_one(pytester, arguments.format(outside=outside), body.format(outside=outside))
     _check(run(pytester), line, passed=4)
     pytester.makeini("[pytest]\npromptflow_allow_outside_root = true\n")
     assert outcomes(run(pytester)) == {"passed": 5}
