@@ -23,6 +23,7 @@ from .datasets import check_columns
 from .errors import SpecError
 from .flows import FlowTarget, RowOutcome, Runner
 from .llm import ledger
+from .llm.transcript import LLMCall
 from .matrix import Cell
 
 #: seconds between two ``tick`` calls to a cell's observer while its rows run
@@ -52,6 +53,8 @@ class Row:
     identity: str = ""
     #: which of the row's runs this is (``--promptflow-repeat K``: 0 to K-1); its identity is the same in each
     repeat: int = 0
+    #: its LLM calls, in the order they ended: the prompt sent, the answer got, tokens, cost, from the store or not
+    calls: tuple[LLMCall, ...] = field(default=(), repr=False)
 
     @property
     def failed(self) -> bool:
@@ -296,5 +299,5 @@ def _timed(run_row: Callable[[Mapping[str, Any]], RowOutcome], site: str, index:
         latency = time.perf_counter() - start if outcome.latency is None else outcome.latency
     return Row(index, data, inputs, outcome.outputs, outcome.error_type, outcome.error_message, latency,
                calls.llm_calls, calls.cache_hits, calls.prompt_tokens, calls.completion_tokens, calls.cost,
-               tuple(calls.replay_misses), outcome.aggregation_input, identity, repeat)
+               tuple(calls.replay_misses), outcome.aggregation_input, identity, repeat, tuple(calls.transcript))
 

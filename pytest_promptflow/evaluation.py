@@ -22,6 +22,7 @@ from .engine import Engine, Run, missing_column, repeat_label
 from .errors import SpecError, Where, replay_error
 from .flows import FlowTarget, executor_inputs
 from .llm import ledger
+from .llm.transcript import LLMCall
 from .reporting.best import lower_is_better
 
 if TYPE_CHECKING:
@@ -122,6 +123,8 @@ class Evaluation:
     #: a logged metric that is the mean of one per-row column (``accuracy`` over ``score``) -> that column: its
     #: values are the column's, so it gets the column's interval, not a bootstrap of the aggregation
     aliases: Mapping[str, str] = field(default_factory=dict)
+    #: per run row, the evaluator's own LLM calls on it (an LLM judge's prompt and answer); empty for others
+    calls: tuple[tuple[LLMCall, ...], ...] = ()
 
     def value_rows(self, metric: str) -> tuple[int, ...]:
         """The row index of each of ``values[metric]`` (a row the evaluator failed on has no value)."""
@@ -182,14 +185,14 @@ def _evaluate_callable(engine: Engine, run: Run, evaluator: Callable[..., Any], 
             return None, f"{type(exc).__name__}: {exc}"
         return (flatten(value) if isinstance(value, Mapping) else {name: value}), None
 
-    spent: list[ledger.RowCalls] = []
+    spent: dict[int, ledger.RowCalls] = {}
     results = engine.map(_in_scope(run, f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", score,
                                    spent),
                          range(len(rows)))
     scores = count_failed(run, [s for s, _ in results])
     columns = score_columns(scores)
     return Evaluation(name, run.cell.dataset.name, scores, tuple(e for _, e in results),
-                      {**means(columns), **_spend(spent)}, values=columns)
+                      {**means(columns), **_spend(spent)}, values=columns, calls=_transcripts(spent, len(rows)))
 
 
 def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mapping[str, str],
@@ -211,7 +214,7 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
         inputs = resolve_row(mapping, rows[i], run.rows[i].outputs, where)
         return executor.exec_line(inputs, index=i), inputs
 
-    spent: list[ledger.RowCalls] = []
+    spent: dict[int, ledger.RowCalls] = {}
     lines = engine.map(_in_scope(run, f"evaluator {name}, row {{}} of dataset {run.cell.dataset.name}", line, spent),
                        range(len(rows)))
     scores: list[Mapping[str, Any] | None] = []
@@ -245,7 +248,7 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
     values = {**columns, **{metric: every_column[column] for metric, column in aliases.items()}}
     return Evaluation(name, run.cell.dataset.name, counted, tuple(errors),
                       {**logged, **means(columns), **_spend(spent)}, note if logged else "", values,
-                      aggregated.replicates, aggregated.no_interval, aliases)
+                      aggregated.replicates, aggregated.no_interval, aliases, _transcripts(spent, len(rows)))
 
 
 def mean_columns(logged: Mapping[str, float], columns: Mapping[str, Sequence[float]]) -> dict[str, str]:
@@ -366,14 +369,14 @@ def _as_score(value: Any) -> Any:
 
 
 def _in_scope(run: Run, site: str, function: Callable[[int], Any],
-              spent: list[ledger.RowCalls]) -> Callable[[int], Any]:
-    """``function`` with its LLM calls counted per row into ``spent``, in the repeat of the run row it scores (a
+              spent: dict[int, ledger.RowCalls]) -> Callable[[int], Any]:
+    """``function`` with its LLM calls counted into ``spent`` by row, in the repeat of the run row it scores (a
     judge's answers to a later repeat are stored apart, as the flow's are); a replay miss fails the evaluation."""
     def scoped(i: int) -> Any:
         row = run.rows[i]
         with ledger.scope(site.format(row.index) + repeat_label(row.repeat), row.repeat) as calls:
             result = function(i)
-        spent.append(calls)
+        spent[i] = calls
         if calls.replay_misses:
             raise replay_error(calls.replay_misses)
         return result
@@ -381,9 +384,17 @@ def _in_scope(run: Run, site: str, function: Callable[[int], Any],
     return scoped
 
 
-def _spend(spent: list[ledger.RowCalls]) -> dict[str, float]:
+def _spend(spent: Mapping[int, ledger.RowCalls]) -> dict[str, float]:
     """An LLM judge's own calls, tokens and cost (reachable as ``<evaluator>.cost.total``); none for others."""
-    return ledger.spend(spent) if any(calls.llm_calls for calls in spent) else {}
+    counts = list(spent.values())
+    return ledger.spend(counts) if any(calls.llm_calls for calls in counts) else {}
+
+
+def _transcripts(spent: Mapping[int, ledger.RowCalls], rows: int) -> tuple[tuple[LLMCall, ...], ...]:
+    """Each row's evaluator LLM calls, in row order; none at all when the evaluator called no model."""
+    if not any(calls.transcript for calls in spent.values()):
+        return ()
+    return tuple(tuple(spent[i].transcript) if i in spent else () for i in range(rows))
 
 
 def flatten(score: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import openai
 
 from ..scrub import remember_secrets
-from . import ledger, shapes
+from . import ledger, shapes, transcript
 from .accounting import cost, usage_of
 from .limits import Gate
 from .retry import retry_after, should_retry
@@ -112,13 +112,15 @@ class CallLayer:
                 time.sleep(self.settings.retry.delay(attempt - 1, wait))
             with self._gate(call.connection).slot():
                 try:
+                    started = time.perf_counter()
                     response = original(client, request, **kwargs)
                     response.read()
+                    latency = time.perf_counter() - started
                 except _transient(http) as exc:
                     failure, wait = _describe_exception(exc), None
                     continue
             if not should_retry(response.status_code):
-                return self._answered(call, response)
+                return self._answered(call, response, latency)
             failure, wait = f"HTTP {response.status_code}", retry_after(response.headers)
             response.close()
         raise self._gave_up(call, failure)
@@ -140,13 +142,15 @@ class CallLayer:
                 await asyncio.sleep(self.settings.retry.delay(attempt - 1, wait))
             async with self._gate(call.connection).async_slot():
                 try:
+                    started = time.perf_counter()
                     response = await original(client, request, **kwargs)
                     await response.aread()
+                    latency = time.perf_counter() - started
                 except _transient(http) as exc:
                     failure, wait = _describe_exception(exc), None
                     continue
             if not should_retry(response.status_code):
-                return self._answered(call, response)
+                return self._answered(call, response, latency)
             failure, wait = f"HTTP {response.status_code}", retry_after(response.headers)
             await response.aclose()
         raise self._gave_up(call, failure)
@@ -218,6 +222,7 @@ class CallLayer:
                           f"has {unusable}; not replayed" if unusable
                           else f"{call.where()}: no recorded answer for {asked} in {self.store.root}")
                 ledger.current().missed(reason)
+                self._transcribe_failure(call, reason)
                 self._add("missing from store")
                 raise ReplayMiss(reason)
             return None
@@ -226,11 +231,12 @@ class CallLayer:
         headers = {"content-type": answer.content_type, CACHE_HEADER: "hit"}
         return http.Response(answer.status, headers=headers, content=answer.content(), request=request)
 
-    def _answered(self, call: Call, response: Any) -> Any:
+    def _answered(self, call: Call, response: Any, latency: float) -> Any:
         """Counts a live response and stores it when it is a whole, successful answer."""
         content_type = response.headers.get("content-type", "")
         if not response.is_success:
             ledger.current().failed(f"HTTP {response.status_code}")
+            self._transcribe_failure(call, transcript.http_error(response.status_code, _json_or_none(response)))
             self._add("failed")
             response.headers["x-should-retry"] = "false"  # final: the SDK must not retry on top of us
             return response
@@ -241,26 +247,36 @@ class CallLayer:
         unusable = shapes.problem(call.request.kind, body)
         if unusable:
             raise self._unusable(call, response, unusable)
-        self._count(call, body, cached=False)
+        self._count(call, body, cached=False, latency=latency)
         self._add("live")
         if self.settings.mode != "live":
             self.store.put(call.request, Answer(response.status_code, content_type, body),
                            forbidden=_secrets(response.request))
         return response
 
-    def _count(self, call: Call, body: Any, *, cached: bool) -> None:
+    def _count(self, call: Call, body: Any, *, cached: bool, latency: float | None = None) -> None:
+        """Counts an answer against the row and adds it to the row's transcript."""
         usage = usage_of(body)
         reported = body.get("model") if isinstance(body, dict) else None
         models = (call.request.model, *([reported] if isinstance(reported, str) else []))
+        spent = cost(self.settings.prices, models, usage)
         ledger.current().answered(cached=cached, prompt_tokens=usage.prompt_tokens,
-                                  completion_tokens=usage.completion_tokens,
-                                  cost=cost(self.settings.prices, models, usage))
+                                  completion_tokens=usage.completion_tokens, cost=spent)
+        asked = call.request
+        ledger.current().keep(transcript.answered(
+            asked.kind, asked.model, asked.body, _node_name(), body, prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens, cost=spent, latency=latency, from_store=cached))
+
+    def _transcribe_failure(self, call: Call, reason: str) -> None:
+        asked = call.request
+        ledger.current().keep(transcript.failed(asked.kind, asked.model, asked.body, _node_name(), reason))
 
     def _unusable(self, call: Call, response: Any, problem: str) -> UnusableAnswer:
         """A successful status with a body that is no answer: the row fails in one line, nothing is stored."""
         reason = (f"LLM endpoint {call.connection} answered HTTP {response.status_code} with {problem}; "
                   "not stored")
         ledger.current().failed(reason)
+        self._transcribe_failure(call, reason)
         self._add("failed")  # its body was read whole, which closed it
         return UnusableAnswer(reason)
 
@@ -268,6 +284,7 @@ class CallLayer:
         attempts = self.settings.retry.attempts
         reason = f"{call.url}: gave up after {attempts} attempt{'s' * (attempts > 1)}, last: {failure}"
         ledger.current().failed(reason)
+        self._transcribe_failure(call, reason)
         self._add("failed")
         return LLMCallFailed(reason)
 
@@ -288,6 +305,13 @@ def _transient(http: ModuleType) -> tuple[type[BaseException], ...]:
 
 def _describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}{f': {exc}' if str(exc) else ''}"
+
+
+def _json_or_none(response: Any) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def _set_timeout(request: Any, seconds: float) -> None:

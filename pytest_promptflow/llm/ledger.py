@@ -1,4 +1,5 @@
-"""What one row's LLM calls cost: calls, cache hits, tokens, money, and the calls that failed.
+"""What one row's LLM calls cost (calls, cache hits, tokens, money, the calls that failed) and what they
+said: each call's transcript entry, in the order the calls ended.
 
 The engine opens a ``scope`` around every row (and repeat of a row); our call layer finds it through a
 context variable, which promptflow copies into the threads it runs nodes in.
@@ -11,6 +12,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol, Sequence
+
+from .transcript import LLMCall
 
 
 @dataclass
@@ -27,6 +30,7 @@ class RowCalls:
     cost: float = 0.0
     failures: list[str] = field(default_factory=list)
     replay_misses: list[str] = field(default_factory=list)
+    transcript: list[LLMCall] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def answered(self, *, cached: bool, prompt_tokens: int, completion_tokens: int, cost: float) -> None:
@@ -45,6 +49,11 @@ class RowCalls:
     def missed(self, reason: str) -> None:
         with self._lock:
             self.replay_misses.append(reason)
+
+    def keep(self, call: LLMCall) -> None:
+        """Adds a call, answered or not, to the row's transcript."""
+        with self._lock:
+            self.transcript.append(call)
 
 
 class Counted(Protocol):

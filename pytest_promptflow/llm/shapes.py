@@ -43,15 +43,16 @@ def _items_with(items: Any, key: str) -> bool:
 def _stream_answers(kind: str, text: str) -> bool:
     """A server-sent event stream that carries the answer: for the Responses API a ``response.completed``
     event, for chat and legacy completions a chunk whose choices have a delta (chat) or text."""
-    events = list(_events(text))
+    sent = list(events(text))
     if kind == "responses":
-        return any(event.get("type") == "response.completed" for event in events)
+        return any(event.get("type") == "response.completed" for event in sent)
     key = _CHUNK_KEY.get(kind)
-    return key is not None and not any("error" in e for e in events) and any(
-        _items_with(event.get("choices"), key) for event in events)
+    return key is not None and not any("error" in e for e in sent) and any(
+        _items_with(event.get("choices"), key) for event in sent)
 
 
-def _events(text: str) -> Iterator[Mapping[str, Any]]:
+def events(text: str) -> Iterator[Mapping[str, Any]]:
+    """The JSON objects of a server-sent event stream's ``data:`` lines (``[DONE]`` and the like skipped)."""
     for line in text.splitlines():
         if line.startswith("data:"):
             try:
