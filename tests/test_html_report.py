@@ -14,11 +14,22 @@ from typing import Any
 
 import pytest
 from conftest import SMALL, WITH_BOOM, Project, jsonl, run
+from fault_endpoint import FaultEndpoint
+from llm_variants import SYSTEM, write_flows
 
-from pytest_promptflow.reporting.html import json_island, metric_columns, render, write_html
+from pytest_promptflow.reporting.html import (
+    FOLD_CHARS,
+    HTML_VALUE_CHARS,
+    json_island,
+    metric_columns,
+    prompt_text,
+    render,
+    write_html,
+)
 
 SCRIPT = "<script>alert(1)</script>"
 BREAKOUT = "</script><script>alert(2)</script>"
+IMAGE = "<img src=x onerror=alert(3)>"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -42,6 +53,15 @@ def _cell(config: str, dataset: str, accuracy: float, rows: list[dict[str, Any]]
             "metrics": {"rows": float(len(rows)), "error_rate": 0.0, "ev.accuracy": accuracy, "accuracy": accuracy,
                         "latency.p95": 0.02},
             "outcome": outcome, "rows": rows}
+
+
+def _call(user: str, answer: str, **fields: Any) -> dict[str, Any]:
+    """A row's LLM call as report.json holds it."""
+    return {"node": "classify", "kind": "chat/completions", "model": "gpt-x", "evaluator": None,
+            "messages": [{"role": "system", "content": "Rate it."}, {"role": "user", "content": user}],
+            "parameters": {"temperature": 0.0, "max_tokens": 3}, "answer": answer, "finish_reason": "stop",
+            "truncated": False, "prompt_tokens": 9, "completion_tokens": 2, "cost": 0.0, "latency": 0.25,
+            "from_store": False, "error": None, **fields}
 
 
 def _document() -> dict[str, Any]:
@@ -169,6 +189,38 @@ def test_drill_down_marks_failing_rows() -> None:
     assert rows[5][1][:6] == ["1", "text: <script>alert(1)</script>label: negative", "text: <script>alert(1)</script>",
                               f"category: {BREAKOUT}", "", "ev.score: 0"]
     assert rows[6][1][3:5] == ["—", "E: x"]
+
+
+def test_each_row_folds_its_llm_calls_away_and_escapes_them() -> None:
+    document = _document()
+    long = "x" * (FOLD_CHARS + 1) + "y" * HTML_VALUE_CHARS
+    rows = document["flows"][0]["cells"][2]["rows"]
+    rows[0]["calls"] = [_call(IMAGE, SCRIPT, finish_reason="length", truncated=True),
+                        _call(long, "4", evaluator="judge", from_store=True, latency=None)]
+    rows[2]["calls"] = [_call("boom", "", error="http://x/v1: gave up after 3 attempts, last: HTTP 500")]
+    page = render(document)
+    assert IMAGE not in page and html.escape(IMAGE, quote=False) in page
+    transcripts = [r for r in _tables(page)["rows"] if r[0].startswith("transcript")]
+    assert [klass for klass, _ in transcripts] == ["transcript", "transcript failing"]
+    first, failed = transcripts[0][1][1], transcripts[1][1][1]
+    assert first.startswith("2 LLM calls, truncated node classify · chat/completions · gpt-x · finish_reason length "
+                            "truncated · tokens 9 + 2 · cost 0 · latency 250.0 ms temperature: 0 · max_tokens: 3 "
+                            f"system Rate it. user {IMAGE} answer {SCRIPT}")
+    assert "evaluator judge · chat/completions · gpt-x · finish_reason stop · tokens 9 + 2 · cost 0 · latency — · " \
+        "from store" in first
+    folded = f"user {'x' * FOLD_CHARS}… ({len(long):,} characters)"  # its start; open, the first HTML_VALUE_CHARS
+    whole = long[:HTML_VALUE_CHARS] + f"… [cut: {len(long):,} characters in all; the full value is in report.json]"
+    assert f"{folded}{whole} answer 4" in first
+    assert failed.startswith("1 LLM call, 1 failed") and failed.endswith("error http://x/v1: gave up after 3 "
+                                                                         "attempts, last: HTTP 500")
+    island = json.loads(_island(page))["flows"][0]["cells"][2]["rows"]
+    assert [row["prompt"] for row in island] == [f"system: Rate it.\nuser: {IMAGE}", "", "system: Rate it.\nuser: boom"]
+
+
+def test_a_rows_prompt_text_names_its_calls_when_it_has_several() -> None:
+    calls = [_call("a", "1"), _call("b", "2", node="check"), _call("c", "3", evaluator="judge")]
+    assert prompt_text(calls) == "[classify]\nsystem: Rate it.\nuser: a\n\n[check]\nsystem: Rate it.\nuser: b"
+    assert prompt_text(calls[2:]) == "" and prompt_text([]) == ""
 
 
 def test_the_page_fetches_nothing() -> None:
@@ -305,3 +357,80 @@ def test_pytest_html_report_gets_no_markup_from_a_dataset_name_or_an_override_va
     assert ids and not any(set('<>"\'&') & set(line.split(" ")[0]) for line in ids), ids
     # the page keeps its data in an attribute and inserts its strings as HTML: unescaped once, no markup
     assert "<img src=x" not in html.unescape(page.read_text(encoding="utf-8"))
+
+
+def test_transcripts_and_the_prompt_difference_in_chromium(project: Project, pytester: pytest.Pytester,
+                                                           monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Two prompt variants of an LLM node against a real local endpoint: a row's transcript opens on the prompt
+    and the answer, markup in them is text, and the side-by-side view marks where the two prompts differ."""
+    _needs_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    texts = ["a good day", SCRIPT, IMAGE]
+    with FaultEndpoint() as endpoint:
+        write_flows(project, endpoint, monkeypatch)
+        project.data("rows", [{"text": text} for text in texts])
+        pytester.makepyfile(test_report="""
+            import pytest
+
+            @pytest.mark.promptflow(flow="flows/clf", data="data/rows.jsonl", variants={"classify": "*"})
+            def test_runs(flow_run):
+                assert flow_run.rows
+        """)
+        run(pytester, "--promptflow-report", "out").assert_outcomes(passed=2)
+    page_file = pytester.path / "out" / "report.html"
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        requests: list[str] = []
+        dialogs: list[str] = []
+        errors: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(page_file.as_uri())
+
+        drill = page.locator("details.cell-rows", has_text="classify=variant_1")
+        drill.locator(":scope > summary").click()
+        transcripts = drill.locator("tr.transcript")
+        expect(transcripts).to_have_count(3)
+        hostile = transcripts.nth(2).locator("details.calls")
+        expect(hostile.locator(":scope > summary")).to_have_text("1 LLM call")
+        expect(hostile.locator(".call")).to_be_hidden()  # collapsed until asked for
+        hostile.locator(":scope > summary").click()
+        call = hostile.locator(".call")
+        expect(call.locator(".call-head")).to_contain_text("node classify · chat/completions · gpt-35-turbo · "
+                                                           "finish_reason stop · tokens")
+        expect(call.locator(".params")).to_contain_text("max_tokens: 21")
+        messages = call.locator(".message")
+        expect(messages).to_have_count(3)
+        expect(messages.nth(0)).to_have_text(f"system {SYSTEM['variant_1']}")
+        expect(messages.nth(1)).to_have_text(f"user {IMAGE}")
+        expect(messages.nth(2)).to_have_text(f"answer {endpoint.answer(IMAGE)}")
+        transcripts.nth(1).locator("details.calls > summary").click()
+        expect(transcripts.nth(1).locator(".message").nth(1)).to_have_text(f"user {SCRIPT}")
+        assert drill.locator("img").count() == 0
+
+        compare = page.locator("details.compare")
+        compare.locator("summary").click()
+        page.get_by_label("first cell").select_option(label="classify=variant_0 · rows")
+        page.get_by_label("second cell").select_option(label="classify=variant_1 · rows")
+        prompts = compare.locator("table.compare tr.prompts")
+        expect(prompts).to_have_count(3)
+        expect(compare).to_contain_text("3 rows, 0 with different outputs, 3 with different prompts")
+        first = prompts.nth(1)
+        expect(first.locator("td.prompt").nth(0)).to_have_text(f"system: {SYSTEM['variant_0']}\nuser: {SCRIPT}")
+        removed = " ".join(first.locator("td.prompt").nth(0).locator("del").all_inner_texts())
+        added = " ".join(first.locator("td.prompt").nth(1).locator("ins").all_inner_texts())
+        assert removed.split() == ["Answer", "one", "word:", "negative."]  # "with positive or" is in both
+        assert added.split() == ["You", "are", "a", "careful", "sentiment", "rater.", "Reply", "negative", "only."]
+        expect(first.locator("td.prompt").nth(1).locator("ins").first).to_have_css("background-color",
+                                                                                   "rgb(209, 250, 223)")
+        shot = tmp_path / "transcripts.png"
+        page.screenshot(path=str(shot), full_page=True)
+        print(f"screenshot: {shot}")
+        browser.close()
+
+    assert requests == [page_file.as_uri()]
+    assert dialogs == [] and errors == []

@@ -16,6 +16,9 @@ from typing import Any, Iterator
 
 import openai
 import pytest
+from conftest import Project, run
+from fault_endpoint import FaultEndpoint
+from llm_variants import DEPLOYMENT, SYSTEM, write_flows
 
 from pytest_promptflow.llm import ledger, translate
 from pytest_promptflow.llm.calls import CallLayer, ReplayMiss
@@ -144,7 +147,8 @@ def test_the_answer_of_each_kind_whole_and_streamed() -> None:
     tool = {"choices": [{"message": {"content": None, "tool_calls": [
         {"function": {"name": "look", "arguments": "{}"}}]}, "finish_reason": "tool_calls"}]}
     assert read_answer("chat/completions", tool) == ("[tool call] look({})", "tool_calls", False)
-    assert read_answer("completions", {"choices": [{"text": "ab", "finish_reason": "length"}]}) == ("ab", "length", True)
+    cut = {"choices": [{"text": "ab", "finish_reason": "length"}]}
+    assert read_answer("completions", cut) == ("ab", "length", True)
     chat = {"choices": [{"message": {"content": "Paris is the"}, "finish_reason": "length"}]}
     assert read_answer("chat/completions", translate.chat_events(chat, include_usage=True)) == (
         "Paris is the", "length", True)
@@ -170,3 +174,71 @@ def test_a_refused_request_says_why_in_one_line() -> None:
     assert http_error(400, {"error": {"message": "max_tokens is\ntoo large", "code": "x"}}) == \
         "HTTP 400: max_tokens is too large"
     assert http_error(502, None) == "HTTP 502"
+
+
+# -- a project's flow and judge against a real local endpoint --
+ROWS = ["a good day", "<img src=x onerror=alert(1)>", "[always:500] never answered"]
+TESTS = '''
+import json
+
+import pytest
+
+
+@pytest.mark.promptflow(flow="flows/clf", data="data/rows.jsonl")
+def test_calls(flow_run):
+    with open("calls.json", "w") as file:
+        json.dump([[call.as_json() for call in row.calls] for row in flow_run.rows], file)
+    assert flow_run.rows[0].calls[-1].answer == "echo: a good day"
+    flow_run.evaluate("flows/judge.prompty", mapping={"answer": "${run.outputs.category}"})
+'''
+
+
+@pytest.fixture
+def endpoint() -> Iterator[FaultEndpoint]:
+    with FaultEndpoint() as server:
+        yield server
+
+
+def run_project(project: Project) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Runs the project's test; the calls each row of its run made, and its cell's rows in report.json."""
+    run(project.pytester, "--promptflow-report", "out", "--promptflow-llm-retries=2").assert_outcomes(passed=1)
+    (flow,) = json.loads((project.path / "out" / "report.json").read_text())["flows"]
+    return json.loads((project.path / "calls.json").read_text()), flow["cells"][0]["rows"]
+
+
+def test_rows_carry_their_calls_into_python_and_report_json(
+        project: Project, endpoint: FaultEndpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_flows(project, endpoint, monkeypatch)
+    project.data("rows", [{"text": text} for text in ROWS])
+    project.pytester.makepyfile(test_calls=TESTS)
+    calls, rows = run_project(project)
+
+    assert [len(row) for row in calls] == [1, 1, 1]
+    for text, (call,) in zip(ROWS[:2], calls, strict=False):
+        assert (call["node"], call["kind"], call["model"]) == ("classify", "chat/completions", DEPLOYMENT)
+        assert call["messages"] == [{"role": "system", "content": SYSTEM["variant_0"]},
+                                    {"role": "user", "content": text}]
+        assert call["parameters"]["max_tokens"] == 20 and call["parameters"]["temperature"] == 0.0
+        assert (call["answer"], call["finish_reason"], call["truncated"]) == (endpoint.answer(text), "stop", False)
+        assert (call["prompt_tokens"], call["completion_tokens"]) == endpoint.usage(text)
+        assert call["latency"] > 0 and not call["from_store"] and call["error"] is None
+    (failed,) = calls[2]
+    assert "gave up after 3 attempts, last: HTTP 500" in failed["error"] and failed["answer"] == ""
+    assert failed["messages"][1]["content"] == ROWS[2]
+
+    # report.json: the flow's calls, then the judge's on the rows whose flow answered
+    assert [[call["evaluator"] for call in row["calls"]] for row in rows] == [[None, "judge"], [None, "judge"], [None]]
+    assert [[{k: v for k, v in call.items() if k != "evaluator"} for call in row["calls"][:1]] for row in rows] == calls
+    judged = rows[0]["calls"][1]
+    assert judged["messages"] == [{"role": "system", "content": "Rate the answer from 1 to 5."},
+                                  {"role": "user", "content": endpoint.answer(ROWS[0])}]
+    assert judged["answer"] == endpoint.answer(endpoint.answer(ROWS[0])) and judged["parameters"]["max_tokens"] == 5
+
+    # a second run: every answer that was got comes from the store, with no latency of its own
+    endpoint.reset()
+    again, rows = run_project(project)
+    assert [call["from_store"] for (call,) in again] == [True, True, False]
+    assert [call["latency"] for (call,) in again[:2]] == [None, None]
+    assert [call["answer"] for (call,) in again] == [call["answer"] for (call,) in calls]
+    assert [call["from_store"] for call in rows[0]["calls"]] == [True, True]
+    assert {r.message for r in endpoint.requests} == {ROWS[2]}

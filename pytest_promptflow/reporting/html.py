@@ -31,6 +31,10 @@ MISSING = "\u2014"
 #: opens (50 MB of data made a 157 MB page); every value and every row stays whole in rows.csv and report.json
 HTML_VALUE_CHARS = 1_000
 HTML_ROWS_PER_CELL = 500
+#: a transcript's message or answer longer than this shows its start, the rest folded away
+FOLD_CHARS = 240
+#: what the side-by-side view gets of a row's prompts to compare (all of its flow's LLM calls)
+HTML_PROMPT_CHARS = 4 * HTML_VALUE_CHARS
 
 
 def write_html(document: Mapping[str, Any], path: Path) -> None:
@@ -153,7 +157,9 @@ def _cell_view(flow: Mapping[str, Any], cell: Mapping[str, Any], columns: Sequen
         "metrics": cell["metrics"], "intervals": cell.get("intervals", {}),
         "island_rows": [{"index": row["index"], "data": _shown_values(row["data"]),
                          "outputs": _shown_values(row["outputs"]), "error": _shown_values(row["error"]),
-                         "scores": _shown_values(row["scores"]), "failing": _row_failing(row)} for row in kept],
+                         "scores": _shown_values(row["scores"]), "failing": _row_failing(row),
+                         "prompt": shown(prompt_text(row.get("calls", [])), HTML_PROMPT_CHARS, "report.json")}
+                        for row in kept],
     }
 
 
@@ -165,11 +171,11 @@ def rows_note(total: int) -> str:
             "(the metrics are over all of them).")
 
 
-def shown(text: str) -> str:
-    """``text`` as the page embeds it: whole, or its first HTML_VALUE_CHARS characters and a note."""
-    if len(text) <= HTML_VALUE_CHARS:
+def shown(text: str, limit: int = HTML_VALUE_CHARS, whole_in: str = "rows.csv") -> str:
+    """``text`` as the page embeds it: whole, or its first ``limit`` characters and a note."""
+    if len(text) <= limit:
         return text
-    return f"{text[:HTML_VALUE_CHARS]}\u2026 [cut: {len(text):,} characters in all; the full value is in rows.csv]"
+    return f"{text[:limit]}\u2026 [cut: {len(text):,} characters in all; the full value is in {whole_in}]"
 
 
 def _shown_values(values: Any) -> Any:
@@ -191,10 +197,48 @@ def _row_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "outputs": MISSING if row["outputs"] is None else _pairs(row["outputs"]),
         "error": shown(row["error"] or ""),
         "scores": [(name, _text(value), _failing_score(value)) for name, value in row["scores"].items()],
-        "latency": MISSING if latency is None else (f"{latency * 1000:.1f} ms" if latency < 1 else f"{latency:.2f} s"),
+        "latency": _seconds(latency),
         "cached": "yes" if row.get("cached") else "no",
         "failing": _row_failing(row),
+        "calls": [_call_view(call) for call in row.get("calls", [])],
     }
+
+
+def _call_view(call: Mapping[str, Any]) -> dict[str, Any]:
+    """One LLM call of a row's transcript, as its drill-down shows it."""
+    source = (f"evaluator {call['evaluator']}" if call.get("evaluator") else
+              f"node {call['node']}" if call.get("node") else "flow")
+    return {
+        "source": source, "kind": call["kind"], "model": call["model"],
+        "parameters": [(key, _text(value)) for key, value in call["parameters"].items()],
+        "messages": [(message["role"], _folded(message["content"])) for message in call["messages"]],
+        "answer": _folded(call["answer"]), "error": shown(call["error"] or "", whole_in="report.json"),
+        "finish_reason": call["finish_reason"] or MISSING, "truncated": call["truncated"],
+        "tokens": f"{call['prompt_tokens']} + {call['completion_tokens']}", "cost": number(call["cost"]),
+        "latency": _seconds(call["latency"]), "from_store": call["from_store"],
+    }
+
+
+def _seconds(latency: float | None) -> str:
+    return MISSING if latency is None else (f"{latency * 1000:.1f} ms" if latency < 1 else f"{latency:.2f} s")
+
+
+def _folded(text: str) -> dict[str, Any]:
+    """A transcript's text: its first FOLD_CHARS characters, and the whole (up to HTML_VALUE_CHARS) when longer."""
+    if len(text) <= FOLD_CHARS:
+        return {"head": text, "whole": None}
+    return {"head": text[:FOLD_CHARS], "whole": shown(text, whole_in="report.json"), "chars": f"{len(text):,}"}
+
+
+def prompt_text(calls: Sequence[Mapping[str, Any]]) -> str:
+    """A row's prompts as one text to compare between cells: each of its flow's LLM calls' messages, one
+    ``role: content`` block each (headed by the call's node when there are several)."""
+    mine = [call for call in calls if not call.get("evaluator")]
+    blocks = ["\n".join(f"{m['role']}: {m['content']}" for m in call["messages"]) for call in mine]
+    if len(blocks) == 1:
+        return blocks[0]
+    return "\n\n".join(f"[{call.get('node') or call['kind']}]\n{block}" for call, block in zip(mine, blocks,
+                                                                                               strict=True))
 
 
 def _row_failing(row: Mapping[str, Any]) -> bool:

@@ -74,7 +74,16 @@ def _row(index: int, row: Any, evaluations: Sequence[Any]) -> dict[str, Any]:
         "tokens": row.prompt_tokens + row.completion_tokens,
         "cost": row.cost,
         "scores": scores,
+        "calls": _calls(index, row, evaluations),
     }
+
+
+def _calls(index: int, row: Any, evaluations: Sequence[Any]) -> list[dict[str, Any]]:
+    """The row's LLM calls, whole: the flow's first, then each evaluator's (``evaluator`` names it)."""
+    flow = [dict(plain(call.as_json()), evaluator=None) for call in row.calls]
+    judged = [dict(plain(call.as_json()), evaluator=evaluation.evaluator)
+              for evaluation in evaluations if evaluation.calls for call in evaluation.calls[index]]
+    return flow + judged
 
 
 def plain(value: Any) -> Any:
@@ -151,6 +160,9 @@ def _absorb(cell: dict[str, Any], record: Mapping[str, Any]) -> None:
         for mine, theirs in zip(cell["rows"], record["rows"], strict=False):  # a failed item has no rows
             for name, value in theirs["scores"].items():
                 mine["scores"].setdefault(name, value)
+            judges = {call["evaluator"] for call in mine.get("calls", [])}
+            mine.setdefault("calls", []).extend(call for call in theirs.get("calls", [])
+                                                if call["evaluator"] is not None and call["evaluator"] not in judges)
 
 
 def _finish(cell: dict[str, Any]) -> dict[str, Any]:
