@@ -15,6 +15,7 @@ from .errors import SpecError, Where
 from .evaluation import Evaluation, Metrics, MetricValue, evaluate, worst_rows
 from .experiment import no_flow_file
 from .flows import FlowTarget
+from .llm.transcript import LLMCall
 from .repeats import repeat_metrics
 from .reporting.best import built_in
 from .reporting.failure import threshold_failure
@@ -109,6 +110,11 @@ class EvalResult:
     @property
     def scores(self) -> tuple[Mapping[str, Any] | None, ...]:
         return self.evaluation.scores
+
+    @property
+    def calls(self) -> tuple[tuple[LLMCall, ...], ...]:
+        """Per run row, the evaluator's own LLM calls on it (an LLM judge's prompt and answer); empty for others."""
+        return self.evaluation.calls or tuple(() for _ in self.run.rows)
 
 
 class FlowRun:

@@ -26,6 +26,7 @@ from pytest_promptflow.llm.embedded import EmbeddedModel
 from pytest_promptflow.llm.intercept import activate
 from pytest_promptflow.llm.settings import LLMSettings
 from pytest_promptflow.llm.transcript import LLMCall, Message, http_error, read_answer, read_request
+from pytest_promptflow.reporting.records import merge
 
 PROVIDER = "embedded:test"
 DEAD = "http://127.0.0.1:9"  # nothing listens: only the store can answer
@@ -189,7 +190,9 @@ def test_calls(flow_run):
     with open("calls.json", "w") as file:
         json.dump([[call.as_json() for call in row.calls] for row in flow_run.rows], file)
     assert flow_run.rows[0].calls[-1].answer == "echo: a good day"
-    flow_run.evaluate("flows/judge.prompty", mapping={"answer": "${run.outputs.category}"})
+    judged = flow_run.evaluate("flows/judge.prompty", mapping={"answer": "${run.outputs.category}"})
+    assert [len(calls) for calls in judged.calls] == [1, 1, 0]  # none on the row whose flow failed
+    assert judged.calls[0][0].answer == "echo: echo: a good day"
 '''
 
 
@@ -242,3 +245,19 @@ def test_rows_carry_their_calls_into_python_and_report_json(
     assert [call["answer"] for (call,) in again] == [call["answer"] for (call,) in calls]
     assert [call["from_store"] for call in rows[0]["calls"]] == [True, True]
     assert {r.message for r in endpoint.requests} == {ROWS[2]}
+
+
+def test_two_items_on_one_cell_keep_the_flows_calls_once_and_each_judges() -> None:
+    """Items of one cell share its run (its flow's calls) and bring their own evaluators' calls."""
+    def record(nodeid: str, judge: str) -> dict[str, Any]:
+        flow = LLMCall("classify", "chat/completions", "m", (Message("user", "hi"),), answer="hello").as_json()
+        judged = LLMCall(None, "chat/completions", "m", (Message("user", "hello"),), answer="5").as_json()
+        calls = [dict(flow, evaluator=None), dict(judged, evaluator=judge)]
+        return {"flow": "f", "cell": "f-c", "config": "defaults", "dataset": "d", "default": True,
+                "items": [{"nodeid": nodeid, "outcome": "passed"}], "verdicts": [], "metrics": {}, "intervals": {},
+                "rows": [{"index": 0, "scores": {f"{judge}.score": 5}, "calls": calls}]}
+
+    document = merge([record("t.py::test_b", "tone"), record("t.py::test_a", "truth")], {}, {})
+    (row,) = document["flows"][0]["cells"][0]["rows"]
+    assert [(call["evaluator"], call["answer"]) for call in row["calls"]] == [
+        (None, "hello"), ("truth", "5"), ("tone", "5")]

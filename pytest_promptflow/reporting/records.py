@@ -160,9 +160,10 @@ def _absorb(cell: dict[str, Any], record: Mapping[str, Any]) -> None:
         for mine, theirs in zip(cell["rows"], record["rows"], strict=False):  # a failed item has no rows
             for name, value in theirs["scores"].items():
                 mine["scores"].setdefault(name, value)
-            judges = {call["evaluator"] for call in mine.get("calls", [])}
-            mine.setdefault("calls", []).extend(call for call in theirs.get("calls", [])
-                                                if call["evaluator"] is not None and call["evaluator"] not in judges)
+            known = {call["evaluator"] for call in mine.get("calls", [])}  # the flow's (None) and judges'
+            added = [call for call in theirs.get("calls", []) if call["evaluator"] not in known]
+            if added:
+                mine["calls"] = [*mine.get("calls", []), *added]
 
 
 def _finish(cell: dict[str, Any]) -> dict[str, Any]:
