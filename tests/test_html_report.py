@@ -411,6 +411,9 @@ def test_transcripts_and_the_prompt_difference_in_chromium(project: Project, pyt
         transcripts.nth(1).locator("details.calls > summary").click()
         expect(transcripts.nth(1).locator(".message").nth(1)).to_have_text(f"user {SCRIPT}")
         assert drill.locator("img").count() == 0
+        page.get_by_label("only failing rows").check()  # no row fails: their transcripts go with them
+        expect(transcripts.locator("visible=true")).to_have_count(0)
+        page.get_by_label("only failing rows").uncheck()
 
         compare = page.locator("details.compare")
         compare.locator("summary").click()
