@@ -11,6 +11,8 @@ import base64
 import json
 import os
 import struct
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -121,6 +123,35 @@ def test_a_replay_miss_is_transcribed_with_its_reason(tmp_path: Path) -> None:
         activate(None)
     (call,) = calls.transcript
     assert call.error == calls.replay_misses[0] and call.answer == "" and call.messages[1].content == ASK[1]["content"]
+
+
+class Refusing(BaseHTTPRequestHandler):
+    """Refuses every request with HTTP 400 and an OpenAI-style error body."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        data = json.dumps({"error": {"message": "max_tokens is too large", "type": "invalid_request_error"}}).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_a_refused_call_is_transcribed_with_the_reason_the_endpoint_gave(layer: CallLayer) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with ledger.scope("test") as calls, pytest.raises(openai.BadRequestError):
+            client(f"http://127.0.0.1:{server.server_address[1]}").chat.completions.create(
+                model="m", messages=ASK, max_tokens=10**6)
+    finally:
+        server.shutdown()
+    (call,) = calls.transcript
+    assert call.error == "HTTP 400: max_tokens is too large" and call.parameters == {"max_tokens": 10**6}
 
 
 # -- reading bodies, pure --

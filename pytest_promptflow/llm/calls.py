@@ -222,7 +222,7 @@ class CallLayer:
                           f"has {unusable}; not replayed" if unusable
                           else f"{call.where()}: no recorded answer for {asked} in {self.store.root}")
                 ledger.current().missed(reason)
-                self._transcribe_failure(call, reason)
+                _transcribe_failure(call, reason)
                 self._add("missing from store")
                 raise ReplayMiss(reason)
             return None
@@ -236,7 +236,7 @@ class CallLayer:
         content_type = response.headers.get("content-type", "")
         if not response.is_success:
             ledger.current().failed(f"HTTP {response.status_code}")
-            self._transcribe_failure(call, transcript.http_error(response.status_code, _json_or_none(response)))
+            _transcribe_failure(call, transcript.http_error(response.status_code, _json_or_none(response)))
             self._add("failed")
             response.headers["x-should-retry"] = "false"  # final: the SDK must not retry on top of us
             return response
@@ -267,16 +267,12 @@ class CallLayer:
             asked.kind, asked.model, asked.body, _node_name(), body, prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens, cost=spent, latency=latency, from_store=cached))
 
-    def _transcribe_failure(self, call: Call, reason: str) -> None:
-        asked = call.request
-        ledger.current().keep(transcript.failed(asked.kind, asked.model, asked.body, _node_name(), reason))
-
     def _unusable(self, call: Call, response: Any, problem: str) -> UnusableAnswer:
         """A successful status with a body that is no answer: the row fails in one line, nothing is stored."""
         reason = (f"LLM endpoint {call.connection} answered HTTP {response.status_code} with {problem}; "
                   "not stored")
         ledger.current().failed(reason)
-        self._transcribe_failure(call, reason)
+        _transcribe_failure(call, reason)
         self._add("failed")  # its body was read whole, which closed it
         return UnusableAnswer(reason)
 
@@ -284,7 +280,7 @@ class CallLayer:
         attempts = self.settings.retry.attempts
         reason = f"{call.url}: gave up after {attempts} attempt{'s' * (attempts > 1)}, last: {failure}"
         ledger.current().failed(reason)
-        self._transcribe_failure(call, reason)
+        _transcribe_failure(call, reason)
         self._add("failed")
         return LLMCallFailed(reason)
 
@@ -305,6 +301,12 @@ def _transient(http: ModuleType) -> tuple[type[BaseException], ...]:
 
 def _describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}{f': {exc}' if str(exc) else ''}"
+
+
+def _transcribe_failure(call: Call, reason: str) -> None:
+    """Adds a call that got no answer to the row's transcript, with the one-line reason."""
+    asked = call.request
+    ledger.current().keep(transcript.failed(asked.kind, asked.model, asked.body, _node_name(), reason))
 
 
 def _json_or_none(response: Any) -> Any:
