@@ -292,3 +292,35 @@ def test_two_items_on_one_cell_keep_the_flows_calls_once_and_each_judges() -> No
     (row,) = document["flows"][0]["cells"][0]["rows"]
     assert [(call["evaluator"], call["answer"]) for call in row["calls"]] == [
         (None, "hello"), ("truth", "5"), ("tone", "5")]
+
+
+FLEX_ENTRY = '''\
+import os
+
+import openai
+
+
+def echo(text: str) -> dict:
+    client = openai.AzureOpenAI(api_key=os.environ["AOAI_API_KEY"], azure_endpoint=os.environ["AOAI_API_BASE"],
+                                api_version="2024-02-01", max_retries=0)
+    reply = client.chat.completions.create(model="gpt-35-turbo", messages=[{"role": "user", "content": text}])
+    return {"output": reply.choices[0].message.content}
+'''
+
+
+def test_a_flex_flows_calls_name_no_node(project: Project, endpoint: FaultEndpoint,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """promptflow runs a flex flow's line as a stand-in node "Flex"; its calls are the flow's, of no node."""
+    write_flows(project, endpoint, monkeypatch)
+    project.write("flows/flexecho/flow.flex.yaml", "entry: flexecho:echo\n")
+    project.write("flows/flexecho/flexecho.py", FLEX_ENTRY)
+    project.data("rows", [{"text": "hello there"}])
+    project.pytester.makepyfile(test_flex='''
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/flexecho", data="data/rows.jsonl")
+        def test_flex(flow_run):
+            (call,) = flow_run.rows[0].calls
+            assert (call.node, call.answer) == (None, "echo: hello there")
+    ''')
+    run(project.pytester).assert_outcomes(passed=1)

@@ -41,6 +41,7 @@ _ENDPOINT = re.compile(r"/(chat/completions|completions|embeddings|responses)/?$
 _DEPLOYMENT = re.compile(r"/deployments/([^/]+)/")
 _SECRET_HEADERS = ("api-key", "authorization", "ocp-apim-subscription-key", "x-api-key")
 CACHE_HEADER = "x-pytest-promptflow-cache"
+_FLEX_STAND_IN = "Flex"  # promptflow's private ScriptExecutor names a flex flow's line context so
 
 
 class LLMCallFailed(openai.OpenAIError):
@@ -328,7 +329,9 @@ def _secrets(request: Any) -> tuple[str, ...]:
 
 def _node_name() -> str | None:
     """The promptflow node making the call, if a DAG node is running. promptflow has no public way to
-    ask; while a node runs, ``sys.stdout`` is its NodeLogWriter, whose context names the node."""
+    ask; while a node runs, ``sys.stdout`` is its NodeLogWriter, whose context names the node (a flex
+    flow's whole line runs as the stand-in node ``Flex``, which is none)."""
     context = getattr(sys.stdout, "_context", None)
     info = context.get() if isinstance(context, contextvars.ContextVar) else None
-    return getattr(info, "node_name", None)
+    name = getattr(info, "node_name", None)
+    return None if name == _FLEX_STAND_IN else name
