@@ -84,14 +84,14 @@ def read_previous(path: Path) -> tuple[dict[str, Any] | None, str]:
             previous.get("flows"), list):
         return None, (f"promptflow: {path} is not a version {VERSION} report: written anew, without earlier "
                       "cells")
-    return stamped(previous), ""
+    return previous, ""
 
 
 def merged(previous: Mapping[str, Any] | None, current: Mapping[str, Any],
            primary_metrics: Mapping[str, str]) -> dict[str, Any]:
     """``current``'s cells, and ``previous``'s cells ``current`` did not run, marked kept (and stale when
     their dataset changed since); each flow's best is chosen again, over its cells that are not stale."""
-    current = stamped(current)
+    current, previous = stamped(current), stamped(previous) if previous is not None else None
     ran = {(flow["flow"], cell["cell"]) for flow in current["flows"] for cell in flow["cells"]}
     kept = [_kept(cell) for flow in (previous or {}).get("flows", []) for cell in flow["cells"]
             if (flow["flow"], cell["cell"]) not in ran]
@@ -181,3 +181,28 @@ def own_cells(document: Mapping[str, Any]) -> dict[str, Any]:
 
 def _ran_in(cell: Mapping[str, Any], run: Any) -> bool:
     return "kept" not in cell and cell.get("origin", {}).get("run_id", run) == run
+
+
+def find_document(text: str, folder: Path | None) -> Path:
+    """The report.json ``text`` names: a report.json path, a report folder, or a run id (or the start of one)
+    under ``folder``'s runs/; one line naming the known runs when it names none."""
+    from ..errors import SpecError
+
+    path = Path(text)
+    if path.is_file():
+        return path
+    if path.is_dir() and (path / DOCUMENT).is_file():
+        return path / DOCUMENT
+    if folder is None:
+        raise SpecError(None, f"{text!r} is no report.json, report folder or run id of a known report folder",
+                        "pass --report-dir DIR (a pytest --promptflow-report folder) or set promptflow_report")
+    runs = known_runs(folder / RUNS)
+    matches = [run for run in runs if run.name == text] or [run for run in runs if run.name.startswith(text)]
+    if len(matches) == 1:
+        return matches[0] / DOCUMENT
+    names = ", ".join(run.name for run in (matches or runs)[:KEEP_RUNS])
+    if matches:
+        raise SpecError(None, f"{text!r} starts {len(matches)} run ids in {folder / RUNS}", f"give more of it: {names}")
+    raise SpecError(None, f"no run {text!r} in {folder / RUNS}",
+                    f"known runs, newest first: {names}" if runs else "no run has written there yet: run pytest "
+                    f"--promptflow-report {folder} first")
