@@ -15,7 +15,7 @@ import pytest
 from conftest import HARD, Project, jsonl, outcomes, run
 
 from pytest_promptflow import cli
-from pytest_promptflow.reporting.history import KEEP_RUNS, merged, prune
+from pytest_promptflow.reporting.history import KEEP_RUNS, known_runs, merged, prune
 
 #: Two callable flows on two datasets. keyword's word comes from word.txt, so a second run can change its answers.
 SUITE = """
@@ -87,7 +87,7 @@ def test_a_subset_run_keeps_the_other_cells_marked_and_compare_shows_the_change(
     experiments = (folder / "experiments.csv").read_text(encoding="utf-8")
     assert experiments.count(run_a) == 2 and experiments.count(run_b) == 2
     # each run's own document: only its cells
-    runs = {path.name: _cells(json.loads((path / "report.json").read_text())) for path in (folder / "runs").iterdir()}
+    runs = {path.name: _cells(json.loads((path / "report.json").read_text())) for path in known_runs(folder / "runs")}
     assert {name: sorted(found) for name, found in runs.items()} == {
         run_a: ["keyword-hard", "keyword-small", "upbeat-hard", "upbeat-small"],
         run_b: ["keyword-hard", "keyword-small"]}
@@ -197,5 +197,34 @@ def test_two_pytest_processes_writing_one_folder_keep_both_runs_cells(
         assert process.returncode == 0, output
     report = _report(folder)  # whole JSON, whichever process wrote last
     assert sorted(_cells(report)) == ["keyword-hard", "keyword-small", "upbeat-hard", "upbeat-small"]
-    assert len(list((folder / "runs").iterdir())) == 2
+    assert len(known_runs(folder / "runs")) == 2
     assert not list(folder.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("previous, said", [
+    ('{"version": 1, "flo', "could not be read (Unterminated string"),
+    ('{"version": 99, "flows": []}', "is not a version 1 report"),
+    ('{"version": 1, "flows": [{"flow": "f", "cells": [{"cell": "x"}]}]}', "could not be merged (KeyError: 'items')"),
+])
+def test_a_broken_previous_report_is_replaced_saying_so(tmp_path: Path, previous: str, said: str) -> None:
+    from pytest_promptflow.reporting.history import write_history
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(jsonl(HARD))
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "report.json").write_text(previous)
+    lines = write_history(_document("new", _cell("b", data, 0.4)), folder, {})
+    assert len(lines) == 1 and lines[0].startswith(f"promptflow: {folder / 'report.json'} ") and said in lines[0]
+    assert [cell["cell"] for cell in _cells(_report(folder)).values()] == ["b"]
+    assert (folder / "runs" / "new" / "report.json").is_file() and (folder / "report.html").is_file()
+
+
+def test_own_cells_leave_out_the_kept_ones(tmp_path: Path) -> None:
+    from pytest_promptflow.reporting.history import own_cells
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(jsonl(HARD))
+    report = merged(_document("old", _cell("a", data, 0.9)), _document("new", _cell("b", data, 0.4)), {})
+    assert [cell["cell"] for cell in _cells(report).values()] == ["a", "b"]
+    assert [cell["cell"] for cell in _cells(own_cells(report)).values()] == ["b"]

@@ -7,7 +7,7 @@ does not erase it.
   cells, the previous report's other cells are kept. Every cell names the run, commit and time it comes
   from (``origin``); a kept one says so (``kept``). A kept cell whose dataset file changed since it ran, or
   is gone, is ``stale``: it stays in the tables, marked, and takes no part in choosing its flow's best.
-- The read-merge-write holds a lock file in the folder: two pytest processes writing one folder take turns,
+- The read-merge-write holds a lock file (``runs/.lock``): two pytest processes writing one folder take turns,
   and every file is replaced whole (``scrub.write_text``), so a reader never meets half a report.
 """
 
@@ -20,12 +20,13 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..scrub import write_json
 from .records import VERSION, file_hash, merge
 
 RUNS = "runs"
 DOCUMENT = "report.json"
 KEEP_RUNS = 20
-LOCK = ".report.lock"
+LOCK = ".lock"
 LOCK_TIMEOUT = 300  # seconds another process may hold the folder (its HTML of a big suite takes a while)
 RUN_ID = re.compile(r"^[0-9a-zA-Z_.-]+$")
 ORIGIN_FIELDS = ("run_id", "git_commit", "build_id", "time")
@@ -40,18 +41,21 @@ def write_history(document: Mapping[str, Any], folder: Path, primary_metrics: Ma
 
     own = stamped(document)
     run_file = run_document(folder, str(own["environment"].get("run_id") or "unknown"))
-    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RUNS).mkdir(parents=True, exist_ok=True)
     try:
-        with FileLock(str(folder / LOCK), timeout=LOCK_TIMEOUT):
-            from ..scrub import write_json
-
+        with FileLock(str(folder / RUNS / LOCK), timeout=LOCK_TIMEOUT):
             write_json(run_file, own, indent=1)
             previous, problem = read_previous(folder / DOCUMENT)
-            report = merged(previous, own, primary_metrics)
+            try:
+                report = merged(previous, own, primary_metrics)
+            except (KeyError, TypeError, AttributeError) as error:  # a report.json edited by hand, or truncated
+                problem = (f"promptflow: {folder / DOCUMENT} could not be merged ({type(error).__name__}: {error}): "
+                           "written anew, without earlier cells")
+                report = merged(None, own, primary_metrics)
             files.write_reports(report, folder)
             prune(folder / RUNS, KEEP_RUNS)
     except Timeout:
-        return [f"promptflow: {folder / LOCK} stayed locked by another pytest for {LOCK_TIMEOUT} s: the report "
+        return [f"promptflow: {folder / RUNS / LOCK} stayed locked by another pytest for {LOCK_TIMEOUT} s: the report "
                 f"folder was not updated; this run's document is {run_file}"]
     return ([problem] if problem else []) + kept_lines(report)
 
