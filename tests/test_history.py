@@ -105,6 +105,11 @@ def test_a_subset_run_keeps_the_other_cells_marked_and_compare_shows_the_change(
     assert "only in A (2): upbeat-hard, upbeat-small" in out  # run B's own document has keyword's cells only
     html = (folder / "compare.html").read_text(encoding="utf-8")
     assert "keyword-small" in html and "<script" not in html and "default-src 'none'" in html
+    with pytest.MonkeyPatch.context() as patch:  # B: the merged report of the folder, its upbeat cells kept
+        patch.chdir(pytester.path)
+        assert cli.main(["compare", str(folder / "runs" / run_a / "report.json"), "out"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "unchanged but for latency (2): upbeat-hard, upbeat-small" in out and "cell keyword-small: passed" in out
 
 
 def test_a_bad_run_id_is_one_line_naming_the_known_runs(

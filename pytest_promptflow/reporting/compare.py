@@ -87,7 +87,7 @@ def _cell_change(a: Mapping[str, Any], b: Mapping[str, Any]) -> CellChange:
     names = list(dict.fromkeys([*a["metrics"], *b["metrics"]]))
     names = [name for name in names if not built_in(name)] + [name for name in SHOWN_BUILT_INS if name in names]
     metrics = tuple(MetricChange(name, a["metrics"].get(name), b["metrics"].get(name),
-                                 _interval(side_a, side_b, _column(name, side_b), b["cell"]))
+                                 _interval(side_a, side_b, _column(name, b["metrics"].get(name), side_b), b["cell"]))
                     for name in names)
     indexes = {str(row.get("id", row["index"])): row["index"] for row in b["rows"]}
     return CellChange(a["flow"], a["cell"], (a["outcome"], b["outcome"]), metrics, flips(side_a, side_b, indexes))
@@ -100,13 +100,19 @@ def side(cell: Mapping[str, Any]) -> Side:
                                               row.get("repeat", 0)) for row in cell["rows"]))
 
 
-def _column(metric: str, rows: Side) -> str | None:
-    """The per-row column ``metric`` is the mean of (``ev.score`` itself, or ``<evaluator>.<metric>``)."""
-    columns = [key for row in rows.rows for key in row.scores]
-    for column in [metric, *(key for key in dict.fromkeys(columns) if key.partition(".")[2] == metric)]:
+def _column(metric: str, value: float | None, rows: Side) -> str | None:
+    """The per-row column ``metric`` is the mean of: ``ev.score`` itself, or ``<evaluator>.<metric>``, or for
+    an aggregation's logged metric the one column whose mean it is (evaluation.mean_columns' rule)."""
+    from ..evaluation import mean_columns
+
+    keys = list(dict.fromkeys(key for row in rows.rows for key in row.scores))
+    for column in [metric, *(key for key in keys if key.partition(".")[2] == metric)]:
         if any(row_value(row, column) is not None for row in rows.rows):
             return column
-    return None
+    if value is None:
+        return None
+    columns = {key: [v for v in rows.values(key).values() if v is not None] for key in keys}
+    return mean_columns({metric: value}, {key: found for key, found in columns.items() if found}).get(metric)
 
 
 def _interval(a: Side, b: Side, column: str | None, seed: str) -> tuple[float, float] | None:
@@ -156,7 +162,8 @@ def _error(failed: bool) -> str:
 def compare_lines(comparison: Comparison) -> list[str]:
     """The comparison for a terminal: per cell its outcome, its metrics' table, its flipped rows."""
     lines = [f"promptflow compare: A = {comparison.a}", f"                    B = {comparison.b}"]
-    for cell in comparison.cells:
+    same = [cell.cell for cell in comparison.cells if unchanged(cell)]
+    for cell in (cell for cell in comparison.cells if not unchanged(cell)):
         outcome = cell.outcome[0] if cell.outcome[0] == cell.outcome[1] else " -> ".join(cell.outcome)
         lines.append(f"cell {cell.cell}: {outcome}")
         table = [["metric", "A", "B", "change", f"paired {LEVEL:.0%} interval"]]
@@ -169,12 +176,19 @@ def compare_lines(comparison: Comparison) -> list[str]:
             shown = "; ".join(f"row {f.index} {f.column} {f.a} -> {f.b}" for f in cell.flips[:MAX_FLIPS_PRINTED])
             more = f"; ... ({len(cell.flips) - MAX_FLIPS_PRINTED} more)" if len(cell.flips) > MAX_FLIPS_PRINTED else ""
             lines.append(f"  flipped rows ({len(cell.flips)}): {shown}{more}")
-    for name, cells in (("A", comparison.only_a), ("B", comparison.only_b)):
+    for name, cells in (("unchanged but for latency", same), ("only in A", comparison.only_a),
+                        ("only in B", comparison.only_b)):
         if cells:
-            lines.append(f"only in {name} ({len(cells)}): {', '.join(cells)}")
+            lines.append(f"{name} ({len(cells)}): {', '.join(cells)}")
     if not comparison.cells:
         lines.append("no cell is in both runs")
     return lines
+
+
+def unchanged(cell: CellChange) -> bool:
+    """The same outcome, no flipped row, every metric but latency the same."""
+    return cell.outcome[0] == cell.outcome[1] and not cell.flips and all(
+        m.change == 0 or (m.a is None and m.b is None) for m in cell.metrics if not m.name.startswith("latency."))
 
 
 def _number(value: float | None) -> str:
