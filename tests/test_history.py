@@ -233,3 +233,20 @@ def test_own_cells_leave_out_the_kept_ones(tmp_path: Path) -> None:
     report = merged(_document("old", _cell("a", data, 0.9)), _document("new", _cell("b", data, 0.4)), {})
     assert [cell["cell"] for cell in _cells(report).values()] == ["a", "b"]
     assert [cell["cell"] for cell in _cells(own_cells(report)).values()] == ["b"]
+
+
+def test_a_release_after_a_subset_run_uses_only_its_own_cells_and_says_so(
+        project: Project, pytester: pytest.Pytester) -> None:
+    _suite(project, pytester)
+    assert outcomes(run(pytester, "--promptflow-report", "out")) == {"passed": 4}
+    result = run(pytester, "--promptflow-report", "out", "-k", "keyword", "--promptflow-release",
+                 "--promptflow-target", "none")
+    assert outcomes(result) == {"passed": 2, "deselected": 2}
+    released = [line for line in result.outlines if line.startswith("promptflow release: ")]
+    assert released == [
+        "promptflow release: keyword: not released: flow keyword is a Python callable: only flow folders and files "
+        "are registered",
+        "promptflow release: upbeat: not released: none of its items ran in this session (a release uses only the "
+        "cells its own session ran)"]
+    assert sorted(_cells(_report(pytester.path / "out"))) == [  # though the report folder keeps upbeat's cells
+        "keyword-hard", "keyword-small", "upbeat-hard", "upbeat-small"]
