@@ -250,3 +250,21 @@ def test_a_release_after_a_subset_run_uses_only_its_own_cells_and_says_so(
         "cells its own session ran)"]
     assert sorted(_cells(_report(pytester.path / "out"))) == [  # though the report folder keeps upbeat's cells
         "keyword-hard", "keyword-small", "upbeat-hard", "upbeat-small"]
+
+
+def test_a_kept_cell_whose_flow_files_changed_is_stale(tmp_path: Path) -> None:
+    from pytest_promptflow.reporting.history import flow_hash
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(jsonl(HARD))
+    flow = tmp_path / "flows" / "clf"
+    (flow / "__pycache__").mkdir(parents=True)
+    (flow / "flow.dag.yaml").write_text("nodes: []\n")
+    (flow / "classify.py").write_text("WORD = 'good'\n")
+    kept = {**_cell("a", data, 0.9), "flow_source": str(flow / "flow.dag.yaml")}
+    previous = _document("old", {**kept, "flow_hash": flow_hash(kept["flow_source"])})
+    (flow / "__pycache__" / "classify.cpython-311.pyc").write_bytes(b"litter a run leaves")
+    assert "stale" not in merged(previous, _document("new", _cell("b", data, 0.4)), {})["flows"][0]["cells"][0]
+    (flow / "classify.py").write_text("WORD = 'day'\n")
+    cell = merged(previous, _document("new", _cell("b", data, 0.4)), {})["flows"][0]["cells"][-1]
+    assert (cell["cell"], cell["stale"]) == ("a", f"stale: its flow {flow / 'flow.dag.yaml'} changed since")

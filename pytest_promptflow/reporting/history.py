@@ -5,14 +5,16 @@ does not erase it.
   runs are kept, older ones deleted, so a CI artifact folder stays bounded.
 - ``report.json`` (and the CSV and HTML files made from it) merges by cell: this run's cells replace the same
   cells, the previous report's other cells are kept. Every cell names the run, commit and time it comes
-  from (``origin``); a kept one says so (``kept``). A kept cell whose dataset file changed since it ran, or
-  is gone, is ``stale``: it stays in the tables, marked, and takes no part in choosing its flow's best.
+  from (``origin``); a kept one says so (``kept``). A kept cell whose dataset file or flow files changed
+  since it ran, or are gone, is ``stale``: it stays in the tables, marked, and takes no part in choosing its
+  flow's best. A Python callable's code is not fingerprinted: its cells name their commit.
 - The read-merge-write holds a lock file (``runs/.lock``): two pytest processes writing one folder take turns,
   and every file is replaced whole (``scrub.write_text``), so a reader never meets half a report.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -20,6 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..includes import is_litter
 from ..scrub import write_json
 from .records import VERSION, file_hash, merge
 
@@ -39,7 +42,7 @@ def write_history(document: Mapping[str, Any], folder: Path, primary_metrics: Ma
 
     from . import files  # through the module: a conftest may wrap files.write_reports
 
-    own = stamped(document)
+    own = with_flow_hashes(stamped(document))
     run_file = run_document(folder, str(own["environment"].get("run_id") or "unknown"))
     (folder / RUNS).mkdir(parents=True, exist_ok=True)
     try:
@@ -97,7 +100,8 @@ def merged(previous: Mapping[str, Any] | None, current: Mapping[str, Any],
     their dataset changed since); each flow's best is chosen again, over its cells that are not stale."""
     current, previous = stamped(current), stamped(previous) if previous is not None else None
     ran = {(flow["flow"], cell["cell"]) for flow in current["flows"] for cell in flow["cells"]}
-    kept = [_kept(cell) for flow in (previous or {}).get("flows", []) for cell in flow["cells"]
+    hashes: dict[str, str] = {}  # a flow's files now, hashed once however many kept cells it has
+    kept = [_kept(cell, hashes) for flow in (previous or {}).get("flows", []) for cell in flow["cells"]
             if (flow["flow"], cell["cell"]) not in ran]
     fresh = [cell for flow in current["flows"] for cell in flow["cells"]]
     environment = current["environment"]
@@ -108,8 +112,8 @@ def merged(previous: Mapping[str, Any] | None, current: Mapping[str, Any],
     return document
 
 
-def _kept(cell: Mapping[str, Any]) -> dict[str, Any]:
-    """A cell of an earlier run, saying which, and whether its dataset changed since."""
+def _kept(cell: Mapping[str, Any], hashes: dict[str, str]) -> dict[str, Any]:
+    """A cell of an earlier run, saying which, and whether its dataset or its flow changed since."""
     source = cell["origin"]
     commit = f"commit {source['git_commit'][:7]}, " if source.get("git_commit") else ""
     kept = {**cell, "kept": f"kept from run {source['run_id']} ({commit}{source.get('time') or 'time unknown'})"}
@@ -120,7 +124,51 @@ def _kept(cell: Mapping[str, Any]) -> dict[str, Any]:
     elif cell.get("dataset_hash") and now != cell["dataset_hash"]:
         kept["stale"] = (f"stale: its dataset {path} changed since (sha256 {cell['dataset_hash'][:12]} then, "
                          f"{now[:12]} now)")
+    elif cell.get("flow_hash"):
+        source = str(cell.get("flow_source", ""))
+        if source not in hashes:
+            hashes[source] = flow_hash(source)
+        if hashes[source] != cell["flow_hash"]:
+            kept["stale"] = f"stale: its flow {source} changed since" if hashes[source] else \
+                f"stale: its flow {source} is gone since"
     return kept
+
+
+def with_flow_hashes(document: Mapping[str, Any]) -> dict[str, Any]:
+    """``document`` whose cells carry ``flow_hash``, the fingerprint of their flow's files as this run ran it."""
+    hashes = {source: flow_hash(source) for source in {str(cell.get("flow_source", "")) for flow in document["flows"]
+                                                       for cell in flow["cells"]}}
+    flows = [{**flow, "cells": [{**cell, "flow_hash": hashes[str(cell.get("flow_source", ""))]}
+                                for cell in flow["cells"]]} for flow in document["flows"]]
+    return {**document, "flows": flows}
+
+
+def flow_hash(source: str) -> str:
+    """sha256 over the relative paths and bytes of a flow's files (its folder less run litter, or its .prompty
+    file); "" for a callable (no source) or a flow that is gone."""
+    path = Path(source)
+    if not source or not path.is_file():
+        return ""
+    root = path.parent
+    files = [path] if path.suffix == ".prompty" else _files(root)
+    digest = hashlib.sha256()
+    try:
+        for file in sorted(files):
+            digest.update(file.relative_to(root).as_posix().encode("utf-8") + b"\0")
+            digest.update(hashlib.sha256(file.read_bytes()).digest())
+    except OSError:
+        return ""
+    return digest.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    """The files under ``folder``, less what running a flow leaves (``__pycache__``, ``.promptflow``, ...)."""
+    found = []
+    for path in folder.iterdir():
+        if is_litter(path):
+            continue
+        found += _files(path) if path.is_dir() else [path] if path.is_file() else []
+    return found
 
 
 def _add_stale(document: dict[str, Any], stale: Mapping[str, Any]) -> None:
