@@ -268,3 +268,15 @@ def test_a_kept_cell_whose_flow_files_changed_is_stale(tmp_path: Path) -> None:
     (flow / "classify.py").write_text("WORD = 'day'\n")
     cell = merged(previous, _document("new", _cell("b", data, 0.4)), {})["flows"][0]["cells"][-1]
     assert (cell["cell"], cell["stale"]) == ("a", f"stale: its flow {flow / 'flow.dag.yaml'} changed since")
+
+
+def test_a_stale_cell_whose_data_is_back_is_no_longer_stale(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text(jsonl(HARD))
+    previous = _document("old", _cell("a", data, 0.9))
+    data.write_text(jsonl(HARD[:1]))
+    report = merged(previous, _document("new", _cell("b", data, 0.4)), {})
+    assert "stale" in _cells(report)["a"]
+    data.write_text(jsonl(HARD))  # the data as cell a ran on it
+    again = merged(report, _document("newer", _cell("b", data, 0.4)), {})
+    assert "stale" not in _cells(again)["a"] and again["flows"][0]["best"] == "a"

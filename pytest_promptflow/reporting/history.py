@@ -97,7 +97,7 @@ def read_previous(path: Path) -> tuple[dict[str, Any] | None, str]:
 def merged(previous: Mapping[str, Any] | None, current: Mapping[str, Any],
            primary_metrics: Mapping[str, str]) -> dict[str, Any]:
     """``current``'s cells, and ``previous``'s cells ``current`` did not run, marked kept (and stale when
-    their dataset changed since); each flow's best is chosen again, over its cells that are not stale."""
+    their dataset or flow changed since); each flow's best is chosen again, over its cells that are not stale."""
     current, previous = stamped(current), stamped(previous) if previous is not None else None
     ran = {(flow["flow"], cell["cell"]) for flow in current["flows"] for cell in flow["cells"]}
     hashes: dict[str, str] = {}  # a flow's files now, hashed once however many kept cells it has
@@ -116,9 +116,10 @@ def _kept(cell: Mapping[str, Any], hashes: dict[str, str]) -> dict[str, Any]:
     """A cell of an earlier run, saying which, and whether its dataset or its flow changed since."""
     source = cell["origin"]
     commit = f"commit {source['git_commit'][:7]}, " if source.get("git_commit") else ""
-    kept = {**cell, "kept": f"kept from run {source['run_id']} ({commit}{source.get('time') or 'time unknown'})"}
-    path = Path(str(cell.get("dataset_path", "")))
-    now = file_hash(path) if str(path) else ""
+    kept = {key: value for key, value in cell.items() if key != "stale"}  # judged again: the data may be back
+    kept["kept"] = f"kept from run {source['run_id']} ({commit}{source.get('time') or 'time unknown'})"
+    path = str(cell.get("dataset_path", ""))
+    now = file_hash(Path(path)) if path else ""
     if not now:
         kept["stale"] = f"stale: its dataset {path} is gone since"
     elif cell.get("dataset_hash") and now != cell["dataset_hash"]:
