@@ -280,3 +280,19 @@ def test_a_stale_cell_whose_data_is_back_is_no_longer_stale(tmp_path: Path) -> N
     data.write_text(jsonl(HARD))  # the data as cell a ran on it
     again = merged(report, _document("newer", _cell("b", data, 0.4)), {})
     assert "stale" not in _cells(again)["a"] and again["flows"][0]["best"] == "a"
+
+
+def test_the_compare_page_escapes_what_the_data_holds(tmp_path: Path) -> None:
+    from pytest_promptflow.reporting.compare import compare_documents, compare_html
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(jsonl(HARD))
+
+    def cell(score: int) -> dict[str, Any]:
+        row = {"index": 0, "id": "<script>alert(1)</script>", "scores": {"ev.ok": score}, "error": None,
+               "outputs": {}, "repeat": 0}
+        return {**_cell("<b>c</b>", data, float(score)), "rows": [row]}
+
+    page = compare_html(compare_documents(_document("a", cell(1)), _document("b", cell(0)), "A <i>", "B"))
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>c</b>" not in page and "&lt;b&gt;c&lt;/b&gt;" in page and "A &lt;i&gt;" in page
