@@ -1,5 +1,5 @@
 """The ``pytest-promptflow`` command: approve, reject and list the releases the gate wrote; list and stop
-the local target's endpoints; plan the rows the gates at a confidence level need."""
+the local target's endpoints; plan the rows the gates at a confidence level need; compare two runs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pytest_promptflow import approvals
 from pytest_promptflow.deploy.base import DeployError
@@ -35,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "plan":
             _plan(args)
+            return 0
+        if args.command == "compare":
+            _compare(args)
             return 0
         folder = args.dir or find_release_dir(Path.cwd())
         if args.command == "approve":
@@ -79,7 +82,49 @@ def _parser() -> argparse.ArgumentParser:
                                                   "of the project around the current folder)")
     plan.add_argument("--min-effect", type=_effect, help="the change a baseline check should detect (default: "
                                                          f"promptflow_min_effect, or {MIN_EFFECT})")
+    compare = commands.add_parser("compare", help="per cell, what changed between two runs: metrics (with the paired "
+                                                  "interval), flipped rows, cells only in one; also as compare.html")
+    for name in ("run_a", "run_b"):
+        compare.add_argument(name, metavar=name.upper(), help="a run id under the report folder's runs/ (or its "
+                                                             "start), a report.json, or a report folder")
+    compare.add_argument("--report-dir", type=Path, help="the report folder whose runs/ holds the run ids (default: "
+                                                         "promptflow_report of the project around the current folder)")
+    compare.add_argument("--html", type=Path, help="where to write the page (default: compare.html in the report "
+                                                   "folder, else beside B's report.json)")
     return parser
+
+
+def _compare(args: argparse.Namespace) -> None:
+    """Print the per-cell differences of RUN_B against RUN_A and write them as a page."""
+    from pytest_promptflow.reporting.compare import (
+        COMPARE_HTML,
+        compare_documents,
+        compare_lines,
+        describe,
+        write_compare_html,
+    )
+    from pytest_promptflow.reporting.history import find_document
+
+    root = project_root(Path.cwd())
+    folder = args.report_dir or (root / configured if (configured := _ini_value(root, "promptflow_report")) else None)
+    paths = [find_document(text, folder) for text in (args.run_a, args.run_b)]
+    a, b = (_read_document(path) for path in paths)
+    comparison = compare_documents(a, b, describe(a, str(paths[0])), describe(b, str(paths[1])))
+    for line in compare_lines(comparison):
+        print(line)
+    page = args.html or (folder if folder is not None and folder.is_dir() else paths[1].parent) / COMPARE_HTML
+    print(f"promptflow compare: page {write_compare_html(comparison, page)}")
+
+
+def _read_document(path: Path) -> dict[str, Any]:
+    """A report.json, or one line saying why it is none."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SpecError(path, f"cannot read the report: {error}", "point at a report.json pytest wrote") from None
+    if not isinstance(document, dict) or not isinstance(document.get("flows"), list):
+        raise SpecError(path, "is no promptflow report (no flows)", "point at a report.json pytest wrote")
+    return document
 
 
 def _effect(text: str) -> float:

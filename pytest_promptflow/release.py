@@ -261,6 +261,14 @@ def summary_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def not_run_lines(deselected: set[str], document: Mapping[str, Any]) -> list[str]:
+    """The flows none of whose items ran: a release reads only its session's cells, never cells the report
+    folder keeps from earlier runs (reporting/history.py), and says so."""
+    ran = {flow["flow"] for flow in document["flows"]}
+    return [f"promptflow release: {flow}: not released: none of its items ran in this session (a release uses "
+            "only the cells its own session ran)" for flow in sorted(deselected - ran)]
+
+
 def deployment_lines(flow: str, deployment: Mapping[str, Any]) -> list[str]:
     """Where the flow now serves and with what split, or the table of why its deployment was undone."""
     head = f"promptflow deploy: {flow}: {deployment['target']}"
@@ -321,7 +329,7 @@ class ReleasePlugin:
             if skipped:
                 blocked.setdefault(flow["flow"], f"{len(skipped)} of its items did not pass, e.g. {skipped[0]}")
         records = Release(self.config, self.settings, document).run(blocked)
-        self.lines = summary_lines(records)
+        self.lines = summary_lines(records) + not_run_lines(self.deselected, document)
         failed = [r["flow"] for r in records if r.get("deployment", {}).get("failures")]
         if failed:  # the suite passed, but what it released does not serve: the session fails
             session.exitstatus = pytest.ExitCode.TESTS_FAILED

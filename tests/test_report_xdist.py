@@ -54,11 +54,14 @@ def pytest_unconfigure(config):
 
 
 def without_timings(document: dict[str, Any]) -> dict[str, Any]:
-    """The document less what differs from run to run: row latencies, ``latency.*`` metrics, the run id."""
+    """The document less what differs from run to run: row latencies, ``latency.*`` metrics, the run's id and
+    time (also in each cell's origin)."""
     document = json.loads(json.dumps(document))
     document["environment"].pop("run_id")
+    document["environment"].pop("time")
     for flow in document["flows"]:
         for cell in flow["cells"]:
+            cell.pop("origin")
             cell["metrics"] = {k: v for k, v in cell["metrics"].items() if not k.startswith("latency.")}
             for row in cell["rows"]:
                 row.pop("latency")

@@ -74,7 +74,7 @@ def test_each_cell_is_one_run_with_params_metrics_tags_and_report_files(
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("pytest-promptflow")
     assert experiment.artifact_location == (tmp_path / "store" / "mlartifacts").as_uri()
-    report_files = sorted(path.name for path in (pytester.path / "out").iterdir())
+    report_files = sorted(path.name for path in (pytester.path / "out").iterdir() if path.is_file())  # not runs/
     assert {"report.json", "rows.csv", "metrics.csv", "experiments.csv"} <= set(report_files)
     for found in runs:
         variant, temperature = found.info.run_name.split("-")[1:3]

@@ -96,6 +96,10 @@ def rerun_items(config: pytest.Config, answers: EndpointAnswers, nodeids: Sequen
     write_text(folder / "pytest.log", done.stdout + done.stderr)
     document_file = report / "report.json"
     document = json.loads(document_file.read_text(encoding="utf-8")) if document_file.is_file() else None
+    if document is not None:  # a report folder keeps an earlier run's cells: the verdicts are this run's alone
+        from ..reporting.history import own_cells
+
+        document = own_cells(document)
     lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     tail = f"{lines[-1] if lines else 'no output'} (log: {folder / 'pytest.log'})"
     return done.returncode, document, tail

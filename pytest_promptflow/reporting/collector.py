@@ -3,6 +3,7 @@ controller (or the only process), the merged document and the files written from
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import uuid
@@ -92,7 +93,8 @@ def _build() -> dict[str, str]:
                                 check=False).stdout.strip()
     except OSError:
         commit = ""
-    return {"build_id": build, "run_id": uuid.uuid4().hex[:12], "git_commit": commit}
+    time = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {"build_id": build, "run_id": uuid.uuid4().hex[:12], "git_commit": commit, "time": time}
 
 
 class ReportsPlugin:
@@ -101,6 +103,7 @@ class ReportsPlugin:
     def __init__(self, config: pytest.Config, reports: Reports) -> None:
         self.config = config
         self.reports = reports
+        self.history: list[str] = []  # what the report folder keeps from earlier runs
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.reports.add(report)
@@ -109,11 +112,11 @@ class ReportsPlugin:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput") or not self.reports.records:
             return  # an xdist worker: its records went to the controller on its test reports
-        document = self.reports.finish()
+        document = self.reports.finish()  # this session's cells only: the tables, the tracking store, a release
         if self.reports.folder is not None:
-            from .files import write_reports
+            from .history import write_history
 
-            write_reports(document, self.reports.folder)
+            self.history = write_history(document, self.reports.folder, self.reports.primary_metrics)
         log_to_tracking(self.config, document, self.reports.folder)  # last: it logs the files written above
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -123,7 +126,7 @@ class ReportsPlugin:
             return
         verbosity = terminalreporter.config.get_verbosity()
         for line in [*comparison_tables(self.reports.document, verbosity), *flaky_lines(self.reports.document,
-                                                                                        verbosity)]:
+                                                                                        verbosity), *self.history]:
             terminalreporter.write_line(line)
         if self.reports.folder is not None:
             terminalreporter.write_line(f"promptflow: reports in {self.reports.folder}")

@@ -3,8 +3,8 @@
 - ``rows.csv``: one line per row of every cell (its data, inputs, outputs, error, cost, scores), and per
   repeat of a row when rows ran more than once (``repeat`` column, 0 to K-1);
 - ``metrics.csv``: one line per cell, every metric of any cell as a column;
-- ``experiments.csv``: one line per cell and evaluator with the build's columns, the consolidated
-  experiment table of the GenAIOps template.
+- ``experiments.csv``: one line per cell and evaluator with the build's columns (a cell kept from an
+  earlier run: that run's), the consolidated experiment table of the GenAIOps template.
 
 Columns come in a fixed order, then sorted: the same document always gives the same files.
 """
@@ -98,10 +98,15 @@ def experiments_table(cells: Sequence[Mapping[str, Any]], environment: Mapping[s
     per_cell = [(cell, evaluator_metrics(cell["metrics"])) for cell in cells]
     names = sorted({name for _, evaluators in per_cell for metrics in evaluators.values() for name in metrics})
     header = [*ENVIRONMENT_COLUMNS, *CELL_COLUMNS, "outcome", "evaluator", *names]
-    build = [environment.get(column, "") for column in ENVIRONMENT_COLUMNS]
-    lines = [[*build, *cell_values(cell), cell["outcome"], evaluator, *(metrics.get(name) for name in names)]
+    lines = [[*_build(environment, cell), *cell_values(cell), cell["outcome"], evaluator,
+              *(metrics.get(name) for name in names)]
              for cell, evaluators in per_cell for evaluator, metrics in sorted(evaluators.items())]
     return header, lines
+
+
+def _build(environment: Mapping[str, Any], cell: Mapping[str, Any]) -> list[Any]:
+    """The build columns of a cell: its run's (``origin``, reporting/history.py), else the document's."""
+    return [{**environment, **cell.get("origin", {})}.get(column, "") for column in ENVIRONMENT_COLUMNS]
 
 
 def cell_values(cell: Mapping[str, Any]) -> list[Any]:
