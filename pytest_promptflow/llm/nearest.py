@@ -30,6 +30,7 @@ class Recorded:
     request: Mapping[str, Any]
     flow: str | None
     node: str | None
+    prompt: str  # its rendered prompt (``prompt_text``), made once when the store is read
 
     @property
     def family(self) -> tuple[Any, ...]:
@@ -75,9 +76,29 @@ class StoreIndex:
         if not pool:
             return None
         prompt = prompt_text(asked.body)
-        best = max(pool, key=lambda e: difflib.SequenceMatcher(None, prompt_text(e.request.get("body")), prompt,
-                                                               autojunk=False).quick_ratio())
+        best = next((e for e in pool if e.prompt == prompt), None)  # the usual miss: a parameter changed
+        best = best or _most_alike(pool, prompt)
         return Nearest(best, *differences(best.request, asked.as_json()))
+
+
+def _most_alike(pool: list[Recorded], prompt: str) -> Recorded:
+    """The entry whose prompt shares the most characters with ``prompt`` (``quick_ratio``), trying the entries in
+    the order of the bound their length puts on it (``real_quick_ratio``), and stopping once no other can do
+    better."""
+    def bound(entry: Recorded) -> float:
+        total = len(entry.prompt) + len(prompt)
+        return 2 * min(len(entry.prompt), len(prompt)) / total if total else 1.0
+
+    matcher = difflib.SequenceMatcher(None, "", prompt, autojunk=False)  # the asked prompt's counts, once
+    best, best_ratio = pool[0], -1.0
+    for entry in sorted(pool, key=bound, reverse=True):
+        if bound(entry) <= best_ratio:
+            break
+        matcher.set_seq1(entry.prompt)
+        ratio = matcher.quick_ratio()
+        if ratio > best_ratio:
+            best, best_ratio = entry, ratio
+    return best
 
 
 def _read(path: Path) -> Recorded | None:
@@ -89,7 +110,7 @@ def _read(path: Path) -> Recorded | None:
         return None
     if not isinstance(request, dict) or not isinstance(by, dict):
         return None
-    return Recorded(path, request, by.get("flow"), by.get("node"))
+    return Recorded(path, request, by.get("flow"), by.get("node"), prompt_text(request.get("body")))
 
 
 def prompt_text(body: Any) -> str:
