@@ -50,6 +50,8 @@ def test_a_changed_parameter_is_named_with_the_nearest_recorded_request_and_the_
     assert "differs in temperature 0.0 -> 0.7 (and 1 more); rerun them with -k echo_dag --promptflow-llm=cache " \
            "(calls the model for the misses only)" in section[0]
     assert any(str(path.relative_to(store)) in section[0] for path in entries)
+    missed.stdout.fnmatch_lines(["promptflow: flow echo_dag, 1 cell; no best cell: the flow did not run: see its "
+                                 "items' failures"])  # not "set promptflow_primary_metrics"
 
     endpoint.reset()
     run(llm_project.pytester, "-k", "echo_dag", "--promptflow-llm=cache").assert_outcomes(passed=1)

@@ -222,7 +222,7 @@ class CallLayer:
                           + self._nearest(call))
                 ledger.current().missed(reason)
                 self._add("missing from store")
-                raise ReplayMiss(reason)
+                raise ReplayMiss(reason.split("\n")[0])  # the row's error: one line, without the diff
             return None
         self._count(call, answer.body, cached=True)
         self._add("from store")
