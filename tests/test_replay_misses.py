@@ -12,7 +12,8 @@ from conftest import Project, run
 from fault_endpoint import FaultEndpoint
 from test_llm_faults import DUMP, case, endpoint, llm_project, rows  # noqa: F401  (endpoint, llm_project: fixtures)
 
-from pytest_promptflow.llm.nearest import differences, prompt_diff
+from pytest_promptflow.llm.nearest import StoreIndex, differences, prompt_diff
+from pytest_promptflow.llm.store import Answer, CallRequest, Store
 
 TEXTS = ["alpha one", "beta two"]
 TESTS = DUMP + case("test_echo", '"flows/echo_dag"')
@@ -85,3 +86,24 @@ def test_what_differs_between_two_requests():
     assert cut[0].startswith("  - ...x") and cut[0].endswith("old end") and len(cut[0]) < 140
     many = prompt_diff("\n".join(map(str, range(20))), "\n".join(str(i * 2) for i in range(20)))
     assert len(many) == 9 and many[-1].startswith("  ... (")
+
+
+def test_among_requests_with_the_nearest_prompt_the_one_with_the_fewest_other_differences_is_named(tmp_path: Path):
+    store = Store(tmp_path)
+
+    def ask(text: str, temperature: float) -> CallRequest:
+        body = {"messages": [{"role": "system", "content": text}, {"role": "user", "content": "a good day"}],
+                "temperature": temperature}
+        return CallRequest("embedded", "chat/completions", "m", None, body)
+
+    answer = Answer(200, "application/json", {"choices": [{"message": {"content": "positive"}}]})
+    for temperature in (0.0, 0.7):
+        store.put(ask("Answer with one word.", temperature), answer, recorded_by={"flow": "clf", "node": "classify"})
+    index = StoreIndex(tmp_path)
+    for temperature in (0.0, 0.7):  # whichever file comes first, each finds its own temperature
+        nearest = index.nearest(ask("Answer with exactly one word.", temperature), "clf", "classify")
+        assert nearest is not None
+        assert nearest.recorded.path == store.path(ask("Answer with one word.", temperature))
+        assert (nearest.differs, nearest.diff) == (["the prompt"], ["  - system: Answer with one word.",
+                                                                    "  + system: Answer with exactly one word."])
+    assert StoreIndex(tmp_path).nearest(ask("x", 0.0), "other", None) is not None  # same provider, kind, model

@@ -76,28 +76,32 @@ class StoreIndex:
         if not pool:
             return None
         prompt = prompt_text(asked.body)
-        best = next((e for e in pool if e.prompt == prompt), None)  # the usual miss: a parameter changed
-        best = best or _most_alike(pool, prompt)
-        return Nearest(best, *differences(best.request, asked.as_json()))
+        request = asked.as_json()
+        same = [e for e in pool if e.prompt == prompt]  # the usual miss: a parameter changed
+        best = min(same or _most_alike(pool, prompt), key=lambda e: len(differences(e.request, request)[0]))
+        return Nearest(best, *differences(best.request, request))
 
 
-def _most_alike(pool: list[Recorded], prompt: str) -> Recorded:
-    """The entry whose prompt shares the most characters with ``prompt`` (``quick_ratio``), trying the entries in
-    the order of the bound their length puts on it (``real_quick_ratio``), and stopping once no other can do
-    better."""
+def _most_alike(pool: list[Recorded], prompt: str) -> list[Recorded]:
+    """The entries whose prompt shares the most characters with ``prompt`` (``quick_ratio``), trying the entries in
+    the order of the bound their length puts on it (``real_quick_ratio``), and stopping once no other can do as
+    well."""
     def bound(entry: Recorded) -> float:
         total = len(entry.prompt) + len(prompt)
         return 2 * min(len(entry.prompt), len(prompt)) / total if total else 1.0
 
     matcher = difflib.SequenceMatcher(None, "", prompt, autojunk=False)  # the asked prompt's counts, once
-    best, best_ratio = pool[0], -1.0
+    best: list[Recorded] = []
+    best_ratio = -1.0
     for entry in sorted(pool, key=bound, reverse=True):
-        if bound(entry) <= best_ratio:
+        if bound(entry) < best_ratio:
             break
         matcher.set_seq1(entry.prompt)
         ratio = matcher.quick_ratio()
         if ratio > best_ratio:
-            best, best_ratio = entry, ratio
+            best, best_ratio = [entry], ratio
+        elif ratio == best_ratio:
+            best.append(entry)
     return best
 
 
