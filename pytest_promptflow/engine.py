@@ -25,6 +25,7 @@ from .flows import FlowTarget, RowOutcome, Runner
 from .llm import ledger
 from .llm.transcript import LLMCall
 from .matrix import Cell
+from .promptflow_log import reroute
 
 #: seconds between two ``tick`` calls to a cell's observer while its rows run
 TICK = 0.25
@@ -230,6 +231,7 @@ class Engine:
     def _execute(self, target: FlowTarget, cell: Cell, rows: Sequence[Mapping[str, Any]],
                  connections: Mapping[str, Any], init: Mapping[str, Any] | None, repeats: int) -> Run:
         runner = target.executor(dict(cell.variants), dict(cell.overrides), connections, init)
+        reroute()  # promptflow's loggers made while it loaded the flow write to the log file too
         check_mappings(cell.dataset, rows, runner.input_names)
         start = time.perf_counter()
         site = f"flow {target.name}, row {{}} of dataset {cell.dataset.name}{{}}"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+KEYWORD = re.compile(r"[\w.\-\[\]:/+]+")  # what ``pytest -k`` takes as one name without quoting
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,13 @@ def unforeseen(exc: Exception, where: Where | Path | str | None, what: str) -> S
     return error
 
 
-def replay_error(misses: list[str]) -> SpecError:
-    """The one line for LLM requests that replay mode found no stored answer for."""
+def replay_error(misses: list[str], select: str | None = None) -> SpecError:
+    """The line for LLM requests that replay mode found no stored answer for (the first one's nearest recorded
+    request and prompt diff on the lines after it), and the cheapest fix: cache mode, which calls the model for
+    the misses only, over the items that missed (``-k select``)."""
+    first, *diff = misses[0].split("\n")
     more = f" (and {len(misses) - 1} more)" if len(misses) > 1 else ""
-    return SpecError(None, f"replay: {misses[0]}{more}",
-                     "record the answers with the same command and --promptflow-llm=record")
+    rerun = f"-k {select} " if select and KEYWORD.fullmatch(select) else ""
+    fix = (f"rerun {'them' if rerun else 'it'} with {rerun}--promptflow-llm=cache (calls the model for the misses "
+           "only), or record every answer with --promptflow-llm=record")
+    return SpecError(None, f"replay: {first}{more}", "\n".join([fix, *diff]))

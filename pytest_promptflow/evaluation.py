@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 from .aggregation import aggregation_input, is_number, is_python_aggregation, logged_metrics
 from .config import DatasetSpec, data_columns, parse_mapping
 from .datasets import check_columns
-from .engine import Engine, Run, missing_column, repeat_label
+from .engine import Engine, Row, Run, missing_column, repeat_label
 from .errors import SpecError, Where, replay_error
 from .flows import FlowTarget, executor_inputs
 from .llm import ledger
@@ -491,6 +491,12 @@ def worst_rows(run: Run, evaluations: Sequence[Evaluation], metric: str, limit: 
     for value, i, error in ranked[:limit]:
         row = run.rows[i]
         worst.append({"row": row.index, "inputs": dict(row.inputs), "outputs": dict(row.outputs or {}),
-                      "score": None if value == -math.inf else value, "error": error,
+                      "score": None if value == -math.inf else value, "error": error, **_last_answer(row),
                       **({"repeat": row.repeat} if run.repeats > 1 else {})})
     return worst
+
+
+def _last_answer(row: Row) -> dict[str, str]:
+    """``{"answer": ...}``: the last answer the row's transcript (``Row.calls``) got, when a call got one."""
+    answers = [call.answer for call in row.calls if call.error is None]
+    return {"answer": answers[-1]} if answers else {}

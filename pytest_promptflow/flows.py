@@ -25,6 +25,7 @@ from .errors import SpecError, Where
 from .flow_shape import check_dag, check_flex, check_prompty
 from .includes import merged_folder, original_path, without_includes
 from .isolation import isolate
+from .promptflow_log import reroute
 from .workdir import InFolder, working_directory
 
 DAG_FILE = "flow.dag.yaml"
@@ -250,6 +251,7 @@ def load_promptflow() -> Any:
         warnings.simplefilter("ignore")
         import promptflow.connections  # noqa: F401
         from promptflow.executor import FlowExecutor
+    reroute()  # its loggers write to the session's log file, not to stdout
     return FlowExecutor
 
 

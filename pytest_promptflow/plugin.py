@@ -9,6 +9,7 @@ import argparse
 import functools
 import inspect
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable, Generator, Iterable
 
@@ -29,6 +30,8 @@ from .session import PromptflowSession
 SESSION = pytest.StashKey[PromptflowSession]()
 REPORTS = pytest.StashKey[Reports]()
 EXPERIMENT_FILES = pytest.StashKey[set[Path]]()
+#: nodeid -> the worst rows and log line of its failing metric assertion, shown in a section of its failure
+FAILURE_DETAILS = pytest.StashKey[dict[str, list[str]]]()
 LLM_TALLY = "promptflow_llm_tally"
 MARKER_HELP = (
     "promptflow(flow, data, variants=None, overrides=None, strategy='matrix', mappings=None, init=None, "
@@ -234,6 +237,7 @@ def pytest_configure(config: pytest.Config) -> None:
         repeats=repeats(config),
         allow_outside_root=_option_or_ini(config, ALLOW_INI, bool),
     )
+    _quiet_promptflow(config)
     reports = config.stash[REPORTS] = Reports(
         config.rootpath, _report_folder(config), _flow_lines(config.getini("promptflow_primary_metrics")),
         {"promptflow_env": config.getoption("promptflow_env") or "", "llm_mode": config.stash[SESSION].llm.mode},
@@ -247,6 +251,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ReleasePlugin(config, _release_settings(config), reports), "promptflow-release")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(config), "promptflow-xdist")
+
+
+def _quiet_promptflow(config: pytest.Config) -> None:
+    """promptflow's log lines go to promptflow.log in the report folder (else a private temp folder)."""
+    from .promptflow_log import log_path, start
+
+    start(log_path(_report_folder(config)), fresh=session_of(config).owner)
 
 
 def _comparison_settings(config: pytest.Config) -> None:
@@ -362,7 +373,10 @@ def _flow_lines(lines: list[str]) -> dict[str, str]:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if SESSION in config.stash:
+        from .promptflow_log import stop
+
         config.stash[SESSION].close()
+        stop()
 
 
 def session_of(config: pytest.Config) -> PromptflowSession:
@@ -521,6 +535,10 @@ def pytest_runtest_makereport(
 
         show = item.config.get_verbosity() >= 2 or item.config.getoption("tbstyle") == "long"
         report.longrepr = with_traceback(call.excinfo.value, show)
+    details = item.config.stash.get(FAILURE_DETAILS, {}).pop(item.nodeid, None)
+    add_section = getattr(report.longrepr, "addsection", None)  # after the traceback, in JUnit too
+    if details and report.failed and add_section is not None:
+        add_section("promptflow", "\n".join(details))
     if report.when == "call" or (report.when == "setup" and report.failed):
         record = item.config.stash[REPORTS].record(item, report)
         if record is not None:
@@ -535,9 +553,11 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: 
     from .evaluation import MetricValue
 
     if isinstance(left, MetricValue) or isinstance(right, MetricValue):
-        from .reporting.failure import metric_assertion_lines
+        from .reporting.failure import metric_assertion_lines, metric_details
 
         config.stash[REPORTS].comparison_failed(op, left, right)
+        nodeid = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+        config.stash.setdefault(FAILURE_DETAILS, {})[nodeid] = metric_details(left, right)
         return metric_assertion_lines(op, left, right)
     return None
 

@@ -16,7 +16,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -26,6 +26,11 @@ from .errors import SpecError
 from .scrub import scrub, write_json
 
 DESELECTED = "promptflow_deselected"
+Say = Callable[[str], None]  # one line of what the release is doing, shown as it happens
+
+
+def _silent(line: str) -> None:
+    """Says nothing: a release run without a terminal."""
 
 
 @dataclass(frozen=True)
@@ -81,10 +86,12 @@ def _approved_verdict(verdict: Mapping[str, Any]) -> dict[str, Any]:
 class Release:
     """Carries every flow of a passed session's document towards production, one record each."""
 
-    def __init__(self, config: pytest.Config, settings: ReleaseSettings, document: Mapping[str, Any]) -> None:
+    def __init__(self, config: pytest.Config, settings: ReleaseSettings, document: Mapping[str, Any],
+                 say: Say = _silent) -> None:
         self.config = config
         self.settings = settings
         self.document = document
+        self.say = say
         self._registry: Any = None
         self.packages: dict[str, dict[str, Any]] = {}  # flow -> its packaged folder and connections
         self.scratch: Path | None = None  # run()'s temporary folder, where flows are packaged
@@ -97,7 +104,7 @@ class Release:
             if self.settings.deploy is not None:
                 from .deploy.stage import DeployStage
 
-                DeployStage(self.config, self.settings.deploy, self.document).run(records, self.packages)
+                DeployStage(self.config, self.settings.deploy, self.document, self.say).run(records, self.packages)
         for record in records:
             self.config.hook.pytest_promptflow_release_record(config=self.config, record=record)
             if record["decision"] == "released":
@@ -162,6 +169,9 @@ class Release:
             folder, content_hash = package_flow(target, record["variants"], record["overrides"],
                                                 self.scratch / flow["flow"], init=init)
             registry = self.registry()
+            names = ", ".join(dict.fromkeys(cell["dataset"] for cell in cells))
+            self.say(f"promptflow release: {flow['flow']}: registering {record['configuration']} in "
+                     f"{self.settings.registry}: data {names}, then the flow (only what changed)")
             with registry.lock():
                 datasets = {}
                 for cell in cells:
@@ -279,8 +289,9 @@ def deployment_lines(flow: str, deployment: Mapping[str, Any]) -> list[str]:
     elif status in ("serving", "unchanged", "built"):
         said = {"serving": "serving", "unchanged": "unchanged, already serving", "built": "built (not deployed here)"}
         detail = f" ({deployment['detail']})" if deployment.get("detail") else ""
+        url = f"; requests to {deployment['endpoint_url']}" if deployment.get("endpoint_url") else ""
         lines = [f"{head} endpoint {deployment['endpoint']}, deployment {deployment['deployment']}: {said[status]}; "
-                 f"traffic {split}{detail}"]
+                 f"traffic {split}{detail}{url}"]
     else:
         previous = ", ".join(f"{n} {s}%" for n, s in sorted(deployment.get("previous_split", {}).items())) or "none"
         lines = [f"{head} endpoint {deployment['endpoint']}, deployment {deployment['deployment']}: "
@@ -328,13 +339,25 @@ class ReleasePlugin:
             skipped = [i["nodeid"] for c in flow["cells"] for i in c["items"] if i["outcome"] != "passed"]
             if skipped:
                 blocked.setdefault(flow["flow"], f"{len(skipped)} of its items did not pass, e.g. {skipped[0]}")
-        records = Release(self.config, self.settings, document).run(blocked)
+        records = Release(self.config, self.settings, document, self._say()).run(blocked)
         self.lines = summary_lines(records) + not_run_lines(self.deselected, document)
         failed = [r["flow"] for r in records if r.get("deployment", {}).get("failures")]
         if failed:  # the suite passed, but what it released does not serve: the session fails
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
             self.lines.append(f"promptflow release: FAILED: the new deployment of {', '.join(failed)} did not deploy "
                               "or failed its endpoint test, and got no traffic")
+
+    def _say(self) -> Say:
+        """Writes a line to the terminal at once (the release runs after the tests, before the summary)."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return _silent
+
+        def say(line: str) -> None:
+            reporter.ensure_newline()
+            reporter.write_line(line)
+
+        return say
 
     @pytest.hookimpl(trylast=True)  # after the comparison tables it follows from
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

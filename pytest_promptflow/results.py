@@ -135,6 +135,11 @@ class FlowRun:
         if self._item is not None:
             self._item.user_properties.extend(metric_properties(metrics))
 
+    def __repr__(self) -> str:
+        """What pytest prints for the ``flow_run`` argument of a failing test."""
+        failed = sum(row.failed for row in self.run.rows)
+        return f"<flow_run {self.cell.id}: {len(self.run.rows)} rows{f', {failed} failed' if failed else ''}>"
+
     @property
     def cell(self) -> Any:
         return self.run.cell

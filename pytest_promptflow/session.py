@@ -199,7 +199,7 @@ class PromptflowSession:
         run = self.engine.run(target, planned.cell, self.rows(planned.cell.dataset), connections, planned.init,
                               planned.repeats)
         if run.replay_misses:
-            raise replay_error(run.replay_misses)
+            raise replay_error(run.replay_misses, planned.spec.name)
         return run
 
     def evaluate_experiment(self, planned: PlannedCell, run: Run) -> list[Any]:

@@ -87,8 +87,20 @@ def post(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) 
 def test_a_green_release_ends_with_a_live_local_endpoint(shipped: Project, local: LocalTarget) -> None:
     result = release(shipped)
     assert outcomes(result) == {"passed": 1}, result.stdout.str()
-    result.stdout.fnmatch_lines(["promptflow deploy: clf: local endpoint clf, deployment blue: serving; "
-                                 "traffic blue 100%*"])
+    result.stdout.fnmatch_lines([  # as it happens, before the summary
+        "test_clf.py .*",
+        "promptflow release: clf: registering classify=variant_0 in mlflow: data small, then the flow*",
+        "promptflow deploy: clf: starting deployment blue of local endpoint clf (no traffic until its endpoint test*",
+        "promptflow deploy: clf: deployment blue is up (pid * on 127.0.0.1:*)",
+        "promptflow deploy: clf: endpoint test: 1 of 4 rows answered by blue",
+        "promptflow deploy: clf: endpoint test: 4 of 4 rows answered by blue",
+        "promptflow deploy: endpoint test: 1 item again on the endpoints' answers",
+        "promptflow deploy: clf: endpoint test passed",
+        "promptflow deploy: clf: traffic none -> blue 100%",
+        "promptflow: flow clf, 1 cell; best: *",
+    ])
+    result.stdout.fnmatch_lines([f"promptflow deploy: clf: local endpoint clf, deployment blue: serving; "
+                                 f"traffic blue 100% (*); requests to {local.router_url('clf')}/score"])
     answer, served_by = post(local.router_url("clf") + "/score", {"text": "a good day"})
     assert answer == {"category": "positive"} and served_by == "blue"
     record = json.loads((shipped.path / "reports/release-clf.json").read_text())
@@ -183,6 +195,8 @@ def test_a_deployment_that_fails_its_endpoint_test_gets_no_traffic_and_fails_the
 
     result = release(shipped, "--promptflow-env", "dev")
     assert result.ret == 1 and outcomes(result) == {"passed": 1}
+    result.stdout.fnmatch_lines(["promptflow deploy: clf: endpoint test FAILED: dataset small: 4 of 4 rows *",
+                                 "promptflow deploy: clf: rolling back green; traffic stays blue 100%"])
     result.stdout.fnmatch_lines([
         "promptflow deploy: clf: local endpoint clf, deployment green: ROLLED BACK; traffic stays blue 100%",
         "    FAILED dataset small: 4 of 4 rows the flow answered in the suite failed at the endpoint, e.g. row 0: "

@@ -79,8 +79,8 @@ def test_replay_misses_then_records_then_replays_without_a_model(
     missed = run(pytester, "--promptflow-llm=replay")
     missed.stdout.fnmatch_lines([
         "*replay: flow sentiment, row ? of dataset three, node classify: no recorded answer for chat/completions "
-        f"of 'gpt-35-turbo' in {store} (and 2 more); record the answers with the same command and "
-        "--promptflow-llm=record",
+        f"of 'gpt-35-turbo' in {store} (and 2 more); rerun them with -k sentiment --promptflow-llm=cache (calls the "
+        "model for the misses only), or record every answer with --promptflow-llm=record",
     ])
     missed.stdout.no_fnmatch_line("*Traceback*")
     assert outcomes(missed) == {"errors": 1}

@@ -15,10 +15,11 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pytest
 
@@ -30,8 +31,14 @@ CONCURRENCY = 4
 
 
 def ask(target: Target, endpoint: str, deployment: str, cells: Sequence[Mapping[str, Any]],
-        rows: int) -> dict[str, list[Answer]]:
-    """Each cell's rows (its first ``rows``, if not 0) sent to the deployment; answers by dataset."""
+        rows: int, progress: Callable[[int, int], None] | None = None) -> dict[str, list[Answer]]:
+    """Each cell's rows (its first ``rows``, if not 0) sent to the deployment; answers by dataset. ``progress``
+    hears ``(done, total)`` at each quarter of the rows and at the end."""
+    sends = [cell["rows"][:rows] if rows else cell["rows"] for cell in cells]
+    total = sum(len(sent) for sent in sends)
+    marks = {math.ceil(total * quarter / 4) for quarter in range(1, 5)}
+    done = [0]
+    lock = threading.Lock()
 
     def one(inputs: Mapping[str, Any]) -> Answer:
         start = time.perf_counter()
@@ -39,12 +46,16 @@ def ask(target: Target, endpoint: str, deployment: str, cells: Sequence[Mapping[
             outputs, error = dict(target.invoke(endpoint, deployment, inputs)), None
         except Exception as exc:  # every failing answer is a row of the test, never a crash of the release
             outputs, error = None, f"{type(exc).__name__}: {exc}"
-        return Answer(inputs, outputs, error, time.perf_counter() - start)
+        answer = Answer(inputs, outputs, error, time.perf_counter() - start)
+        with lock:
+            done[0] += 1
+            if progress is not None and done[0] in marks:
+                progress(done[0], total)
+        return answer
 
     answers: dict[str, list[Answer]] = {}
     with ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="promptflow-endpoint") as pool:
-        for cell in cells:
-            sent = cell["rows"][:rows] if rows else cell["rows"]
+        for cell, sent in zip(cells, sends, strict=True):
             answers[cell["dataset"]] = list(pool.map(one, [row["inputs"] for row in sent]))
     return answers
 

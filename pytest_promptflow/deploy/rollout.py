@@ -35,9 +35,11 @@ class Rollout:
     deployed: Deployment | None = None
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    endpoint_url: str = ""  # where clients send requests once it serves (the local router's /score)
 
     def as_json(self) -> dict[str, Any]:
         return {"target": self.target.name, "endpoint": self.endpoint, "deployment": self.deployment,
+                **({"endpoint_url": self.endpoint_url} if self.endpoint_url else {}),
                 "prior": self.prior, "split": self.split, "previous_split": self.previous, "status": self.status,
                 "failures": self.failures, "notes": self.notes,
                 **({"url": self.deployed.url, "files": list(self.deployed.files), "detail": self.deployed.detail}

@@ -8,10 +8,11 @@ say that the endpoint test runs where they are deployed.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pytest
 
@@ -61,10 +62,12 @@ def make_target(config: pytest.Config, settings: DeploySettings) -> Target | Non
 
 
 class DeployStage:
-    def __init__(self, config: pytest.Config, settings: DeploySettings, document: Mapping[str, Any]) -> None:
+    def __init__(self, config: pytest.Config, settings: DeploySettings, document: Mapping[str, Any],
+                 say: Callable[[str], None] = lambda line: None) -> None:
         self.config = config
         self.settings = settings
         self.document = document
+        self.say = say  # a line of progress, shown as it happens
 
     def run(self, records: Sequence[dict[str, Any]], packages: Mapping[str, Mapping[str, Any]]) -> None:
         """Deploys each released record's package (by flow), writing ``record["deployment"]``."""
@@ -92,14 +95,17 @@ class DeployStage:
                 continue
             try:
                 if rollout.failures:
+                    self._say(rollout, f"rolling back {rollout.deployment}; traffic stays {_split(rollout.previous)}")
                     roll_back(rollout)
                 else:
+                    self._say(rollout, f"traffic {_split(rollout.previous)} -> {_split(rollout.split)}")
                     promote(rollout)
             except DeployError as error:
                 rollout.failures.append(f"{'rollback' if rollout.failures else 'moving traffic'} failed: {error}")
                 rollout.status = "failed"
             if not target.live and rollout.status == "serving":
                 rollout.status = "built"
+            rollout.endpoint_url = endpoint_url(rollout) if rollout.status == "serving" else ""
         for rollout in rollouts:
             next(r for r in released if r["flow"] == rollout.flow)["deployment"] = rollout.as_json()
 
@@ -112,7 +118,10 @@ class DeployStage:
             record["deployment"] = {"target": target.name, "status": "failed", "failures": [str(error)]}
             return None
         if rollout.status == "unchanged":
+            rollout.endpoint_url = endpoint_url(rollout)
             return rollout
+        self._say(rollout, f"starting deployment {rollout.deployment} of {target.name} endpoint {rollout.endpoint} "
+                           "(no traffic until its endpoint test passes)")
         spec = DeploymentSpec(rollout.endpoint, rollout.deployment, record["flow"], Path(package["folder"]), model,
                               dict(package["connections"]), settings, self.config.rootpath, self.settings.output_dir)
         try:
@@ -120,7 +129,10 @@ class DeployStage:
         except DeployError as error:
             rollout.failures.append(str(error))
             rollout.status = "failed"
+            self._say(rollout, f"deployment {rollout.deployment} FAILED: {error}")
             return rollout
+        detail = rollout.deployed.detail if rollout.deployed is not None else ""
+        self._say(rollout, f"deployment {rollout.deployment} is up{f' ({detail})' if detail else ''}")
         try:  # up, and answering the template's sample request (if any) before the rows
             probe = sample_request(settings, self.settings.config_file) if target.live else None
             if probe is not None:
@@ -139,13 +151,16 @@ class DeployStage:
             record = records[rollout.flow]
             cells = [c for c in flows[rollout.flow]["cells"] if c["config"] == record["configuration"]]
             answers[rollout.flow] = ask(rollout.target, rollout.endpoint, rollout.deployment, cells,
-                                        self.settings.rows)
+                                        self.settings.rows, functools.partial(self._rows_done, rollout))
             rollout.failures += answer_failures(cells, answers[rollout.flow], self.settings.latency)
             nodeids += sorted({item["nodeid"] for cell in cells for item in cell["items"]})
         if not answers:
             return
+        items = sorted(set(nodeids))
+        self.say(f"promptflow deploy: endpoint test: {len(items)} item{'s' * (len(items) != 1)} again on the "
+                 "endpoints' answers")
         code, document, tail = rerun_items(self.config, EndpointAnswers(self.settings.rows, answers),
-                                           sorted(set(nodeids)), self.settings.output_dir / "endpoint-test")
+                                           items, self.settings.output_dir / "endpoint-test")
         for rollout in rollouts:
             if rollout.flow in answers:
                 rollout.failures += verdict_failures(document, rollout.flow, code, tail)
@@ -156,3 +171,28 @@ class DeployStage:
                     extras = [[f"pytest_promptflow_endpoint_test raised {type(error).__name__}: {error}"]]
                 for extra in extras:
                     rollout.failures += list(extra or [])
+                failed = f"FAILED: {rollout.failures[0]}" if rollout.failures else "passed"
+                self._say(rollout, f"endpoint test {failed}")
+
+    def _rows_done(self, rollout: Rollout, done: int, total: int) -> None:
+        self._say(rollout, f"endpoint test: {done} of {total} rows answered by {rollout.deployment}")
+
+    def _say(self, rollout: Rollout, what: str) -> None:
+        self.say(f"promptflow deploy: {rollout.flow}: {what}")
+
+
+def _split(split: Mapping[str, int]) -> str:
+    """``blue 90%, green 10%``, or ``none``."""
+    return ", ".join(f"{name} {share}%" for name, share in sorted(split.items()) if share) or "none"
+
+
+def endpoint_url(rollout: Rollout) -> str:
+    """Where clients send requests: the local endpoint's router, else the deployment's endpoint address (Azure ML's
+    scoring URI is the endpoint's); "" for a built-only target or a router that is down."""
+    router = getattr(rollout.target, "router_url", None)
+    if router is not None:
+        try:
+            return f"{router(rollout.endpoint)}/score"
+        except DeployError:
+            return ""
+    return rollout.deployed.url if rollout.deployed is not None else ""

@@ -33,6 +33,7 @@ from ..scrub import remember_secrets
 from . import ledger, shapes, transcript
 from .accounting import cost, usage_of
 from .limits import Gate
+from .nearest import StoreIndex
 from .retry import retry_after, should_retry
 from .settings import LLMSettings
 from .store import Answer, CallRequest, Store
@@ -75,6 +76,7 @@ class CallLayer:
     def __init__(self, settings: LLMSettings, workers: int = 1) -> None:
         self.settings = settings
         self.store = Store(settings.store)
+        self.index = StoreIndex(settings.store)  # read on the first replay miss, to name the nearest request
         self.workers = workers
         self._endpoints: dict[str, tuple[str, str]] = {}  # base URL -> (provider, connection name)
         self._routes: dict[str, Callable[[], str]] = {}  # base URL -> where its requests really go
@@ -221,16 +223,23 @@ class CallLayer:
                 asked = f"{call.request.kind} of {call.request.model!r}"
                 reason = (f"{call.where()}: no usable recorded answer for {asked}: {self.store.path(call.request)} "
                           f"has {unusable}; not replayed" if unusable
-                          else f"{call.where()}: no recorded answer for {asked} in {self.store.root}")
+                          else f"{call.where()}: no recorded answer for {asked} in {self.store.root}"
+                          + self._nearest(call))
                 ledger.current().missed(reason)
-                _transcribe_failure(call, reason)
+                line = reason.split("\n")[0]  # the row's error and its transcript: one line, without the diff
+                _transcribe_failure(call, line)
                 self._add("missing from store")
-                raise ReplayMiss(reason)
+                raise ReplayMiss(line)
             return None
         self._count(call, answer.body, cached=True)
         self._add("from store")
         headers = {"content-type": answer.content_type, CACHE_HEADER: "hit"}
         return http.Response(answer.status, headers=headers, content=answer.content(), request=request)
+
+    def _nearest(self, call: Call) -> str:
+        """``; nearest recorded ...: <file>, differs in the prompt`` and the prompt's diff on the lines after."""
+        nearest = self.index.nearest(call.request, **_recorded_by())
+        return "" if nearest is None else "; " + "\n".join([nearest.line(self.store.root), *nearest.diff])
 
     def _answered(self, call: Call, response: Any, latency: float) -> Any:
         """Counts a live response and stores it when it is a whole, successful answer."""
@@ -252,7 +261,7 @@ class CallLayer:
         self._add("live")
         if self.settings.mode != "live":
             self.store.put(call.request, Answer(response.status_code, content_type, body),
-                           forbidden=_secrets(response.request))
+                           forbidden=_secrets(response.request), recorded_by=_recorded_by())
         return response
 
     def _count(self, call: Call, body: Any, *, cached: bool, latency: float | None = None) -> None:
@@ -325,6 +334,14 @@ def _secrets(request: Any) -> tuple[str, ...]:
     """The credential values a request carries, which must never reach the store."""
     values = (request.headers.get(name, "").removeprefix("Bearer ").strip() for name in _SECRET_HEADERS)
     return tuple(v for v in values if len(v) >= 4)  # a shorter one is no secret, and would match any text
+
+
+def _recorded_by() -> dict[str, str | None]:
+    """The flow (or evaluator) and node making the call: ``{"flow": "sentiment", "node": "classify"}``."""
+    site = ledger.current().site  # "flow sentiment, row 3 of dataset d", "evaluator acc, row 3 ..."
+    who = site.split(", ")[0]
+    flow = who.removeprefix("flow ").removeprefix("evaluator ") if who.startswith(("flow ", "evaluator ")) else None
+    return {"flow": flow, "node": _node_name()}
 
 
 def _node_name() -> str | None:

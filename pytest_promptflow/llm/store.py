@@ -84,11 +84,14 @@ class Store:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def put(self, request: CallRequest, answer: Answer, forbidden: tuple[str, ...] = ()) -> bool:
-        """Stores the answer, unless its text would contain one of the ``forbidden`` secrets."""
+    def put(self, request: CallRequest, answer: Answer, forbidden: tuple[str, ...] = (),
+            recorded_by: Mapping[str, str | None] | None = None) -> bool:
+        """Stores the answer, unless its text would contain one of the ``forbidden`` secrets. ``recorded_by``
+        (the flow and node that asked; not part of the key) lets a replay miss name the nearest recorded request."""
         path = self.path(request)
         entry = {"format": FORMAT, "request": request.as_json(),
-                 "response": {"status": answer.status, "content_type": answer.content_type, "body": answer.body}}
+                 "response": {"status": answer.status, "content_type": answer.content_type, "body": answer.body},
+                 **({"recorded_by": dict(recorded_by)} if recorded_by and recorded_by.get("flow") else {})}
         text = json.dumps(entry, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
         if any(secret in text for secret in forbidden):
             return False

@@ -59,22 +59,33 @@ def _bound(verdict: Verdict) -> str:
 
 
 def worst_rows_lines(worst: Sequence[Mapping[str, Any]]) -> list[str]:
-    """One line per row: its index, score or error, inputs and outputs (shortened, scrubbed: the failure text
-    reaches the terminal and the JUnit file)."""
+    """One line per row: its index, score or error, inputs, and the last LLM answer of its transcript (else its
+    outputs), shortened and scrubbed: the failure text reaches the terminal and the JUnit file."""
     lines = ["worst rows:"] if worst else []
     for row in worst:
         result = f"error {row['error']}" if row.get("error") else f"score {_fmt(row.get('score'))}"
-        outputs = "" if row.get("error") else f" -> {_short(row.get('outputs'))}"
+        if row.get("answer") is not None:
+            got = f" -> last answer {_short(json.dumps(row['answer'], ensure_ascii=False))}"
+        else:
+            got = "" if row.get("error") else f" -> {_short(row.get('outputs'))}"
         repeat = f", repeat {row['repeat']}" if "repeat" in row else ""
-        lines.append(scrub_text(f"  row {row['row']}{repeat}: {result}: {_short(row.get('inputs'))}{outputs}"))
+        lines.append(scrub_text(f"  row {row['row']}{repeat}: {result}: {_short(row.get('inputs'))}{got}"))
     return lines
+
+
+def log_lines() -> list[str]:
+    """``promptflow's log: <path>``, once promptflow wrote to it: the failed rows' tracebacks are there."""
+    from ..promptflow_log import written
+
+    path = written()
+    return [] if path is None else [f"promptflow's log (failed rows' tracebacks): {path}"]
 
 
 def failure_text(cell_id: str, rows: int, verdicts: Sequence[Verdict], worst: Sequence[Mapping[str, Any]],
                  error_rows: int = 0) -> str:
     failed = [v for v in verdicts if not v.passed]
     head = f"{len(failed)} of {len(verdicts)} thresholds failed for cell {cell_id} ({_rows(rows, error_rows)})"
-    return "\n".join([head, *verdict_table(verdicts), *worst_rows_lines(worst)])
+    return "\n".join([head, *verdict_table(verdicts), *worst_rows_lines(worst), *log_lines()])
 
 
 def threshold_failure(cell_id: str, run: Any, verdicts: Sequence[Verdict], metrics: Mapping[str, Any]) -> str | None:
@@ -93,7 +104,9 @@ def _rows(rows: int, error_rows: int) -> str:
 
 
 def metric_assertion_lines(op: str, left: Any, right: Any) -> list[str]:
-    """What ``assert result.metrics["accuracy"] >= 0.6`` prints when it fails."""
+    """What ``assert result.metrics["accuracy"] >= 0.6`` prints when it fails: a line and the threshold table,
+    short enough that pytest's truncation of assertion explanations never cuts it (``metric_details`` has the
+    rest)."""
     from ..evaluation import MetricValue
     from ..thresholds import OPERATORS, Threshold
 
@@ -106,4 +119,12 @@ def metric_assertion_lines(op: str, left: Any, right: Any) -> list[str]:
         op = {">=": "<=", "<=": ">=", ">": "<", "<": ">"}.get(op, op)
     verdict = Verdict(Threshold(metric.name, op, float(other)), float(metric))
     return [f"{metric.name} {float(metric):.4g} {op} {float(other):g} failed for cell {metric.cell_id} "
-            f"({_rows(metric.rows, metric.error_rows)})", *verdict_table([verdict]), *worst_rows_lines(metric.worst)]
+            f"({_rows(metric.rows, metric.error_rows)})", *verdict_table([verdict])]
+
+
+def metric_details(left: Any, right: Any) -> list[str]:
+    """The worst rows of a failing metric assertion's metric, and the log file: a section of the item's report."""
+    from ..evaluation import MetricValue
+
+    metric = left if isinstance(left, MetricValue) else right
+    return [*worst_rows_lines(metric.worst), *log_lines()]

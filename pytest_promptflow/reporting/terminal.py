@@ -44,7 +44,7 @@ def comparison_tables(document: Mapping[str, Any], verbosity: int = 0) -> list[s
             table.append([mark, cell["cell"].removeprefix(f"{flow['flow']}-"), *values, _verdict(cell)])
         best = f"best: {flow['best']}, " if flow["best"] else "no best cell: "
         count = f"{len(flow['cells'])} cell{'s' * (len(flow['cells']) != 1)}"
-        lines.append(f"promptflow: flow {flow['flow']}, {count}; {best}{flow['best_reason']}")
+        lines.append(f"promptflow: flow {flow['flow']}, {count}; {best}{_why_no_metric(flow) or flow['best_reason']}")
         if flow["best"]:
             from .selection import selection_line
 
@@ -54,6 +54,24 @@ def comparison_tables(document: Mapping[str, Any], verbosity: int = 0) -> list[s
         lines += ["  " + "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip()
                   for row in table]
     return lines
+
+
+def _why_no_metric(flow: Mapping[str, Any]) -> str:
+    """Why a flow has no metric to pick its best by, when its flow errored: ``every row failed (ValueError: boom
+    row)``, or ``the flow did not run`` (every item failed before its cell ran); "" otherwise."""
+    if flow["best"] or flow["primary_metric"]:
+        return ""
+    rows = [row for cell in flow["cells"] for row in cell["rows"]]
+    errors = [row["error"] for row in rows if row.get("error")]
+    if rows and len(errors) == len(rows):
+        return f"every row failed, first: {_clip(errors[0])}"
+    if not rows and all(cell["outcome"] in ("failed", "error") for cell in flow["cells"]):
+        return "the flow did not run: see its items' failures"
+    return ""
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _columns(flow: Mapping[str, Any]) -> list[str]:
