@@ -532,12 +532,13 @@ def pytest_runtest_makereport(
 
 
 def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> list[str] | None:
+    """A failing ``assert metrics[...] >= x`` prints the threshold table (its verdict is already recorded: the
+    comparison itself records it, see MetricValue)."""
     from .evaluation import MetricValue
 
     if isinstance(left, MetricValue) or isinstance(right, MetricValue):
         from .reporting.failure import metric_assertion_lines
 
-        config.stash[REPORTS].comparison_failed(op, left, right)
         return metric_assertion_lines(op, left, right)
     return None
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .engine import Row, Run
 from .errors import SpecError, Where
-from .evaluation import Evaluation, Metrics, MetricValue, evaluate, worst_rows
+from .evaluation import Evaluation, Metrics, MetricValue, evaluate, watched, worst_rows
 from .experiment import no_flow_file
 from .flows import FlowTarget
 from .repeats import repeat_metrics
@@ -120,9 +120,10 @@ class FlowRun:
         self.planned = planned
         self.run = run
         self.evaluations: list[Evaluation] = []  # every evaluate() of this test, for the reports
-        self.verdicts: list[dict[str, Any]] = []  # every expect() of this test, for the reports
+        #: every expect() of this test and every comparison of one of its metrics with a number, for the reports
+        self.verdicts: list[dict[str, Any]] = []
         self._scorers: list[Callable[[Run], Evaluation]] = []  # every evaluate(), to score a baseline cell alike
-        self._record(self.metrics)
+        self._record(metrics_of(run, []))
 
     def _record(self, metrics: Metrics) -> None:
         """Metrics become the item's user properties (JUnit shows them)."""
@@ -143,7 +144,8 @@ class FlowRun:
 
     @property
     def metrics(self) -> Metrics:
-        return metrics_of(self.run, [])
+        """The built-in metrics; comparing one with a number (``assert ... <= 0.05``) records a verdict."""
+        return watched(metrics_of(self.run, []), self.verdicts.append)
 
     def evaluate(self, evaluator: Any, mapping: Mapping[str, str] | None = None,
                  data: str | Path | None = None, name: str | None = None,
@@ -179,10 +181,10 @@ class FlowRun:
         evaluation = scorer(self.run)
         self._scorers.append(scorer)
         self.evaluations.append(evaluation)
-        result = EvalResult(self.run, evaluation, metrics_of(self.run, [evaluation]))
-        self._record(Metrics({key: result.metrics[key] for key in (f"{evaluation.evaluator}.{k}"
-                                                                     for k in evaluation.metrics)}))
-        return result
+        metrics = metrics_of(self.run, [evaluation])
+        self._record(Metrics({key: metrics[key] for key in (f"{evaluation.evaluator}.{name}"
+                                                             for name in evaluation.metrics)}))
+        return EvalResult(self.run, evaluation, watched(metrics, self.verdicts.append))
 
     def expect(self, expectation: str, baseline: str | Path | None = None) -> None:
         """Fail the test unless ``"accuracy >= 0.8 at 95%"`` (or ``"accuracy >= baseline - 0.02 at 95%"``) holds
