@@ -52,3 +52,51 @@ def test_marker_thresholds_are_verdicts_whether_they_pass_or_fail(project: Proje
     assert "<title>threshold 0.75</title>" in chart
     if assertions == "rewrite":  # the failure still prints the threshold table
         result.stdout.fnmatch_lines(["*accuracy 0.5 >= 0.75 failed for cell clf-classify=variant_1-small*"])
+
+
+# --- what a variant is -----------------------------------------------------------------------------------------
+
+
+def test_each_variant_is_its_source_text_and_its_literal_parameters(tmp_path: Path) -> None:
+    from pytest_promptflow.variant_specs import describe_variants
+
+    (tmp_path / "few.jinja2").write_text("system: reply in one word\nuser: I love it\nassistant: positive\n{{text}}\n")
+    (tmp_path / "zero.jinja2").write_text("system: reply in one word\n{{text}}\n")
+    node = {"type": "llm", "inputs": {"temperature": 0.0, "max_tokens": 10, "text": "${inputs.text}"}}
+    definition = {"node_variants": {"classify": {"default_variant_id": "few", "variants": {
+        "zero": {"node": {**node, "source": {"type": "code", "path": "zero.jinja2"},
+                          "inputs": {**node["inputs"], "max_tokens": 30}}},
+        "few": {"node": {**node, "source": {"type": "code", "path": "few.jinja2"}}},
+        "tool": {"node": {**node, "source": {"type": "package", "tool": "my_pkg.tools.classify"}}}}}}}
+    described = describe_variants("dag", tmp_path, definition)["classify"]
+    assert described["few"] == {"source": "few.jinja2", "default": True,
+                                "template": "system: reply in one word\nuser: I love it\nassistant: positive\n{{text}}\n",
+                                "parameters": {"temperature": 0.0, "max_tokens": 10}}
+    assert described["zero"]["parameters"] == {"temperature": 0.0, "max_tokens": 30} and not described["zero"]["default"]
+    assert described["tool"]["source"] == "my_pkg.tools.classify" and described["tool"]["template"] is None
+    assert describe_variants("flex", tmp_path, definition) == {} == describe_variants("dag", None, definition)
+
+
+def test_the_page_shows_each_variants_difference_from_the_default_escaped() -> None:
+    from pytest_promptflow.reporting.html import render
+    from pytest_promptflow.reporting.terminal import comparison_tables
+
+    variants = {"classify": {
+        "v0": {"source": "few.jinja2", "template": "reply in one word\nI love it: positive\n{{text}}", "default": True,
+               "parameters": {"temperature": 0.0, "max_tokens": 10}},
+        "v1": {"source": "zero.jinja2", "template": "reply in one word\n<b>{{text}}</b>", "default": False,
+               "parameters": {"temperature": 0.0, "max_tokens": 30}}}}
+    document = {"version": 1, "environment": {}, "flows": [
+        {"flow": "clf", "primary_metric": None, "best": None, "best_reason": "none", "selection": None,
+         "variants": variants, "cells": []}]}
+    page = render(document)
+    assert "<strong>v1</strong> against <strong>v0</strong>:\nparameters max_tokens: 10 \u2192 30" in page
+    assert "template few.jinja2 \u2192 zero.jinja2" in page
+    diff = page[page.index('<pre class="diff">'):]
+    diff = diff[: diff.index("</pre>")]
+    assert re.findall(r"<(del|ins|span class=\"same\")>([^<]*)", diff) == [
+        ("span class=\"same\"", "  reply in one word"), ("del", "- I love it: positive"), ("del", "- {{text}}"),
+        ("ins", "+ &lt;b&gt;{{text}}&lt;/b&gt;")]
+    assert "<b>{{text}}" not in page
+    line = [text for text in comparison_tables(document) if "variants:" in text]
+    assert line == ["  variants: classify: v0 few.jinja2 max_tokens=10; v1 zero.jinja2 max_tokens=30"]

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..scrub import write_text
 from ..thresholds import threshold_text, verdict_word
 from .best import built_in, lower_is_better
+from .explain import variants_view
 
 HTML = "report.html"
 TEMPLATE = "report.html.j2"
@@ -102,6 +103,7 @@ def _flow_view(index: int, flow: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "index": index, "name": flow["flow"], "anchor": f"flow-{index}",
         "best": flow.get("best"), "best_reason": flow.get("best_reason", ""),
+        "variants": variants_view(flow.get("variants") or {}),
         "columns": [{"name": name, "lower": lower_is_better(name)} for name in columns],
         "cells": cells, "charts": open_charts, "more_charts": more_charts,
         "failed_cells": sum(cell["outcome"] in ("failed", "error") for cell in flow["cells"]),

@@ -42,6 +42,7 @@ def item_record(nodeid: str, outcome: str, planned: Any, run: Any = None, evalua
         "repeats": planned.repeats,  # runs of each row: ``rows`` holds each row's runs, ``repeat`` 0 to K-1
         "rows": [],
         "flaky": [],  # rows whose repeats disagree on a 0/1 metric, with each repeat's value and outputs
+        "flow_variants": _flow_variants(planned.target),  # moves to the flow's "variants" in the merged document
     }
     if run is not None:
         from ..repeats import flaky
@@ -53,6 +54,13 @@ def item_record(nodeid: str, outcome: str, planned: Any, run: Any = None, evalua
         record["rows"] = [_row(i, row, evaluations) for i, row in enumerate(run.rows)]
         record["flaky"] = plain(flaky(run, evaluations))
     return record
+
+
+def _flow_variants(target: Any) -> dict[str, Any]:
+    """What each node variant of the cell's flow is (``variant_specs.describe_variants``), as plain data."""
+    from ..variant_specs import describe_variants
+
+    return plain(describe_variants(target.kind, target.folder, target.definition))
 
 
 def _row(index: int, row: Any, evaluations: Sequence[Any]) -> dict[str, Any]:
@@ -130,10 +138,12 @@ def merge(records: Iterable[Mapping[str, Any]], primary_metrics: Mapping[str, st
     flows = []
     for flow in sorted({flow for flow, _ in cells}):
         flow_cells = [_finish(cells[key]) for key in sorted(cells) if key[0] == flow]
+        variants = [cell.pop("flow_variants", {}) for cell in flow_cells]
         metric = primary_metric(flow, flow_cells, primary_metrics)
         best = best_configuration(flow_cells, metric)
         flows.append({"flow": flow, "primary_metric": metric, "best": best.config, "best_reason": best.reason,
-                      "selection": best.selection, "cells": flow_cells})
+                      "selection": best.selection, "variants": next((v for v in variants if v), {}),
+                      "cells": flow_cells})
     return {"version": VERSION, "environment": dict(environment), "flows": flows}
 
 

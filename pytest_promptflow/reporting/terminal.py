@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..thresholds import threshold_text, verdict_word
+from .explain import variants_line
 
 OUTCOMES = ("live", "from store", "failed", "missing from store")
 
@@ -50,6 +51,8 @@ def comparison_tables(document: Mapping[str, Any], verbosity: int = 0) -> list[s
 
             chosen = selection_line(flow.get("selection"), flow["primary_metric"])
             lines += [chosen] if chosen else []
+        described = variants_line(flow.get("variants") or {})
+        lines += [described] if described else []
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         lines += ["  " + "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip()
                   for row in table]
