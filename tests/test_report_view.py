@@ -60,7 +60,8 @@ def test_marker_thresholds_are_verdicts_whether_they_pass_or_fail(project: Proje
 def test_each_variant_is_its_source_text_and_its_literal_parameters(tmp_path: Path) -> None:
     from pytest_promptflow.variant_specs import describe_variants
 
-    (tmp_path / "few.jinja2").write_text("system: reply in one word\nuser: I love it\nassistant: positive\n{{text}}\n")
+    few = "system: reply in one word\nuser: I love it\nassistant: positive\n{{text}}\n"
+    (tmp_path / "few.jinja2").write_text(few)
     (tmp_path / "zero.jinja2").write_text("system: reply in one word\n{{text}}\n")
     node = {"type": "llm", "inputs": {"temperature": 0.0, "max_tokens": 10, "text": "${inputs.text}"}}
     definition = {"node_variants": {"classify": {"default_variant_id": "few", "variants": {
@@ -70,9 +71,10 @@ def test_each_variant_is_its_source_text_and_its_literal_parameters(tmp_path: Pa
         "tool": {"node": {**node, "source": {"type": "package", "tool": "my_pkg.tools.classify"}}}}}}}
     described = describe_variants("dag", tmp_path, definition)["classify"]
     assert described["few"] == {"source": "few.jinja2", "default": True,
-                                "template": "system: reply in one word\nuser: I love it\nassistant: positive\n{{text}}\n",
+                                "template": few,
                                 "parameters": {"temperature": 0.0, "max_tokens": 10}}
-    assert described["zero"]["parameters"] == {"temperature": 0.0, "max_tokens": 30} and not described["zero"]["default"]
+    assert described["zero"]["parameters"] == {"temperature": 0.0, "max_tokens": 30}
+    assert not described["zero"]["default"]
     assert described["tool"]["source"] == "my_pkg.tools.classify" and described["tool"]["template"] is None
     assert describe_variants("flex", tmp_path, definition) == {} == describe_variants("dag", None, definition)
 
