@@ -135,11 +135,13 @@ def interval_of(values: Sequence[float], level: float = 0.95, sides: int = 2,
 
 
 class Metrics(dict):
-    """Metric name -> MetricValue; a missing name says which metrics there are, and why."""
+    """Metric name -> MetricValue; a missing name says which metrics there are, and why. ``aliases``: each name
+    that says the same number as another -> the one the reports show (``metric_names``)."""
 
-    def __init__(self, values: Mapping[str, Any], note: str = "") -> None:
+    def __init__(self, values: Mapping[str, Any], note: str = "", aliases: Mapping[str, str] | None = None) -> None:
         super().__init__(values)
         self.note = note
+        self.aliases = dict(aliases or {})
 
     def __missing__(self, key: str) -> Any:
         import difflib

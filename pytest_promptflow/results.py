@@ -15,6 +15,7 @@ from .errors import SpecError, Where
 from .evaluation import Evaluation, Metrics, MetricValue, evaluate, watched, worst_rows
 from .experiment import no_flow_file
 from .flows import FlowTarget
+from .metric_names import derived_aliases, run_aliases
 from .repeats import repeat_metrics
 from .reporting.best import built_in
 from .reporting.failure import threshold_failure
@@ -34,8 +35,11 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
     resampled: dict[str, tuple[tuple[float, ...] | None, str]] = {}  # a logged metric's replicates, or why none
     for name in run.flow_metrics:  # the flow's own aggregation, as Run.metrics names its metrics
         resampled[f"flow.{name}" if built_in(name) else name] = (run.flow_replicates.get(name), run.flow_no_interval)
+    owners: dict[str, str] = {}  # short name -> the evaluator it belongs to
     for ev in evaluations:
         for name, value in ev.metrics.items():
+            if name not in values:
+                owners[name] = ev.evaluator
             for key in ([] if name in values else [name]) + [f"{ev.evaluator}.{name}"]:
                 values[key] = value
                 if name in ev.values:
@@ -58,7 +62,7 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
     return Metrics({name: MetricValue(value, name, run.cell.id, run.dataset_rows, worst_rows(run, evaluations, name),
                                       len(failed), per_row.get(name), clusters.get(name),
                                       *resampled.get(name, (None, "")))
-                    for name, value in values.items()}, note)
+                    for name, value in values.items()}, note, derived_aliases(run_aliases(evaluations, owners), values))
 
 
 CLUSTER = "cluster"  # the dataset column whose rows are not independent draws (one document's questions)

@@ -14,8 +14,9 @@ import hashlib
 import json
 from html import escape
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+from ..metric_names import aliases_of, shown_name
 from ..scrub import write_text
 from ..thresholds import threshold_text, verdict_word
 from .best import built_in, lower_is_better
@@ -78,7 +79,8 @@ def json_island(data: Any) -> str:
 def metric_columns(flow: Mapping[str, Any]) -> list[str]:
     """Every metric of the flow's cells in a stable order: the primary metric, the evaluators'
     metrics (plain names before ``evaluator.name``), then the built-in ones."""
-    names = {name for cell in flow["cells"] for name in cell["metrics"]}
+    aliases = flow.get("metric_aliases") or {}
+    names = {name for cell in flow["cells"] for name in cell["metrics"] if name not in aliases}
     primary = flow.get("primary_metric")
 
     def rank(name: str) -> tuple[int, int, str]:
@@ -93,18 +95,21 @@ def metric_columns(flow: Mapping[str, Any]) -> list[str]:
 
 def _flow_view(index: int, flow: Mapping[str, Any]) -> dict[str, Any]:
     columns = metric_columns(flow)
+    aliases = flow.get("metric_aliases") or {}
     cells = [_cell_view(flow, cell, columns) for cell in flow["cells"]]
     open_charts: list[dict[str, Any]] = []
     more_charts: list[dict[str, Any]] = []
-    for names in _chart_groups(flow["cells"], columns):
-        chart = bar_chart(names, cells, _thresholds(flow["cells"], names))
+    for names in _chart_groups(flow["cells"], columns, aliases):
+        chart = bar_chart(names, cells, [_thresholds(cell, names) for cell in flow["cells"]])
         (more_charts if built_in(names[0]) and names[0] not in OPEN_BUILT_IN else open_charts).append(chart)
     datasets = [c["dataset"] for c in flow["cells"]]
     return {
         "index": index, "name": flow["flow"], "anchor": f"flow-{index}",
         "best": flow.get("best"), "best_reason": flow.get("best_reason", ""),
         "variants": variants_view(flow.get("variants") or {}),
-        "columns": [{"name": name, "lower": lower_is_better(name)} for name in columns],
+        "columns": [{"name": name, "lower": lower_is_better(name), "aliases": aliases_of(name, aliases)}
+                    for name in columns],
+        "aliases": [(name, aliases_of(name, aliases)) for name in columns if aliases_of(name, aliases)],
         "cells": cells, "charts": open_charts, "more_charts": more_charts,
         "failed_cells": sum(cell["outcome"] in ("failed", "error") for cell in flow["cells"]),
         "comparable": any(datasets.count(d) > 1 for d in datasets), "pair": _pair(flow),
@@ -128,11 +133,12 @@ def _pair(flow: Mapping[str, Any]) -> tuple[int, int]:
 
 
 def _cell_view(flow: Mapping[str, Any], cell: Mapping[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    aliases = flow.get("metric_aliases") or {}
     verdicts = _verdicts(cell)
     values = []
     for name in columns:
         value = cell["metrics"].get(name)
-        mine = [v for v in verdicts if v["metric"] == name]
+        mine = [v for v in verdicts if shown_name(v["metric"], aliases) == name]
         values.append({"text": MISSING if value is None else number(value),
                        "interval": interval_text(_interval(cell, name)),
                        "failed": [_threshold(v) for v in mine if not v["passed"]],
@@ -148,7 +154,8 @@ def _cell_view(flow: Mapping[str, Any], cell: Mapping[str, Any], columns: Sequen
         "dataset": cell["dataset"], "dataset_path": cell.get("dataset_path", ""),
         "dataset_hash": cell.get("dataset_hash", "")[:12],
         "outcome": cell["outcome"],
-        "failed_thresholds": list(dict.fromkeys(f"{v['metric']} {_threshold(v)}" for v in verdicts if not v["passed"])),
+        "failed_thresholds": list(dict.fromkeys(f"{shown_name(v['metric'], aliases)} {_threshold(v)}"
+                                                for v in verdicts if not v["passed"])),
         "nodeids": [item["nodeid"] for item in cell["items"]],
         "values": values, "rows": rows, "rows_total": len(cell["rows"]),
         "failing_rows": sum(_row_failing(row) for row in cell["rows"]), "rows_note": rows_note(len(cell["rows"])),
@@ -255,15 +262,22 @@ def _threshold(verdict: Mapping[str, Any]) -> str:
     return f"{threshold_text(verdict)} {note}".rstrip()
 
 
-def _thresholds(cells: Iterable[Mapping[str, Any]], metrics: Sequence[str]) -> list[float]:
-    """The thresholds a metric's chart draws: a baseline threshold's limit is on the difference, not the metric."""
-    return sorted({float(v["threshold"]) for cell in cells for v in cell["verdicts"]
+def _thresholds(cell: Mapping[str, Any], metrics: Sequence[str]) -> list[float]:
+    """The thresholds a cell's bar of a metric's chart draws, from experiment.yaml, ``expect`` and marker tests'
+    asserts alike: a baseline threshold's limit is on the difference, not the metric."""
+    return sorted({float(v["threshold"]) for v in cell["verdicts"]
                    if v["metric"] in metrics and v.get("baseline") is None})
 
 
-def _chart_groups(cells: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[list[str]]:
-    """One chart per metric, except that ``evaluator.name`` joins ``name``'s chart when its values
-    are the same in every cell (azure-ai-evaluation and promptflow report both spellings)."""
+def _chart_groups(cells: Sequence[Mapping[str, Any]], columns: Sequence[str],
+                  aliases: Mapping[str, str]) -> list[list[str]]:
+    """One chart per metric with its aliases after it; without aliases (an older document), ``evaluator.name``
+    joins ``name``'s chart when its values are the same in every cell."""
+    groups = _twins(cells, columns)
+    return [[*group, *(alias for name in group for alias in aliases_of(name, aliases))] for group in groups]
+
+
+def _twins(cells: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[list[str]]:
     groups: list[list[str]] = []
     for name in columns:
         series = [cell["metrics"].get(name) for cell in cells]
@@ -282,10 +296,16 @@ def _chart_groups(cells: Sequence[Mapping[str, Any]], columns: Sequence[str]) ->
 BAR_HEIGHT, GAP, CHAR_WIDTH, LABEL_CHARS, BAR_AREA, VALUE_AREA = 14, 6, 6.2, 56, 220, 64
 
 
-def bar_chart(names: Sequence[str], cells: Sequence[Mapping[str, Any]], thresholds: Sequence[float]) -> dict[str, Any]:
+def bar_chart(names: Sequence[str], cells: Sequence[Mapping[str, Any]],
+              cell_thresholds: Sequence[Sequence[float]]) -> dict[str, Any]:
     """A horizontal bar per cell for the metric ``names[0]`` (``names[1:]`` have the same values),
-    as inline SVG: the best configuration's bars marked, failing cells red, thresholds dashed."""
+    as inline SVG: the best configuration's bars marked, failing cells red, thresholds dashed: across the
+    chart when every bar has it, else across the bars that have it (a threshold per dataset)."""
     metric = names[0]
+    thresholds = sorted({t for mine in cell_thresholds for t in mine})
+    valued = [mine for mine, cell in zip(cell_thresholds, cells, strict=True)
+              if cell["metrics"].get(metric) is not None]
+    common = [t for t in thresholds if all(t in mine for mine in valued)]
     values = [cell["metrics"].get(metric) for cell in cells]
     intervals = [_interval(cell, metric) if value is not None else None for cell, value in zip(cells, values,
                                                                                                  strict=True)]
@@ -320,13 +340,20 @@ def bar_chart(names: Sequence[str], cells: Sequence[Mapping[str, Any]], threshol
             parts.append(_error_bar(x(interval[0]), x(interval[1]), y + BAR_HEIGHT / 2))
             right = max(right, x(interval[1]))
         parts.append(f'<text x="{max(right, x(0)) + 4}" y="{middle}" class="value">{number(value)}</text></g>')
-    for threshold in thresholds:
+        parts += [_tick(x(t), y, t) for t in cell_thresholds[i] if t not in common]
+    for threshold in common:
         parts.append(f'<line class="threshold" x1="{x(threshold)}" x2="{x(threshold)}" y1="0" y2="{height - 12}">'
                      f'<title>threshold {threshold:g}</title></line>'
                      f'<text class="threshold" x="{x(threshold)}" y="{height - 2}" text-anchor="middle">'
                      f'{threshold:g}</text>')
     parts.append("</svg>")
     return {"names": list(names), "lower": lower_is_better(metric), "svg": _markup("".join(parts))}
+
+
+def _tick(at: float, top: float, threshold: float) -> str:
+    """A threshold of one bar: a dashed line across it."""
+    return (f'<line class="threshold" x1="{at}" x2="{at}" y1="{top - 2}" y2="{top + BAR_HEIGHT + 2}">'
+            f'<title>threshold {threshold:g}</title></line>')
 
 
 def _error_bar(left: float, right: float, middle: float) -> str:

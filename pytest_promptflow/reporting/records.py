@@ -38,6 +38,7 @@ def item_record(nodeid: str, outcome: str, planned: Any, run: Any = None, evalua
         "items": [{"nodeid": nodeid, "outcome": outcome}],
         "verdicts": [dict(plain(v), item=nodeid) for v in verdicts],  # an actual may be a MetricValue
         "metrics": {},
+        "aliases": {},  # a metric name -> the name the reports show for the same number
         "intervals": {},  # <metric>.ci_low, .ci_high, .se, .n (95%, two-sided) of the metrics that have one
         "repeats": planned.repeats,  # runs of each row: ``rows`` holds each row's runs, ``repeat`` 0 to K-1
         "rows": [],
@@ -50,6 +51,7 @@ def item_record(nodeid: str, outcome: str, planned: Any, run: Any = None, evalua
 
         metrics = metrics_of(run, evaluations)
         record["metrics"] = {k: float(v) for k, v in metrics.items()}
+        record["aliases"] = dict(metrics.aliases)  # one name per metric in the reports; the flow's: metric_aliases
         record["intervals"] = interval_fields(metrics)
         record["rows"] = [_row(i, row, evaluations) for i, row in enumerate(run.rows)]
         record["flaky"] = plain(flaky(run, evaluations))
@@ -124,6 +126,7 @@ def _hash(path: str, mtime_ns: int, size: int) -> str:
 def merge(records: Iterable[Mapping[str, Any]], primary_metrics: Mapping[str, str],
           environment: Mapping[str, Any]) -> dict[str, Any]:
     """The report document: flows sorted by name, each with its cells sorted by id and its best cell."""
+    from ..metric_names import flow_aliases
     from .best import best_configuration, primary_metric
 
     cells: dict[tuple[str, str], dict[str, Any]] = {}
@@ -132,8 +135,8 @@ def merge(records: Iterable[Mapping[str, Any]], primary_metrics: Mapping[str, st
     for record in sorted(records, key=lambda record: [item["nodeid"] for item in record["items"]]):
         key = (record["flow"], record["cell"])
         if key not in cells:
-            cells[key] = {**record, "items": [], "verdicts": [], "metrics": {}, "intervals": {}, "rows": [],
-                          "flaky": []}
+            cells[key] = {**record, "items": [], "verdicts": [], "metrics": {}, "aliases": {}, "intervals": {},
+                          "rows": [], "flaky": []}
         _absorb(cells[key], record)
     flows = []
     for flow in sorted({flow for flow, _ in cells}):
@@ -143,6 +146,7 @@ def merge(records: Iterable[Mapping[str, Any]], primary_metrics: Mapping[str, st
         best = best_configuration(flow_cells, metric)
         flows.append({"flow": flow, "primary_metric": metric, "best": best.config, "best_reason": best.reason,
                       "selection": best.selection, "variants": next((v for v in variants if v), {}),
+                      "metric_aliases": flow_aliases(flow_cells),
                       "cells": flow_cells})
     return {"version": VERSION, "environment": dict(environment), "flows": flows}
 
@@ -152,6 +156,9 @@ def _absorb(cell: dict[str, Any], record: Mapping[str, Any]) -> None:
     cell["verdicts"].extend(record["verdicts"])
     for name, value in record["metrics"].items():
         cell["metrics"].setdefault(name, value)
+    for name, kept in record.get("aliases", {}).items():  # only where this record's numbers are the cell's
+        if all(cell["metrics"].get(key) == record["metrics"].get(key) for key in (name, kept)):
+            cell["aliases"].setdefault(name, kept)
     for name, value in record.get("intervals", {}).items():
         cell["intervals"].setdefault(name, value)
     cell["flaky"].extend(entry for entry in record.get("flaky", []) if entry not in cell["flaky"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..metric_names import shown_name
 from ..thresholds import threshold_text, verdict_word
 from .explain import variants_line
 
@@ -62,10 +63,11 @@ def comparison_tables(document: Mapping[str, Any], verbosity: int = 0) -> list[s
 def _columns(flow: Mapping[str, Any]) -> list[str]:
     from .best import built_in
 
+    aliases = flow.get("metric_aliases") or {}
     seen: dict[str, None] = {}
     for cell in flow["cells"]:
         for name in cell["metrics"]:
-            if not built_in(name) and "." not in name:
+            if not built_in(name) and "." not in name and name not in aliases:
                 seen.setdefault(name)
     primary = flow["primary_metric"]
     evaluator = [primary] if primary else []
@@ -75,20 +77,22 @@ def _columns(flow: Mapping[str, Any]) -> list[str]:
     for cell in flow["cells"]:
         for verdict in cell["verdicts"]:
             if not verdict["passed"] and not _shown_as(verdict, cell) & {*evaluator, *after}:
-                hidden.setdefault(verdict["metric"])
+                hidden.setdefault(shown_name(verdict["metric"], aliases))
     return evaluator + list(hidden) + after
 
 
 def _shown_as(verdict: Mapping[str, Any], cell: Mapping[str, Any]) -> set[str]:
-    """The columns a verdict's metric may show under: its name, and for ``evaluator.metric`` the
-    short name when that holds the same value (the short name is the first evaluator's)."""
+    """The columns a verdict's metric may show under: its name, the name the reports show for it
+    (``metric_names``: ``sentiment_eval.accuracy`` and ``score`` show as ``accuracy``), and for
+    ``evaluator.metric`` the short name when that holds the same value (a document without aliases)."""
     from .best import built_in
 
     metric, metrics = verdict["metric"], cell["metrics"]
+    names = {metric, shown_name(metric, cell.get("aliases") or {})}
     short = metric.partition(".")[2]
     if not built_in(metric) and short in metrics and metrics[short] == metrics.get(metric):
-        return {metric, short}
-    return {metric}
+        names.add(short)
+    return names
 
 
 def _with_interval(flow: Mapping[str, Any]) -> set[str]:
@@ -112,7 +116,8 @@ def _value(value: float | None, failed: bool) -> str:
 
 
 def _verdict(cell: Mapping[str, Any]) -> str:
-    failed = [f"{v['metric']} {threshold_text(v)}" for v in cell["verdicts"] if not v["passed"]]
+    aliases = cell.get("aliases") or {}
+    failed = [f"{shown_name(v['metric'], aliases)} {threshold_text(v)}" for v in cell["verdicts"] if not v["passed"]]
     if failed:
         return "FAIL " + "; ".join(dict.fromkeys(failed))
     word = {"passed": "ok", "skipped": "skipped"}.get(cell["outcome"], cell["outcome"].upper())
