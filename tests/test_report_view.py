@@ -102,3 +102,48 @@ def test_the_page_shows_each_variants_difference_from_the_default_escaped() -> N
     assert "<b>{{text}}" not in page
     line = [text for text in comparison_tables(document) if "variants:" in text]
     assert line == ["  variants: classify: v0 few.jinja2 max_tokens=10; v1 zero.jinja2 max_tokens=30"]
+
+
+# --- one name per metric ---------------------------------------------------------------------------------------
+
+NAMES_SUITE = """
+import pytest
+
+def f1_like(category, label):
+    value = float(category == label)
+    return {"f1_score": value, "f1_score_score": value, "f1_score_result": "pass" if value else "fail"}
+
+@pytest.mark.promptflow(flow="flows/clf", data="data/small.jsonl")
+def test_names(flow_run):
+    result = flow_run.evaluate("flows/ev", mapping={"groundtruth": "${data.label}",
+                                                    "prediction": "${run.outputs.category}"})
+    f1 = flow_run.evaluate(f1_like, mapping={"category": "${run.outputs.category}", "label": "${data.label}"})
+    for name in ("accuracy", "score", "ev.accuracy", "ev.score"):
+        assert result.metrics[name] >= 0.75
+    assert f1.metrics["f1_score_score"] == f1.metrics["f1_like.f1_score"] == 1.0
+"""
+
+
+def test_one_number_shows_under_one_name_and_every_name_still_works(project: Project,
+                                                                    pytester: pytest.Pytester) -> None:
+    project.dag_flow()
+    project.eval_flow()
+    project.data("small")
+    pytester.makepyfile(test_names=NAMES_SUITE)
+    result = run(pytester, "--promptflow-report", "out")
+    result.assert_outcomes(passed=1)
+    flow = _document(pytester.path / "out")["flows"][0]
+    assert flow["metric_aliases"] == {
+        "ev.accuracy": "accuracy", "score": "accuracy", "ev.score": "accuracy",  # the logged mean of column score
+        "f1_like.f1_score": "f1_score", "f1_score_score": "f1_score", "f1_like.f1_score_score": "f1_score",
+        "f1_like.f1_score_pass_rate": "f1_score_pass_rate"}
+    assert {v["metric"] for v in flow["cells"][0]["verdicts"]} == {  # metric == metric is no threshold
+        "accuracy", "score", "ev.accuracy", "ev.score", "f1_like.f1_score"}
+    header = next(line for line in result.outlines if line.strip().startswith("cell "))
+    assert header.split() == ["cell", "accuracy", "f1_score", "f1_score_pass_rate", "error_rate", "latency.p95",
+                              "cost.total", "verdict"]
+    page = (pytester.path / "out" / "report.html").read_text(encoding="utf-8")
+    headings = re.findall(r'<th class="num"[^>]*>([^<]*)', page)
+    assert "accuracy" in headings and not {"score", "ev.accuracy", "f1_score_score"} & set(headings)
+    assert "<strong>accuracy</strong> = ev.accuracy = ev.score = score" in page
+    assert page.count("<figcaption>accuracy ") == 1 and "<figcaption>score" not in page
