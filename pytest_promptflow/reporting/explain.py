@@ -63,3 +63,72 @@ def variants_line(described: Mapping[str, Any]) -> str:
 
 def _all_keys(variants: Mapping[str, Any]) -> list[str]:
     return list(dict.fromkeys(key for v in variants.values() for key in v["parameters"]))
+
+
+def best_score(flow: Mapping[str, Any]) -> str:
+    """The score the best configuration was chosen on, e.g. ``accuracy 0.62 [0.48, 0.75], mean over 2 datasets
+    (50 rows)``; with split rows, its confirmation half's; "" when there is no best."""
+    figure = (flow.get("figures") or {}).get(flow.get("best"))
+    metric = flow.get("primary_metric")
+    if figure is None or metric is None:
+        return ""
+    confirmed = (flow.get("selection") or {}).get("confirmation")
+    if confirmed:
+        return (f"{metric} {confirmed['mean']:.4g} [{confirmed['ci_low']:.2g}, {confirmed['ci_high']:.2g}] on the "
+                f"confirmation half ({confirmed['n']} rows{_datasets(figure)})")
+    if figure.get("n") is None:  # not a mean of per-row values: the cells' own values
+        over = f", mean of {_over(figure)}" if figure.get("datasets", 1) > 1 else ""
+        return f"{metric} {figure_text(figure)}{over}"
+    return f"{metric} {figure_text(figure)}, mean over {_over(figure)}"
+
+
+def figure_text(figure: Mapping[str, Any]) -> str:
+    """``0.62 [0.48, 0.75]``: a figure and its 95% interval, when it has one."""
+    interval = "" if figure.get("ci_low") is None else f" [{figure['ci_low']:.2g}, {figure['ci_high']:.2g}]"
+    return f"{figure['mean']:.4g}{interval}"
+
+
+def _over(figure: Mapping[str, Any]) -> str:
+    datasets = figure.get("datasets") or 1
+    if figure.get("n") is None:
+        return f"{datasets} datasets' values" if datasets > 1 else "the dataset's value"
+    half = " of the selection half" if figure.get("rows") == "selection half" else ""
+    return f"{datasets} datasets ({figure['n']} rows{half})" if datasets > 1 else f"{figure['n']} rows{half}"
+
+
+def _datasets(figure: Mapping[str, Any]) -> str:
+    datasets = figure.get("datasets") or 1
+    return f", {datasets} datasets" if datasets > 1 else ""
+
+
+def configurations_view(flow: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each configuration with the figure the choice reads, best first, and what kept it from being chosen."""
+    from .best import lower_is_better
+
+    found = flow.get("figures") or {}
+    metric = flow.get("primary_metric") or ""
+    sign = -1 if lower_is_better(metric) else 1
+    selection = flow.get("selection") or {}
+    failing = {cell["config"] for cell in flow["cells"] if cell["outcome"] != "passed"}
+    configs = list(dict.fromkeys(cell["config"] for cell in flow["cells"]))
+    ranked = sorted(configs, key=lambda c: (c not in found, -sign * found[c]["mean"] if c in found else 0, c))
+    view = []
+    for config in ranked:
+        figure = found.get(config)
+        status = ("best" if config == flow.get("best") else "a cell did not pass" if config in failing
+                  else "not scored on every dataset" if figure is None
+                  else "tied with the best" if config in selection.get("tied_with", [])
+                  else "dropped by Holm" if config in selection.get("dropped", []) else "")
+        view.append({"config": config, "figure": figure, "text": "\u2014" if figure is None else figure_text(figure),
+                     "rows": "" if figure is None or figure.get("n") is None else figure["n"], "status": status,
+                     "best": config == flow.get("best"), "failing": config in failing})
+    return view
+
+
+def figure_heading(flow: Mapping[str, Any]) -> str:
+    """What the figures are, e.g. ``accuracy, mean over 2 datasets (50 rows)``."""
+    found = flow.get("figures") or {}
+    figure = found.get(flow.get("best")) or next(iter(found.values()), None)
+    if figure is None:
+        return ""
+    return f"{flow.get('primary_metric')}, {'mean of' if figure.get('n') is None else 'mean over'} {_over(figure)}"

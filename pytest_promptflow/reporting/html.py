@@ -20,7 +20,7 @@ from ..metric_names import aliases_of, shown_name
 from ..scrub import write_text
 from ..thresholds import threshold_text, verdict_word
 from .best import built_in, lower_is_better
-from .explain import variants_view
+from .explain import best_score, configurations_view, figure_heading, variants_view
 
 HTML = "report.html"
 TEMPLATE = "report.html.j2"
@@ -81,7 +81,7 @@ def metric_columns(flow: Mapping[str, Any]) -> list[str]:
     metrics (plain names before ``evaluator.name``), then the built-in ones."""
     aliases = flow.get("metric_aliases") or {}
     names = {name for cell in flow["cells"] for name in cell["metrics"] if name not in aliases}
-    primary = flow.get("primary_metric")
+    primary = shown_name(flow.get("primary_metric") or "", aliases)
 
     def rank(name: str) -> tuple[int, int, str]:
         if name == primary:
@@ -103,10 +103,13 @@ def _flow_view(index: int, flow: Mapping[str, Any]) -> dict[str, Any]:
         chart = bar_chart(names, cells, [_thresholds(cell, names) for cell in flow["cells"]])
         (more_charts if built_in(names[0]) and names[0] not in OPEN_BUILT_IN else open_charts).append(chart)
     datasets = [c["dataset"] for c in flow["cells"]]
+    configurations = configurations_view(flow)
     return {
         "index": index, "name": flow["flow"], "anchor": f"flow-{index}",
         "best": flow.get("best"), "best_reason": flow.get("best_reason", ""),
         "variants": variants_view(flow.get("variants") or {}),
+        "best_score": best_score(flow), "configurations": configurations, "figure_heading": figure_heading(flow),
+        "figure_chart": _figure_chart(flow, configurations),
         "columns": [{"name": name, "lower": lower_is_better(name), "aliases": aliases_of(name, aliases)}
                     for name in columns],
         "aliases": [(name, aliases_of(name, aliases)) for name in columns if aliases_of(name, aliases)],
@@ -116,6 +119,20 @@ def _flow_view(index: int, flow: Mapping[str, Any]) -> dict[str, Any]:
         "island": [{"cell": c["id"], "label": c["label"], "dataset": c["dataset"], "rows": c["island_rows"]}
                    for c in cells],
     }
+
+
+def _figure_chart(flow: Mapping[str, Any], configurations: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The figure each configuration was ranked on, as a bar with its interval: the chart of why the best won."""
+    metric = flow.get("primary_metric")
+    if metric is None or not any(c["figure"] for c in configurations):
+        return None
+    bars = [{"config": c["config"], "dataset": "all datasets", "label": c["config"], "best": c["best"],
+             "failed_thresholds": [f"{metric} did not pass"] if c["failing"] else [],
+             "metrics": {metric: c["figure"]["mean"]} if c["figure"] else {},
+             "intervals": {f"{metric}.{key}": c["figure"][key] for key in ("ci_low", "ci_high", "n")}
+             if c["figure"] else {}}
+            for c in configurations]
+    return {**bar_chart([metric], bars, [[] for _ in bars]), "names": [figure_heading(flow)]}
 
 
 def _pair(flow: Mapping[str, Any]) -> tuple[int, int]:

@@ -145,7 +145,8 @@ def merge(records: Iterable[Mapping[str, Any]], primary_metrics: Mapping[str, st
         metric = primary_metric(flow, flow_cells, primary_metrics)
         best = best_configuration(flow_cells, metric)
         flows.append({"flow": flow, "primary_metric": metric, "best": best.config, "best_reason": best.reason,
-                      "selection": best.selection, "variants": next((v for v in variants if v), {}),
+                      "selection": best.selection, "figures": best.figures,
+                      "variants": next((v for v in variants if v), {}),
                       "metric_aliases": flow_aliases(flow_cells),
                       "cells": flow_cells})
     return {"version": VERSION, "environment": dict(environment), "flows": flows}

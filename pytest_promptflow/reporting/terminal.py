@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 from ..metric_names import shown_name
 from ..thresholds import threshold_text, verdict_word
-from .explain import variants_line
+from .explain import best_score, variants_line
 
 OUTCOMES = ("live", "from store", "failed", "missing from store")
 
@@ -44,9 +44,14 @@ def comparison_tables(document: Mapping[str, Any], verbosity: int = 0) -> list[s
                       + (_interval(cell.get("intervals", {}), name) if name in spread else "") for name in columns]
             mark = "*" if cell["config"] == flow["best"] else ""
             table.append([mark, cell["cell"].removeprefix(f"{flow['flow']}-"), *values, _verdict(cell)])
-        best = f"best: {flow['best']}, " if flow["best"] else "no best cell: "
         count = f"{len(flow['cells'])} cell{'s' * (len(flow['cells']) != 1)}"
-        lines.append(f"promptflow: flow {flow['flow']}, {count}; {best}{flow['best_reason']}")
+        score = best_score(flow)
+        if flow["best"] and score:  # the score it was chosen on, then why
+            lines += [f"promptflow: flow {flow['flow']}, {count}; best: {flow['best']}, {score}",
+                      f"  why: {flow['best_reason']}"]
+        else:
+            best = f"best: {flow['best']}, " if flow["best"] else "no best cell: "
+            lines.append(f"promptflow: flow {flow['flow']}, {count}; {best}{flow['best_reason']}")
         if flow["best"]:
             from .selection import selection_line
 
@@ -69,7 +74,7 @@ def _columns(flow: Mapping[str, Any]) -> list[str]:
         for name in cell["metrics"]:
             if not built_in(name) and "." not in name and name not in aliases:
                 seen.setdefault(name)
-    primary = flow["primary_metric"]
+    primary = flow["primary_metric"] and shown_name(flow["primary_metric"], aliases)
     evaluator = [primary] if primary else []
     evaluator += [name for name in seen if name != primary][:MAX_EVALUATOR_COLUMNS - len(evaluator)]
     after = [name for name in COLUMNS_AFTER if name not in evaluator]
