@@ -29,6 +29,7 @@ TEMPLATE = "report.html.j2"
 BUILT_IN_ORDER = ("error_rate", "latency.", "cost.", "tokens.", "rows", "llm.")
 OPEN_BUILT_IN = ("error_rate", "latency.p95", "cost.total")
 MISSING = "\u2014"
+FIRST_AFTER_VERDICT = ("error_rate", "cost.total")  # the comparison table's columns right after the verdict
 #: what the page embeds of a value and of a cell's rows, so that a big dataset still gives a page a browser
 #: opens (50 MB of data made a 157 MB page); every value and every row stays whole in rows.csv and report.json
 HTML_VALUE_CHARS = 1_000
@@ -93,10 +94,18 @@ def metric_columns(flow: Mapping[str, Any]) -> list[str]:
     return sorted(names, key=rank)
 
 
+def table_columns(columns: Sequence[str], primary: str) -> list[str]:
+    """The comparison table's metric columns: the primary metric (the verdict follows it), the error rate and the
+    cost, then the others in ``metric_columns``' order: what decides a cell is seen without scrolling."""
+    first = [name for name in (primary, *FIRST_AFTER_VERDICT) if name in columns]
+    return [*first, *(name for name in columns if name not in first)]
+
+
 def _flow_view(index: int, flow: Mapping[str, Any]) -> dict[str, Any]:
     columns = metric_columns(flow)
     aliases = flow.get("metric_aliases") or {}
-    cells = [_cell_view(flow, cell, columns) for cell in flow["cells"]]
+    table = table_columns(columns, shown_name(flow.get("primary_metric") or "", aliases))
+    cells = [_cell_view(flow, cell, table) for cell in flow["cells"]]
     open_charts: list[dict[str, Any]] = []
     more_charts: list[dict[str, Any]] = []
     for names in _chart_groups(flow["cells"], columns, aliases):
@@ -111,7 +120,8 @@ def _flow_view(index: int, flow: Mapping[str, Any]) -> dict[str, Any]:
         "best_score": best_score(flow), "configurations": configurations, "figure_heading": figure_heading(flow),
         "figure_chart": _figure_chart(flow, configurations),
         "columns": [{"name": name, "lower": lower_is_better(name), "aliases": aliases_of(name, aliases)}
-                    for name in columns],
+                    for name in table],
+        "lead": int(bool(table) and table[0] == shown_name(flow.get("primary_metric") or "", aliases)),
         "aliases": [(name, aliases_of(name, aliases)) for name in columns if aliases_of(name, aliases)],
         "cells": cells, "charts": open_charts, "more_charts": more_charts,
         "failed_cells": sum(cell["outcome"] in ("failed", "error") for cell in flow["cells"]),
@@ -168,6 +178,8 @@ def _cell_view(flow: Mapping[str, Any], cell: Mapping[str, Any], columns: Sequen
         "label": f"{config} \u00b7 {cell['dataset']}",
         "variants": [f"{node}={variant}" for node, variant in cell["variants"].items()],
         "overrides": [f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in cell["overrides"].items()],
+        "short_overrides": [f"{key.rsplit('.', 1)[-1]}={json.dumps(value, ensure_ascii=False)}"
+                            for key, value in cell["overrides"].items()],
         "dataset": cell["dataset"], "dataset_path": cell.get("dataset_path", ""),
         "dataset_hash": cell.get("dataset_hash", "")[:12],
         "outcome": cell["outcome"],
