@@ -40,7 +40,9 @@ def test_marker_thresholds_are_verdicts_whether_they_pass_or_fail(project: Proje
     project.eval_flow()
     project.data("small")
     pytester.makepyfile(test_marker=MARKER_SUITE)
-    result = run(pytester, f"--assert={assertions}", "--promptflow-report", "out")
+    # a subprocess: in this process the outer session's import hook would rewrite the test module's asserts
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--assert={assertions}", "--promptflow-report",
+                                           "out")
     result.assert_outcomes(passed=1, failed=1)
     assert _verdicts(_document(pytester.path / "out")) == {
         "classify=variant_0": [("accuracy", ">=", 0.75, 1.0, True), ("error_rate", "==", 0.0, 0.0, True)],
@@ -50,8 +52,11 @@ def test_marker_thresholds_are_verdicts_whether_they_pass_or_fail(project: Proje
     chart = page[page.index("<figcaption>accuracy <span"):]  # the metric's chart in Metrics across cells
     chart = chart[: chart.index("</svg>")]
     assert "<title>threshold 0.75</title>" in chart
+    failure = "*accuracy 0.5 >= 0.75 failed for cell clf-classify=variant_1-small*"
     if assertions == "rewrite":  # the failure still prints the threshold table
-        result.stdout.fnmatch_lines(["*accuracy 0.5 >= 0.75 failed for cell clf-classify=variant_1-small*"])
+        result.stdout.fnmatch_lines([failure])
+    else:
+        result.stdout.no_fnmatch_line(failure)  # truly plain: nothing rewrote the assert
 
 
 # --- what a variant is -----------------------------------------------------------------------------------------
@@ -147,3 +152,97 @@ def test_one_number_shows_under_one_name_and_every_name_still_works(project: Pro
     assert "accuracy" in headings and not {"score", "ev.accuracy", "f1_score_score"} & set(headings)
     assert "<strong>accuracy</strong> = ev.accuracy = ev.score = score" in page
     assert page.count("<figcaption>accuracy ") == 1 and "<figcaption>score" not in page
+
+
+# --- the page in headless Chromium -----------------------------------------------------------------------------
+
+WIDE_SUITE = """
+import pytest
+
+MIN = {"small": 0.75, "hard": 0.5}
+
+def many(category, label):  # enough columns that the comparison table scrolls sideways
+    return {f"a_rather_long_metric_name_{i}": float(category == label) for i in range(10)}
+
+@pytest.mark.promptflow(flow="flows/clf", data=["data/small.jsonl", "data/hard.jsonl"], variants={"classify": "*"})
+def test_accuracy(flow_run):
+    result = flow_run.evaluate("flows/ev", mapping={"groundtruth": "${data.label}",
+                                                    "prediction": "${run.outputs.category}"})
+    flow_run.evaluate(many, mapping={"category": "${run.outputs.category}", "label": "${data.label}"})
+    assert result.metrics["accuracy"] >= MIN[flow_run.cell.dataset.name]
+"""
+MARKUP = "<script>alert(3)</script>"
+
+
+def test_the_page_says_what_each_variant_is_why_the_best_won_and_what_decides_a_cell(
+        project: Project, pytester: pytest.Pytester) -> None:
+    from test_html_report import CHROMIUM, CHROMIUM_ARGS, _needs_chromium
+
+    _needs_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    from conftest import ALWAYS_PY, HARD
+
+    project.dag_flow()
+    project.write("flows/clf/always.py", ALWAYS_PY + f"# answers {MARKUP} too\n")
+    project.eval_flow()
+    project.data("small")
+    project.data("hard", HARD)
+    pytester.makepyfile(test_wide=WIDE_SUITE)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--assert=plain", "--promptflow-report",
+                                  "out").assert_outcomes(passed=3, failed=1)
+    page_file = pytester.path / "out" / "report.html"
+    assert MARKUP not in page_file.read_text(encoding="utf-8")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(page_file.as_uri())
+
+        # the overview names the best configuration's score, and a table and a chart say why it won
+        expect(page.locator("header table")).to_contain_text(
+            "classify=variant_0accuracy 0.8333 [0.36, 0.99], mean over 2 datasets (6 rows)")
+        why = page.locator("table.configurations tbody tr")
+        expect(why).to_have_count(2)
+        expect(why.nth(0)).to_contain_text("classify=variant_0")
+        expect(why.nth(0)).to_contain_text("0.8333 [0.36, 0.99]")
+        expect(why.nth(1)).to_contain_text("0.5 [0.14, 0.86]")
+        expect(why.nth(1)).to_contain_text("a cell did not pass")
+        figure = page.locator("figure", has=page.locator("figcaption", has_text="accuracy, mean over 2 datasets"))
+        expect(figure.locator("svg.chart")).to_be_visible()
+        expect(figure.locator("g.best")).to_have_count(1)
+
+        # what each variant is: its source and the difference of its text from the default's, escaped
+        variants = page.locator("table.variants tbody tr")
+        expect(variants.nth(0)).to_contain_text("variant_0 (default)")
+        expect(variants.nth(1)).to_contain_text("always.py")
+        diff = page.locator("section.flow pre.diff").first
+        expect(diff.locator("del", has_text="def classify(text: str")).to_be_visible()
+        expect(diff.locator("ins", has_text="def always(text: str")).to_be_visible()
+        expect(diff.locator("ins", has_text=MARKUP)).to_be_visible()
+
+        # one name per metric; what decides a cell is in view without scrolling the comparison sideways
+        comparison = page.locator("table.comparison")
+        headings = comparison.locator("thead th").all_inner_texts()
+        assert "accuracy" in headings and not {"score", "ev.accuracy", "ev.score"} & set(headings)
+        scroller = page.locator("section.flow div.scroll", has=comparison)
+        assert scroller.evaluate("node => node.scrollWidth > node.clientWidth")  # the table does scroll
+        right = scroller.evaluate("node => node.getBoundingClientRect().right")
+        for name in ("configuration", "accuracy", "verdict", "error_rate", "cost.total"):
+            box = comparison.locator("thead th", has_text=name).first.bounding_box()
+            assert box is not None and box["x"] + box["width"] <= right, name
+        last = comparison.locator("thead th").last.bounding_box()
+        assert last is not None and last["x"] > right  # only further metrics need the scroll
+
+        # the marker test's thresholds (assert, under --assert=plain) are drawn on each cell's bar
+        chart = page.locator("figure", has=page.locator("figcaption", has_text="accuracy (3 other names)"))
+        ticks = chart.locator("line.threshold")
+        expect(ticks).to_have_count(4)
+        assert sorted(t.text_content() or "" for t in ticks.locator("title").all()) == \
+            ["threshold 0.5", "threshold 0.5", "threshold 0.75", "threshold 0.75"]
+        expect(page.locator("details.cell-rows summary").first).to_contain_text(
+            "with an error or a score of 0 or false")
+        browser.close()
+    assert errors == []
