@@ -183,8 +183,7 @@ def _cell_view(flow: Mapping[str, Any], cell: Mapping[str, Any], columns: Sequen
         "dataset": cell["dataset"], "dataset_path": cell.get("dataset_path", ""),
         "dataset_hash": cell.get("dataset_hash", "")[:12],
         "outcome": cell["outcome"],
-        "failed_thresholds": list(dict.fromkeys(f"{shown_name(v['metric'], aliases)} {_threshold(v)}"
-                                                for v in verdicts if not v["passed"])),
+        "failed_thresholds": list(dict.fromkeys(f"{v['metric']} {_threshold(v)}" for v in verdicts if not v["passed"])),
         "nodeids": [item["nodeid"] for item in cell["items"]],
         "values": values, "rows": rows, "rows_total": len(cell["rows"]),
         "failing_rows": sum(_row_failing(row) for row in cell["rows"]), "rows_note": rows_note(len(cell["rows"])),
