@@ -246,3 +246,14 @@ def test_the_page_says_what_each_variant_is_why_the_best_won_and_what_decides_a_
             "with an error or a score of 0 or false")
         browser.close()
     assert errors == []
+
+
+def test_pytest_html_extras_list_a_number_once_unless_a_threshold_names_another_of_its_names() -> None:
+    from pytest_promptflow.reporting.html_extras import metrics_fragment
+
+    item = {"cell": "clf-small", "dataset": "small", "rows": [{}], "metrics": {
+        "accuracy": 0.5, "score": 0.5, "ev.accuracy": 0.5, "ev.score": 0.5, "error_rate": 0.0},
+        "aliases": {"score": "accuracy", "ev.accuracy": "accuracy", "ev.score": "accuracy"},
+        "verdicts": [{"metric": "ev.score", "op": ">=", "threshold": 0.75, "actual": 0.5, "passed": False}]}
+    names = re.findall(r"<tr[^>]*><td>([^<]*)</td>", metrics_fragment(item))
+    assert names == ["ev.score", "accuracy", "error_rate"]
