@@ -188,7 +188,17 @@ class FlowRun:
         metrics = metrics_of(self.run, [evaluation])
         self._record(Metrics({key: metrics[key] for key in (f"{evaluation.evaluator}.{name}"
                                                              for name in evaluation.metrics)}))
-        return EvalResult(self.run, evaluation, watched(metrics, self.verdicts.append))
+        # in the reports a short name is the first evaluator's: a later one's verdict names its own spelling
+        earlier = {name for ev in self.evaluations[:-1] for name in ev.metrics}
+        spelled = {name: f"{evaluation.evaluator}.{name}" for name in evaluation.metrics if name in earlier}
+        return EvalResult(self.run, evaluation, watched(metrics, self._verdict_recorder(spelled)))
+
+    def _verdict_recorder(self, spelled: Mapping[str, str]) -> Callable[[dict[str, Any]], None]:
+        """What records a compared metric's verdict, under the name the reports know that number by."""
+        def record(verdict: dict[str, Any]) -> None:
+            self.verdicts.append({**verdict, "metric": spelled.get(verdict["metric"], verdict["metric"])})
+
+        return record
 
     def expect(self, expectation: str, baseline: str | Path | None = None) -> None:
         """Fail the test unless ``"accuracy >= 0.8 at 95%"`` (or ``"accuracy >= baseline - 0.02 at 95%"``) holds

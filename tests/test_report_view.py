@@ -126,6 +126,9 @@ def test_names(flow_run):
     for name in ("accuracy", "score", "ev.accuracy", "ev.score"):
         assert result.metrics[name] >= 0.75
     assert f1.metrics["f1_score_score"] == f1.metrics["f1_like.f1_score"] == 1.0
+    never = flow_run.evaluate(lambda category: {"accuracy": 0.0}, mapping={"category": "${run.outputs.category}"},
+                              name="never")
+    assert never.metrics["accuracy"] <= 0.5  # another evaluator's accuracy: its verdict says never.accuracy
 """
 
 
@@ -143,7 +146,7 @@ def test_one_number_shows_under_one_name_and_every_name_still_works(project: Pro
         "f1_like.f1_score": "f1_score", "f1_score_score": "f1_score", "f1_like.f1_score_score": "f1_score",
         "f1_like.f1_score_pass_rate": "f1_score_pass_rate"}
     assert {v["metric"] for v in flow["cells"][0]["verdicts"]} == {  # metric == metric is no threshold
-        "accuracy", "score", "ev.accuracy", "ev.score", "f1_like.f1_score"}
+        "accuracy", "score", "ev.accuracy", "ev.score", "f1_like.f1_score", "never.accuracy"}
     header = next(line for line in result.outlines if line.strip().startswith("cell "))
     assert header.split() == ["cell", "accuracy", "f1_score", "f1_score_pass_rate", "error_rate", "latency.p95",
                               "cost.total", "verdict"]
