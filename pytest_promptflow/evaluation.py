@@ -24,6 +24,7 @@ from .flows import FlowTarget, executor_inputs
 from .llm import ledger
 from .llm.transcript import LLMCall
 from .reporting.best import lower_is_better
+from .thresholds import OPERATORS
 
 if TYPE_CHECKING:
     from .stats import Interval
@@ -59,6 +60,42 @@ class MetricValue(float):
         self.no_interval = no_interval
         return self
 
+    #: where a comparison with a number goes: the FlowRun that handed this metric to a test keeps it as a
+    #: threshold verdict (``assert result.metrics["accuracy"] >= 0.6``), passing or failing, with or without
+    #: pytest's assertion rewriting; None for the metrics the plugin reads itself
+    recorder: Callable[[dict[str, Any]], None] | None = None
+
+    def __ge__(self, other: object) -> Any:
+        return self._compared(">=", other)
+
+    def __le__(self, other: object) -> Any:
+        return self._compared("<=", other)
+
+    def __gt__(self, other: object) -> Any:
+        return self._compared(">", other)
+
+    def __lt__(self, other: object) -> Any:
+        return self._compared("<", other)
+
+    def __eq__(self, other: object) -> Any:
+        return self._compared("==", other)
+
+    def __ne__(self, other: object) -> Any:
+        return self._compared("!=", other)
+
+    __hash__ = float.__hash__
+
+    def _compared(self, op: str, other: object) -> Any:
+        """``float``'s comparison, recorded as a verdict when this metric is watched and ``other`` is a finite
+        number (``0.6 <= metric`` arrives here as ``metric >= 0.6``: Python asks the float subclass first)."""
+        if not (type(other) in (int, float) and math.isfinite(limit := float(other))):  # type: ignore[arg-type]
+            return getattr(float, f"__{_DUNDER[op]}__")(self, other)
+        passed = OPERATORS[op](float(self), limit)
+        if self.recorder is not None:
+            self.recorder({"metric": self.name, "op": op, "threshold": limit, "actual": float(self), "passed": passed,
+                           "level": None, "bound": None})
+        return passed
+
     def ci(self, level: float = 0.95, sides: int = 2) -> Interval | None:
         """The interval of this metric at ``level`` (``sides=1``: two one-sided bounds, as a ``>=`` or
         ``<=`` gate reads them); None for a metric with neither per-row values nor resampled ones."""
@@ -69,6 +106,16 @@ class MetricValue(float):
 
             return stats.bootstrap_interval(float(self), self.replicates, level, sides, n=self.rows)
         return None
+
+
+_DUNDER = {">=": "ge", "<=": "le", ">": "gt", "<": "lt", "==": "eq", "!=": "ne"}
+
+
+def watched(metrics: Metrics, recorder: Callable[[dict[str, Any]], None]) -> Metrics:
+    """``metrics`` (fresh from ``metrics_of``) whose comparisons with a number go to ``recorder``."""
+    for value in metrics.values():
+        value.recorder = recorder
+    return metrics
 
 
 def interval_of(values: Sequence[float], level: float = 0.95, sides: int = 2,
@@ -89,11 +136,13 @@ def interval_of(values: Sequence[float], level: float = 0.95, sides: int = 2,
 
 
 class Metrics(dict):
-    """Metric name -> MetricValue; a missing name says which metrics there are, and why."""
+    """Metric name -> MetricValue; a missing name says which metrics there are, and why. ``aliases``: each name
+    that says the same number as another -> the one the reports show (``metric_names``)."""
 
-    def __init__(self, values: Mapping[str, Any], note: str = "") -> None:
+    def __init__(self, values: Mapping[str, Any], note: str = "", aliases: Mapping[str, str] | None = None) -> None:
         super().__init__(values)
         self.note = note
+        self.aliases = dict(aliases or {})
 
     def __missing__(self, key: str) -> Any:
         import difflib

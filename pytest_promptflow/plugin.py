@@ -550,12 +550,13 @@ def pytest_runtest_makereport(
 
 
 def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> list[str] | None:
+    """A failing ``assert metrics[...] >= x`` prints the threshold table (its verdict is already recorded: the
+    comparison itself records it, see MetricValue)."""
     from .evaluation import MetricValue
 
     if isinstance(left, MetricValue) or isinstance(right, MetricValue):
         from .reporting.failure import metric_assertion_lines, metric_details
 
-        config.stash[REPORTS].comparison_failed(op, left, right)
         nodeid = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
         config.stash.setdefault(FAILURE_DETAILS, {})[nodeid] = metric_details(left, right)
         return metric_assertion_lines(op, left, right)

@@ -12,10 +12,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .engine import Row, Run
 from .errors import SpecError, Where
-from .evaluation import Evaluation, Metrics, MetricValue, evaluate, worst_rows
+from .evaluation import Evaluation, Metrics, MetricValue, evaluate, watched, worst_rows
 from .experiment import no_flow_file
 from .flows import FlowTarget
 from .llm.transcript import LLMCall
+from .metric_names import derived_aliases, run_aliases
 from .repeats import repeat_metrics
 from .reporting.best import built_in
 from .reporting.failure import threshold_failure
@@ -35,8 +36,11 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
     resampled: dict[str, tuple[tuple[float, ...] | None, str]] = {}  # a logged metric's replicates, or why none
     for name in run.flow_metrics:  # the flow's own aggregation, as Run.metrics names its metrics
         resampled[f"flow.{name}" if built_in(name) else name] = (run.flow_replicates.get(name), run.flow_no_interval)
+    owners: dict[str, str] = {}  # short name -> the evaluator it belongs to
     for ev in evaluations:
         for name, value in ev.metrics.items():
+            if name not in values:
+                owners[name] = ev.evaluator
             for key in ([] if name in values else [name]) + [f"{ev.evaluator}.{name}"]:
                 values[key] = value
                 if name in ev.values:
@@ -59,7 +63,7 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
     return Metrics({name: MetricValue(value, name, run.cell.id, run.dataset_rows, worst_rows(run, evaluations, name),
                                       len(failed), per_row.get(name), clusters.get(name),
                                       *resampled.get(name, (None, "")))
-                    for name, value in values.items()}, note)
+                    for name, value in values.items()}, note, derived_aliases(run_aliases(evaluations, owners), values))
 
 
 CLUSTER = "cluster"  # the dataset column whose rows are not independent draws (one document's questions)
@@ -126,9 +130,10 @@ class FlowRun:
         self.planned = planned
         self.run = run
         self.evaluations: list[Evaluation] = []  # every evaluate() of this test, for the reports
-        self.verdicts: list[dict[str, Any]] = []  # every expect() of this test, for the reports
+        #: every expect() of this test and every comparison of one of its metrics with a number, for the reports
+        self.verdicts: list[dict[str, Any]] = []
         self._scorers: list[Callable[[Run], Evaluation]] = []  # every evaluate(), to score a baseline cell alike
-        self._record(self.metrics)
+        self._record(metrics_of(run, []))
 
     def _record(self, metrics: Metrics) -> None:
         """Metrics become the item's user properties (JUnit shows them)."""
@@ -154,7 +159,8 @@ class FlowRun:
 
     @property
     def metrics(self) -> Metrics:
-        return metrics_of(self.run, [])
+        """The built-in metrics; comparing one with a number (``assert ... <= 0.05``) records a verdict."""
+        return watched(metrics_of(self.run, []), self.verdicts.append)
 
     def evaluate(self, evaluator: Any, mapping: Mapping[str, str] | None = None,
                  data: str | Path | None = None, name: str | None = None,
@@ -190,10 +196,20 @@ class FlowRun:
         evaluation = scorer(self.run)
         self._scorers.append(scorer)
         self.evaluations.append(evaluation)
-        result = EvalResult(self.run, evaluation, metrics_of(self.run, [evaluation]))
-        self._record(Metrics({key: result.metrics[key] for key in (f"{evaluation.evaluator}.{k}"
-                                                                     for k in evaluation.metrics)}))
-        return result
+        metrics = metrics_of(self.run, [evaluation])
+        self._record(Metrics({key: metrics[key] for key in (f"{evaluation.evaluator}.{name}"
+                                                             for name in evaluation.metrics)}))
+        # in the reports a short name is the first evaluator's: a later one's verdict names its own spelling
+        earlier = {name for ev in self.evaluations[:-1] for name in ev.metrics}
+        spelled = {name: f"{evaluation.evaluator}.{name}" for name in evaluation.metrics if name in earlier}
+        return EvalResult(self.run, evaluation, watched(metrics, self._verdict_recorder(spelled)))
+
+    def _verdict_recorder(self, spelled: Mapping[str, str]) -> Callable[[dict[str, Any]], None]:
+        """What records a compared metric's verdict, under the name the reports know that number by."""
+        def record(verdict: dict[str, Any]) -> None:
+            self.verdicts.append({**verdict, "metric": spelled.get(verdict["metric"], verdict["metric"])})
+
+        return record
 
     def expect(self, expectation: str, baseline: str | Path | None = None) -> None:
         """Fail the test unless ``"accuracy >= 0.8 at 95%"`` (or ``"accuracy >= baseline - 0.02 at 95%"``) holds

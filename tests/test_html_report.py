@@ -141,22 +141,23 @@ def test_the_data_island_round_trips_and_cannot_end_its_element() -> None:
 def test_comparison_table_marks_the_best_configuration_and_failing_thresholds() -> None:
     page = render(_document())
     rows = _tables(page)["comparison"]
-    header = rows[0][1]
-    assert header[:5] == ["", "variants", "overrides", "dataset", "outcome"]
-    assert header[5:] == ["accuracy", "ev.accuracy", "error_rate ↓", "latency.p95 ↓", "rows"]
+    header = rows[0][1]  # what decides a cell first: the primary metric, the verdict, the error rate (and cost)
+    assert header == ["configuration", "dataset", "accuracy", "verdict", "error_rate ↓", "ev.accuracy",
+                      "latency.p95 ↓", "rows"]
     body = rows[1:]
     assert [klass for klass, _ in body] == ["cell best", "cell best", "cell"]
-    assert body[0][1][:5] == ["★", "classify=variant_0", "nodes.classify.inputs.temperature = 0.7", "hard", "passed"]
+    assert body[0][1][:4] == ["★ classify=variant_0temperature=0.7", "hard", "0.5✓ >= 0.75", "passed"]
     failing = body[2][1]
-    assert failing[4:6] == ["failedfails accuracy >= 0.75", "0.5✗ >= 0.75"]
-    assert body[1][1][5] == "1✓ >= 0.75"
+    assert failing[2:4] == ["0.5✗ >= 0.75", "failedfails accuracy >= 0.75"]
+    assert body[1][1][2] == "1✓ >= 0.75"
     assert "Best configuration: <strong>classify=variant_0</strong> &mdash; highest mean accuracy" in page
 
 
 def test_each_metric_has_an_inline_svg_chart() -> None:
     page = render(_document())
     captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
-    assert captions[:2] == ["accuracy = ev.accuracy", 'error_rate <span class="lower">(lower is better)</span>']
+    aliases = '<span class="aliases" title="the same number as ev.accuracy">(1 other name)</span>'
+    assert captions[:2] == [f"accuracy {aliases}", 'error_rate <span class="lower">(lower is better)</span>']
     assert len(captions) == page.count("<svg") == 4  # accuracy (ev.accuracy joined), error_rate, latency.p95, rows
     first = page[page.index("<svg"): page.index("</svg>")]
     assert first.count('<g class="best">') == 2 and first.count('<g class="fail">') == 1

@@ -93,9 +93,9 @@ def test_a_cluster_column_widens_the_interval_of_rows_that_move_together(
     assert f"95% interval {expected.low:.4g} to {expected.high:.4g} (n 20)" in page  # the error bar's tooltip
     # the terminal table: the gated metric with its 95% interval
     result.stdout.fnmatch_lines([
-        "*cell*accuracy*score*error_rate*verdict",
-        f"*variant_0-decorate=plain-clustered*0.6 *0.6! [[]{expected.low:.2g}, {expected.high:.2g}] *0 *FAIL score*",
-        f"*variant_0-decorate=plain-plain*0.6 *0.6 [[]{expected_plain.low:.2g}, {expected_plain.high:.2g}] *0 *ok",
+        "*cell*accuracy*error_rate*verdict",  # score is accuracy's per-row column: one number, one name
+        f"*variant_0-decorate=plain-clustered*0.6! [[]{expected.low:.2g}, {expected.high:.2g}] *0 *FAIL score*",
+        f"*variant_0-decorate=plain-plain*0.6 [[]{expected_plain.low:.2g}, {expected_plain.high:.2g}] *0 *ok",
     ])
 
 

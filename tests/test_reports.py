@@ -239,7 +239,8 @@ def _sample_document() -> dict[str, Any]:
 def test_comparison_tables_mark_the_best_cell_and_the_failing_values():
     lines = comparison_tables(_sample_document())
     pytest.LineMatcher(lines).fnmatch_lines([
-        "promptflow: flow clf, 2 cells; best: classify=v0, highest mean accuracy (1) among 1 passing configuration",
+        "promptflow: flow clf, 2 cells; best: classify=v0, accuracy 1",  # the score it was chosen on, then why
+        "  why: highest mean accuracy (1) among 1 passing configuration",
         "     cell*accuracy*error_rate*latency.p95*cost.total*verdict",
         "  [*]  classify=v0-small  *1 *0 *0.25 *0.0125 *ok",
         "     classify=v1-small  *0.5! [[]0.095, 0.91] *0.25! [[]-, 0.84] *0.5 *0.01 *FAIL acc.accuracy >= 0.6; "
@@ -252,7 +253,7 @@ def test_comparison_tables_mark_the_best_cell_and_the_failing_values():
 
 def test_comparison_tables_columns_line_up_and_qq_leaves_them_out():
     lines = comparison_tables(_sample_document())
-    header, *rows = lines[1:4]
+    header, *rows = lines[2:5]
     starts = [header.index(name) for name in ("cell", "accuracy", "error_rate", "latency.p95", "cost.total",
                                                "verdict")]
     for row in rows:
@@ -330,7 +331,7 @@ def test_pytest_html_extras_carry_metrics_and_verdicts(project: Project, pyteste
     passed = extras["test_suite.py::test_match[classify-small]"]
     failed = extras["test_suite.py::test_match[classify-hard]"]
     assert len(passed) == len(failed) == 1
-    assert "<td>match</td><td>1</td><td></td><td></td>" in passed[0]
+    assert "<td>match</td><td>1</td><td>&gt;= 0.75</td><td>ok</td>" in passed[0]  # a passing assert is a verdict too
     assert "<td>match</td><td>0.5</td><td>&gt;= 0.75</td><td>FAIL</td>" in failed[0]
     for fragment in passed + failed:
         assert "promptflow cell" in fragment and "<td>error_rate</td>" in fragment

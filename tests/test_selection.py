@@ -184,8 +184,9 @@ def test_a_clear_winner_is_not_a_tie():
 def test_the_terminal_says_how_the_best_was_selected():
     flow = flow_of(record("v0", [1.0] * 25 + [0.0] * 5, default=True), record("v1", [1.0] * 26 + [0.0] * 4))
     lines = comparison_tables({"flows": [flow]})
-    assert lines[1].startswith("  selection: Holm over 2 configurations on 30 rows; expected optimism +0.")
-    assert lines[1].endswith("statistically tied with v1")
+    assert lines[0] == "promptflow: flow clf, 2 cells; best: v0, score 0.8333 [0.65, 0.94], mean over 30 rows"
+    assert lines[2].startswith("  selection: Holm over 2 configurations on 30 rows; expected optimism +0.")
+    assert lines[2].endswith("statistically tied with v1")
 
 
 # --- simulations ------------------------------------------------------------------------------------------------
@@ -262,8 +263,9 @@ def test_two_configurations_within_noise_release_the_default(project: Project) -
     assert flow["best"] == "classify=variant_0"
     assert flow["selection"]["tied_with"] == ["classify=variant_1"]
     result.stdout.fnmatch_lines([
-        "promptflow: flow clf, 2 cells; best: classify=variant_0, mean score (0.9231) among 2 passing "
-        "configurations; statistically tied with classify=variant_1 (1): chose the default variants",
+        "promptflow: flow clf, 2 cells; best: classify=variant_0, score 0.9231 [[]0.62, 1], mean over 13 rows",
+        "  why: mean score (0.9231) among 2 passing configurations; statistically tied with classify=variant_1 (1): "
+        "chose the default variants",
         "  selection: Holm over 2 configurations on 13 rows; expected optimism *; statistically tied with "
         "classify=variant_1",
     ])

@@ -40,6 +40,8 @@ class Best(NamedTuple):
     config: str | None
     reason: str
     selection: dict[str, Any] | None = None
+    #: configuration -> the figure the choice reads (``selection.figures``, or the mean of its cells' values)
+    figures: dict[str, dict[str, Any]] = {}
 
 
 def best_configuration(cells: Sequence[Mapping[str, Any]], metric: str | None) -> Best:
@@ -54,16 +56,18 @@ def best_configuration(cells: Sequence[Mapping[str, Any]], metric: str | None) -
     failing = {c["config"] for c in cells if c["outcome"] != "passed"}  # scored or not: a cell that did not pass
     tested = {config: group for config, group in by_config.items() if {c["dataset"] for c in group} == datasets}
     candidates = {config: group for config, group in tested.items() if config not in failing}
+    from .selection import fair_selection, figures  # numpy, only once a report is merged
+
+    means = {config: statistics.fmean(c["metrics"][metric] for c in group) for config, group in tested.items()}
+    found = figures(tested, metric) or {config: {"mean": mean, "n": None, "datasets": len(datasets), "ci_low": None,
+                                                 "ci_high": None, "rows": None} for config, mean in means.items()}
     if not candidates:
-        return Best(None, f"no configuration passed every test and has {metric} on every dataset")
+        return Best(None, f"no configuration passed every test and has {metric} on every dataset", None, found)
     sign = -1 if lower_is_better(metric) else 1
     over = f" over {len(datasets)} datasets" if len(datasets) > 1 else ""
-    from .selection import fair_selection  # numpy, only once a report is merged
-
     fair = fair_selection(tested, failing, metric, sign, over)
     if fair is not None:
-        return Best(fair.config, fair.reason, fair.selection)
-    means = {config: statistics.fmean(c["metrics"][metric] for c in group) for config, group in candidates.items()}
+        return Best(fair.config, fair.reason, fair.selection, found)
     best = max(sorted(candidates), key=lambda config: (sign * means[config], candidates[config][0]["default"]))
     ties = [config for config in candidates if means[config] == means[best]]
     how = "lowest" if sign < 0 else "highest"
@@ -71,4 +75,4 @@ def best_configuration(cells: Sequence[Mapping[str, Any]], metric: str | None) -
     return Best(best, f"{how} mean {metric} ({means[best]:.4g}){over} among {len(candidates)} passing "
                       f"configuration{'s' * (len(candidates) > 1)}{tie}",
                 {"mode": "none", "rows": None, "candidates": len(candidates), "optimism": None, "tied_with": [],
-                 "why": f"{metric} is not a mean of per-row scores, so no split, Holm or tie check"})
+                 "why": f"{metric} is not a mean of per-row scores, so no split, Holm or tie check"}, found)

@@ -16,8 +16,6 @@ from ..scrub import remember_dotenv, scrub
 from .records import item_record, merge
 from .tracking import log_to_tracking
 
-MIRRORED = {">=": "<=", "<=": ">=", ">": "<", "<": ">", "==": "==", "!=": "!="}
-
 
 class Reports:
     def __init__(self, rootdir: Path, folder: Path | None, primary_metrics: Mapping[str, str],
@@ -28,24 +26,7 @@ class Reports:
         self.primary_metrics = primary_metrics
         self.environment = dict(environment)
         self.records: list[dict[str, Any]] = []
-        self.failed_comparisons: dict[str, list[dict[str, Any]]] = {}  # nodeid -> failing metric asserts
         self.document: dict[str, Any] | None = None
-
-    def comparison_failed(self, op: str, left: Any, right: Any) -> None:
-        """A failing ``assert metrics[...] >= x`` of the running test: a threshold verdict for the reports."""
-        from ..evaluation import MetricValue
-
-        nodeid = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
-        if isinstance(left, MetricValue):
-            metric, threshold, op = left, right, op
-        else:
-            metric, threshold, op = right, left, MIRRORED.get(op, op)
-        try:
-            verdict = {"metric": metric.name, "op": op, "threshold": float(threshold), "actual": float(metric),
-                       "passed": False}
-        except (TypeError, ValueError):
-            return
-        self.failed_comparisons.setdefault(nodeid, []).append(verdict)
 
     def record(self, item: pytest.Item, report: pytest.TestReport) -> dict[str, Any] | None:
         """The record of a promptflow item, at the end of its call (or of a failed setup), scrubbed where it is
@@ -54,7 +35,6 @@ class Reports:
         if planned is None:
             return None
         outcome = "error" if report.when == "setup" else report.outcome
-        verdicts = verdicts + self.failed_comparisons.pop(item.nodeid, [])
         return scrub(item_record(item.nodeid, outcome, planned, run, evaluations, verdicts))
 
     def add(self, report: pytest.TestReport) -> None:

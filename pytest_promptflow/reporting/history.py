@@ -101,15 +101,20 @@ def merged(previous: Mapping[str, Any] | None, current: Mapping[str, Any],
     current, previous = stamped(current), stamped(previous) if previous is not None else None
     ran = {(flow["flow"], cell["cell"]) for flow in current["flows"] for cell in flow["cells"]}
     hashes: dict[str, str] = {}  # a flow's files now, hashed once however many kept cells it has
-    kept = [_kept(cell, hashes) for flow in (previous or {}).get("flows", []) for cell in flow["cells"]
-            if (flow["flow"], cell["cell"]) not in ran]
-    fresh = [cell for flow in current["flows"] for cell in flow["cells"]]
+    kept = [_kept(cell, hashes) for cell in _cells(previous or {}) if (cell["flow"], cell["cell"]) not in ran]
+    fresh = _cells(current)
     environment = current["environment"]
     document = merge([*fresh, *(cell for cell in kept if "stale" not in cell)], primary_metrics, environment)
     stale = [cell for cell in kept if "stale" in cell]
     if stale:
         _add_stale(document, merge(stale, primary_metrics, environment))
     return document
+
+
+def _cells(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A document's cells as ``merge`` takes records: each with its flow's variants back as ``flow_variants``."""
+    return [{**cell, "flow_variants": flow.get("variants", {})} for flow in document.get("flows", [])
+            for cell in flow["cells"]]
 
 
 def _kept(cell: Mapping[str, Any], hashes: dict[str, str]) -> dict[str, Any]:

@@ -14,11 +14,13 @@ import hashlib
 import json
 from html import escape
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+from ..metric_names import aliases_of, shown_name
 from ..scrub import write_text
 from ..thresholds import threshold_text, verdict_word
 from .best import built_in, lower_is_better
+from .explain import best_score, configurations_view, figure_heading, variants_view
 
 HTML = "report.html"
 TEMPLATE = "report.html.j2"
@@ -27,6 +29,7 @@ TEMPLATE = "report.html.j2"
 BUILT_IN_ORDER = ("error_rate", "latency.", "cost.", "tokens.", "rows", "llm.")
 OPEN_BUILT_IN = ("error_rate", "latency.p95", "cost.total")
 MISSING = "\u2014"
+FIRST_AFTER_VERDICT = ("error_rate", "cost.total")  # the comparison table's columns right after the verdict
 #: what the page embeds of a value and of a cell's rows, so that a big dataset still gives a page a browser
 #: opens (50 MB of data made a 157 MB page); every value and every row stays whole in rows.csv and report.json
 HTML_VALUE_CHARS = 1_000
@@ -81,8 +84,9 @@ def json_island(data: Any) -> str:
 def metric_columns(flow: Mapping[str, Any]) -> list[str]:
     """Every metric of the flow's cells in a stable order: the primary metric, the evaluators'
     metrics (plain names before ``evaluator.name``), then the built-in ones."""
-    names = {name for cell in flow["cells"] for name in cell["metrics"]}
-    primary = flow.get("primary_metric")
+    aliases = flow.get("metric_aliases") or {}
+    names = {name for cell in flow["cells"] for name in cell["metrics"] if name not in aliases}
+    primary = shown_name(flow.get("primary_metric") or "", aliases)
 
     def rank(name: str) -> tuple[int, int, str]:
         if name == primary:
@@ -94,25 +98,55 @@ def metric_columns(flow: Mapping[str, Any]) -> list[str]:
     return sorted(names, key=rank)
 
 
+def table_columns(columns: Sequence[str], primary: str) -> list[str]:
+    """The comparison table's metric columns: the primary metric (the verdict follows it), the error rate and the
+    cost, then the others in ``metric_columns``' order: what decides a cell is seen without scrolling."""
+    first = [name for name in (primary, *FIRST_AFTER_VERDICT) if name in columns]
+    return [*first, *(name for name in columns if name not in first)]
+
+
 def _flow_view(index: int, flow: Mapping[str, Any]) -> dict[str, Any]:
     columns = metric_columns(flow)
-    cells = [_cell_view(flow, cell, columns) for cell in flow["cells"]]
+    aliases = flow.get("metric_aliases") or {}
+    table = table_columns(columns, shown_name(flow.get("primary_metric") or "", aliases))
+    cells = [_cell_view(flow, cell, table) for cell in flow["cells"]]
     open_charts: list[dict[str, Any]] = []
     more_charts: list[dict[str, Any]] = []
-    for names in _chart_groups(flow["cells"], columns):
-        chart = bar_chart(names, cells, _thresholds(flow["cells"], names))
+    for names in _chart_groups(flow["cells"], columns, aliases):
+        chart = bar_chart(names, cells, [_thresholds(cell, names) for cell in flow["cells"]])
         (more_charts if built_in(names[0]) and names[0] not in OPEN_BUILT_IN else open_charts).append(chart)
     datasets = [c["dataset"] for c in flow["cells"]]
+    configurations = configurations_view(flow)
     return {
         "index": index, "name": flow["flow"], "anchor": f"flow-{index}",
         "best": flow.get("best"), "best_reason": flow.get("best_reason", ""),
-        "columns": [{"name": name, "lower": lower_is_better(name)} for name in columns],
+        "variants": variants_view(flow.get("variants") or {}),
+        "best_score": best_score(flow), "configurations": configurations, "figure_heading": figure_heading(flow),
+        "figure_chart": _figure_chart(flow, configurations),
+        "columns": [{"name": name, "lower": lower_is_better(name), "aliases": aliases_of(name, aliases)}
+                    for name in table],
+        "lead": int(bool(table) and table[0] == shown_name(flow.get("primary_metric") or "", aliases)),
+        "aliases": [(name, aliases_of(name, aliases)) for name in columns if aliases_of(name, aliases)],
         "cells": cells, "charts": open_charts, "more_charts": more_charts,
         "failed_cells": sum(cell["outcome"] in ("failed", "error") for cell in flow["cells"]),
         "comparable": any(datasets.count(d) > 1 for d in datasets), "pair": _pair(flow),
         "island": [{"cell": c["id"], "label": c["label"], "dataset": c["dataset"], "rows": c["island_rows"]}
                    for c in cells],
     }
+
+
+def _figure_chart(flow: Mapping[str, Any], configurations: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The figure each configuration was ranked on, as a bar with its interval: the chart of why the best won."""
+    metric = flow.get("primary_metric")
+    if metric is None or not any(c["figure"] for c in configurations):
+        return None
+    bars = [{"config": c["config"], "dataset": "all datasets", "label": c["config"], "best": c["best"],
+             "failed_thresholds": [f"{metric} did not pass"] if c["failing"] else [],
+             "metrics": {metric: c["figure"]["mean"]} if c["figure"] else {},
+             "intervals": {f"{metric}.{key}": c["figure"][key] for key in ("ci_low", "ci_high", "n")}
+             if c["figure"] else {}}
+            for c in configurations]
+    return {**bar_chart([metric], bars, [[] for _ in bars]), "names": [figure_heading(flow)]}
 
 
 def _pair(flow: Mapping[str, Any]) -> tuple[int, int]:
@@ -130,11 +164,12 @@ def _pair(flow: Mapping[str, Any]) -> tuple[int, int]:
 
 
 def _cell_view(flow: Mapping[str, Any], cell: Mapping[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    aliases = flow.get("metric_aliases") or {}
     verdicts = _verdicts(cell)
     values = []
     for name in columns:
         value = cell["metrics"].get(name)
-        mine = [v for v in verdicts if v["metric"] == name]
+        mine = [v for v in verdicts if shown_name(v["metric"], aliases) == name]
         values.append({"text": MISSING if value is None else number(value),
                        "interval": interval_text(_interval(cell, name)),
                        "failed": [_threshold(v) for v in mine if not v["passed"]],
@@ -147,6 +182,8 @@ def _cell_view(flow: Mapping[str, Any], cell: Mapping[str, Any], columns: Sequen
         "label": f"{config} \u00b7 {cell['dataset']}",
         "variants": [f"{node}={variant}" for node, variant in cell["variants"].items()],
         "overrides": [f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in cell["overrides"].items()],
+        "short_overrides": [f"{key.rsplit('.', 1)[-1]}={json.dumps(value, ensure_ascii=False)}"
+                            for key, value in cell["overrides"].items()],
         "dataset": cell["dataset"], "dataset_path": cell.get("dataset_path", ""),
         "dataset_hash": cell.get("dataset_hash", "")[:12],
         "outcome": cell["outcome"],
@@ -298,15 +335,22 @@ def _threshold(verdict: Mapping[str, Any]) -> str:
     return f"{threshold_text(verdict)} {note}".rstrip()
 
 
-def _thresholds(cells: Iterable[Mapping[str, Any]], metrics: Sequence[str]) -> list[float]:
-    """The thresholds a metric's chart draws: a baseline threshold's limit is on the difference, not the metric."""
-    return sorted({float(v["threshold"]) for cell in cells for v in cell["verdicts"]
+def _thresholds(cell: Mapping[str, Any], metrics: Sequence[str]) -> list[float]:
+    """The thresholds a cell's bar of a metric's chart draws, from experiment.yaml, ``expect`` and marker tests'
+    asserts alike: a baseline threshold's limit is on the difference, not the metric."""
+    return sorted({float(v["threshold"]) for v in cell["verdicts"]
                    if v["metric"] in metrics and v.get("baseline") is None})
 
 
-def _chart_groups(cells: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[list[str]]:
-    """One chart per metric, except that ``evaluator.name`` joins ``name``'s chart when its values
-    are the same in every cell (azure-ai-evaluation and promptflow report both spellings)."""
+def _chart_groups(cells: Sequence[Mapping[str, Any]], columns: Sequence[str],
+                  aliases: Mapping[str, str]) -> list[list[str]]:
+    """One chart per metric with its aliases after it; without aliases (an older document), ``evaluator.name``
+    joins ``name``'s chart when its values are the same in every cell."""
+    groups = _twins(cells, columns)
+    return [[*group, *(alias for name in group for alias in aliases_of(name, aliases))] for group in groups]
+
+
+def _twins(cells: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[list[str]]:
     groups: list[list[str]] = []
     for name in columns:
         series = [cell["metrics"].get(name) for cell in cells]
@@ -325,10 +369,16 @@ def _chart_groups(cells: Sequence[Mapping[str, Any]], columns: Sequence[str]) ->
 BAR_HEIGHT, GAP, CHAR_WIDTH, LABEL_CHARS, BAR_AREA, VALUE_AREA = 14, 6, 6.2, 56, 220, 64
 
 
-def bar_chart(names: Sequence[str], cells: Sequence[Mapping[str, Any]], thresholds: Sequence[float]) -> dict[str, Any]:
+def bar_chart(names: Sequence[str], cells: Sequence[Mapping[str, Any]],
+              cell_thresholds: Sequence[Sequence[float]]) -> dict[str, Any]:
     """A horizontal bar per cell for the metric ``names[0]`` (``names[1:]`` have the same values),
-    as inline SVG: the best configuration's bars marked, failing cells red, thresholds dashed."""
+    as inline SVG: the best configuration's bars marked, failing cells red, thresholds dashed: across the
+    chart when every bar has it, else across the bars that have it (a threshold per dataset)."""
     metric = names[0]
+    thresholds = sorted({t for mine in cell_thresholds for t in mine})
+    valued = [mine for mine, cell in zip(cell_thresholds, cells, strict=True)
+              if cell["metrics"].get(metric) is not None]
+    common = [t for t in thresholds if all(t in mine for mine in valued)]
     values = [cell["metrics"].get(metric) for cell in cells]
     intervals = [_interval(cell, metric) if value is not None else None for cell, value in zip(cells, values,
                                                                                                  strict=True)]
@@ -363,13 +413,20 @@ def bar_chart(names: Sequence[str], cells: Sequence[Mapping[str, Any]], threshol
             parts.append(_error_bar(x(interval[0]), x(interval[1]), y + BAR_HEIGHT / 2))
             right = max(right, x(interval[1]))
         parts.append(f'<text x="{max(right, x(0)) + 4}" y="{middle}" class="value">{number(value)}</text></g>')
-    for threshold in thresholds:
+        parts += [_tick(x(t), y, t) for t in cell_thresholds[i] if t not in common]
+    for threshold in common:
         parts.append(f'<line class="threshold" x1="{x(threshold)}" x2="{x(threshold)}" y1="0" y2="{height - 12}">'
                      f'<title>threshold {threshold:g}</title></line>'
                      f'<text class="threshold" x="{x(threshold)}" y="{height - 2}" text-anchor="middle">'
                      f'{threshold:g}</text>')
     parts.append("</svg>")
     return {"names": list(names), "lower": lower_is_better(metric), "svg": _markup("".join(parts))}
+
+
+def _tick(at: float, top: float, threshold: float) -> str:
+    """A threshold of one bar: a dashed line across it."""
+    return (f'<line class="threshold" x1="{at}" x2="{at}" y1="{top - 2}" y2="{top + BAR_HEIGHT + 2}">'
+            f'<title>threshold {threshold:g}</title></line>')
 
 
 def _error_bar(left: float, right: float, middle: float) -> str:

@@ -39,7 +39,8 @@ def metrics_fragment(record: Mapping[str, Any]) -> str:
         if not verdict["passed"]:
             failed.add(verdict["metric"])
     metrics: dict[str, Any] = dict(record["metrics"])
-    names = [*thresholds, *(n for n in metrics if not built_in(n) and n not in thresholds),
+    aliases = record.get("aliases") or {}  # another name of a number shown under its own (metric_names)
+    names = [*thresholds, *(n for n in metrics if not built_in(n) and n not in thresholds and n not in aliases),
              *(n for n in metrics if built_in(n) and n not in thresholds)]
     rows = []
     for name in names:

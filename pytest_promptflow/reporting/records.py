@@ -38,10 +38,12 @@ def item_record(nodeid: str, outcome: str, planned: Any, run: Any = None, evalua
         "items": [{"nodeid": nodeid, "outcome": outcome}],
         "verdicts": [dict(plain(v), item=nodeid) for v in verdicts],  # an actual may be a MetricValue
         "metrics": {},
+        "aliases": {},  # a metric name -> the name the reports show for the same number
         "intervals": {},  # <metric>.ci_low, .ci_high, .se, .n (95%, two-sided) of the metrics that have one
         "repeats": planned.repeats,  # runs of each row: ``rows`` holds each row's runs, ``repeat`` 0 to K-1
         "rows": [],
         "flaky": [],  # rows whose repeats disagree on a 0/1 metric, with each repeat's value and outputs
+        "flow_variants": _flow_variants(planned.target),  # moves to the flow's "variants" in the merged document
     }
     if run is not None:
         from ..repeats import flaky
@@ -49,10 +51,18 @@ def item_record(nodeid: str, outcome: str, planned: Any, run: Any = None, evalua
 
         metrics = metrics_of(run, evaluations)
         record["metrics"] = {k: float(v) for k, v in metrics.items()}
+        record["aliases"] = dict(metrics.aliases)  # one name per metric in the reports; the flow's: metric_aliases
         record["intervals"] = interval_fields(metrics)
         record["rows"] = [_row(i, row, evaluations) for i, row in enumerate(run.rows)]
         record["flaky"] = plain(flaky(run, evaluations))
     return record
+
+
+def _flow_variants(target: Any) -> dict[str, Any]:
+    """What each node variant of the cell's flow is (``variant_specs.describe_variants``), as plain data."""
+    from ..variant_specs import describe_variants
+
+    return plain(describe_variants(target.kind, target.folder, target.definition))
 
 
 def _row(index: int, row: Any, evaluations: Sequence[Any]) -> dict[str, Any]:
@@ -125,6 +135,7 @@ def _hash(path: str, mtime_ns: int, size: int) -> str:
 def merge(records: Iterable[Mapping[str, Any]], primary_metrics: Mapping[str, str],
           environment: Mapping[str, Any]) -> dict[str, Any]:
     """The report document: flows sorted by name, each with its cells sorted by id and its best cell."""
+    from ..metric_names import flow_aliases
     from .best import best_configuration, primary_metric
 
     cells: dict[tuple[str, str], dict[str, Any]] = {}
@@ -133,16 +144,20 @@ def merge(records: Iterable[Mapping[str, Any]], primary_metrics: Mapping[str, st
     for record in sorted(records, key=lambda record: [item["nodeid"] for item in record["items"]]):
         key = (record["flow"], record["cell"])
         if key not in cells:
-            cells[key] = {**record, "items": [], "verdicts": [], "metrics": {}, "intervals": {}, "rows": [],
-                          "flaky": []}
+            cells[key] = {**record, "items": [], "verdicts": [], "metrics": {}, "aliases": {}, "intervals": {},
+                          "rows": [], "flaky": []}
         _absorb(cells[key], record)
     flows = []
     for flow in sorted({flow for flow, _ in cells}):
         flow_cells = [_finish(cells[key]) for key in sorted(cells) if key[0] == flow]
+        variants = [cell.pop("flow_variants", {}) for cell in flow_cells]
         metric = primary_metric(flow, flow_cells, primary_metrics)
         best = best_configuration(flow_cells, metric)
         flows.append({"flow": flow, "primary_metric": metric, "best": best.config, "best_reason": best.reason,
-                      "selection": best.selection, "cells": flow_cells})
+                      "selection": best.selection, "figures": best.figures,
+                      "variants": next((v for v in variants if v), {}),
+                      "metric_aliases": flow_aliases(flow_cells),
+                      "cells": flow_cells})
     return {"version": VERSION, "environment": dict(environment), "flows": flows}
 
 
@@ -151,6 +166,9 @@ def _absorb(cell: dict[str, Any], record: Mapping[str, Any]) -> None:
     cell["verdicts"].extend(record["verdicts"])
     for name, value in record["metrics"].items():
         cell["metrics"].setdefault(name, value)
+    for name, kept in record.get("aliases", {}).items():  # only where this record's numbers are the cell's
+        if all(cell["metrics"].get(key) == record["metrics"].get(key) for key in (name, kept)):
+            cell["aliases"].setdefault(name, kept)
     for name, value in record.get("intervals", {}).items():
         cell["intervals"].setdefault(name, value)
     cell["flaky"].extend(entry for entry in record.get("flaky", []) if entry not in cell["flaky"])

@@ -120,6 +120,22 @@ def fair_selection(tested: Mapping[str, Sequence[Mapping[str, Any]]], failing: A
     """``fair_choice`` over report.json cells: ``tested`` maps each configuration scored on every dataset to
     its cells, ``failing`` names those with a cell that did not pass. None when ``metric`` has no per-row
     values in some cell (the caller falls back to means)."""
+    aligned = _aligned(tested, metric)
+    if aligned is None:
+        return None
+    common, values = aligned
+    selection = _selection_rows(tested, common)
+    candidates = [Candidate(config, values[config], config not in failing, bool(group[0]["default"]), _spend(group),
+                            _checks(group))
+                  for config, group in sorted(tested.items())]
+    flow = str(next(iter(tested.values()))[0]["flow"])  # seeds the bootstrap: the same optimism on every rerun
+    return fair_choice(candidates, selection, sign, f"{metric}{over}", seed=flow)
+
+
+def _aligned(tested: Mapping[str, Sequence[Mapping[str, Any]]],
+             metric: str) -> tuple[list[tuple[str, str]], dict[str, Array]] | None:
+    """The (dataset, row identity) pairs every configuration has, and each configuration's values on them; None
+    when ``metric`` has no per-row values in some cell, or no row is common."""
     per_config: dict[str, dict[tuple[str, str], float]] = {}
     for config, group in tested.items():
         merged: dict[tuple[str, str], float] = {}
@@ -129,17 +145,40 @@ def fair_selection(tested: Mapping[str, Sequence[Mapping[str, Any]]], failing: A
                 return None
             merged.update(((cell["dataset"], identity), value) for identity, value in found.items())
         per_config[config] = merged
-    common = sorted(set.intersection(*(set(values) for values in per_config.values())))
+    common = sorted(set.intersection(*(set(values) for values in per_config.values()))) if per_config else []
     if not common:
         return None
+    return common, {config: np.array([merged[key] for key in common]) for config, merged in per_config.items()}
+
+
+def _selection_rows(tested: Mapping[str, Sequence[Mapping[str, Any]]],
+                    common: Sequence[tuple[str, str]]) -> npt.NDArray[np.bool_] | None:
+    """The selection half of the common rows when every dataset has SPLIT_ROWS rows or more, else None (Holm)."""
     # one configuration is no selection: halving its rows would only widen its gate
     split = len(tested) > 1 and all(len(cell["rows"]) >= SPLIT_ROWS for group in tested.values() for cell in group)
-    selection = np.array([in_selection_half(identity) for _, identity in common]) if split else None
-    candidates = [Candidate(config, np.array([per_config[config][key] for key in common]), config not in failing,
-                            bool(group[0]["default"]), _spend(group), _checks(group))
-                  for config, group in sorted(tested.items())]
-    flow = str(next(iter(tested.values()))[0]["flow"])  # seeds the bootstrap: the same optimism on every rerun
-    return fair_choice(candidates, selection, sign, f"{metric}{over}", seed=flow)
+    return np.array([in_selection_half(identity) for _, identity in common]) if split else None
+
+
+def figures(tested: Mapping[str, Sequence[Mapping[str, Any]]], metric: str) -> dict[str, dict[str, Any]] | None:
+    """The figure the choice rests on, per configuration: its mean of ``metric`` over the rows it is ranked on
+    (every dataset's rows pooled; the selection half when rows split) with the 95% two-sided interval of that
+    mean. None when ``metric`` is not a mean of per-row values (the caller ranks by the cells' means)."""
+    aligned = _aligned(tested, metric)
+    if aligned is None:
+        return None
+    common, values = aligned
+    selection = _selection_rows(tested, common)
+    rows = np.ones(len(common), dtype=bool) if selection is None else selection
+    datasets = len({dataset for dataset, _ in common})
+    found = {}
+    for config, mine in values.items():
+        picked = mine[rows]
+        interval = _interval(picked, 0.95, sides=2) if len(picked) > 1 else None
+        found[config] = {"mean": float(picked.mean()), "n": int(len(picked)), "datasets": datasets,
+                         "ci_low": None if interval is None else float(interval.low),
+                         "ci_high": None if interval is None else float(interval.high),
+                         "rows": "all" if selection is None else "selection half"}
+    return found
 
 
 def _spend(cells: Sequence[Mapping[str, Any]]) -> tuple[float, ...]:

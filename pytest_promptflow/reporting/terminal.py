@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..metric_names import shown_name
 from ..thresholds import threshold_text, verdict_word
+from .explain import best_score, variants_line
 
 OUTCOMES = ("live", "from store", "failed", "missing from store")
 
@@ -42,14 +44,22 @@ def comparison_tables(document: Mapping[str, Any], verbosity: int = 0) -> list[s
                       + (_interval(cell.get("intervals", {}), name) if name in spread else "") for name in columns]
             mark = "*" if cell["config"] == flow["best"] else ""
             table.append([mark, cell["cell"].removeprefix(f"{flow['flow']}-"), *values, _verdict(cell)])
-        best = f"best: {flow['best']}, " if flow["best"] else "no best cell: "
         count = f"{len(flow['cells'])} cell{'s' * (len(flow['cells']) != 1)}"
-        lines.append(f"promptflow: flow {flow['flow']}, {count}; {best}{_why_no_metric(flow) or flow['best_reason']}")
+        score = best_score(flow)
+        if flow["best"] and score:  # the score it was chosen on, then why
+            lines += [f"promptflow: flow {flow['flow']}, {count}; best: {flow['best']}, {score}",
+                      f"  why: {flow['best_reason']}"]
+        else:
+            best = f"best: {flow['best']}, " if flow["best"] else "no best cell: "
+            why = _why_no_metric(flow) or flow["best_reason"]
+            lines.append(f"promptflow: flow {flow['flow']}, {count}; {best}{why}")
         if flow["best"]:
             from .selection import selection_line
 
             chosen = selection_line(flow.get("selection"), flow["primary_metric"])
             lines += [chosen] if chosen else []
+        described = variants_line(flow.get("variants") or {})
+        lines += [described] if described else []
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         lines += ["  " + "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip()
                   for row in table]
@@ -77,12 +87,13 @@ def _clip(text: str, limit: int = 100) -> str:
 def _columns(flow: Mapping[str, Any]) -> list[str]:
     from .best import built_in
 
+    aliases = flow.get("metric_aliases") or {}
     seen: dict[str, None] = {}
     for cell in flow["cells"]:
         for name in cell["metrics"]:
-            if not built_in(name) and "." not in name:
+            if not built_in(name) and "." not in name and name not in aliases:
                 seen.setdefault(name)
-    primary = flow["primary_metric"]
+    primary = flow["primary_metric"] and shown_name(flow["primary_metric"], aliases)
     evaluator = [primary] if primary else []
     evaluator += [name for name in seen if name != primary][:MAX_EVALUATOR_COLUMNS - len(evaluator)]
     after = [name for name in COLUMNS_AFTER if name not in evaluator]
@@ -90,20 +101,22 @@ def _columns(flow: Mapping[str, Any]) -> list[str]:
     for cell in flow["cells"]:
         for verdict in cell["verdicts"]:
             if not verdict["passed"] and not _shown_as(verdict, cell) & {*evaluator, *after}:
-                hidden.setdefault(verdict["metric"])
+                hidden.setdefault(shown_name(verdict["metric"], aliases))
     return evaluator + list(hidden) + after
 
 
 def _shown_as(verdict: Mapping[str, Any], cell: Mapping[str, Any]) -> set[str]:
-    """The columns a verdict's metric may show under: its name, and for ``evaluator.metric`` the
-    short name when that holds the same value (the short name is the first evaluator's)."""
+    """The columns a verdict's metric may show under: its name, the name the reports show for it
+    (``metric_names``: ``sentiment_eval.accuracy`` and ``score`` show as ``accuracy``), and for
+    ``evaluator.metric`` the short name when that holds the same value (a document without aliases)."""
     from .best import built_in
 
     metric, metrics = verdict["metric"], cell["metrics"]
+    names = {metric, shown_name(metric, cell.get("aliases") or {})}
     short = metric.partition(".")[2]
     if not built_in(metric) and short in metrics and metrics[short] == metrics.get(metric):
-        return {metric, short}
-    return {metric}
+        names.add(short)
+    return names
 
 
 def _with_interval(flow: Mapping[str, Any]) -> set[str]:
@@ -127,7 +140,7 @@ def _value(value: float | None, failed: bool) -> str:
 
 
 def _verdict(cell: Mapping[str, Any]) -> str:
-    failed = [f"{v['metric']} {threshold_text(v)}" for v in cell["verdicts"] if not v["passed"]]
+    failed = [f"{v['metric']} {threshold_text(v)}" for v in cell["verdicts"] if not v["passed"]]  # as declared
     if failed:
         return "FAIL " + "; ".join(dict.fromkeys(failed))
     word = {"passed": "ok", "skipped": "skipped"}.get(cell["outcome"], cell["outcome"].upper())
