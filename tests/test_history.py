@@ -142,6 +142,22 @@ def _document(run_id: str, *cells: dict[str, Any]) -> dict[str, Any]:
             "flows": [{"flow": "f", "primary_metric": "acc", "best": None, "best_reason": "", "cells": list(cells)}]}
 
 
+def test_a_flow_keeps_its_variants_through_merges(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text(jsonl(HARD))
+    variants = {"ask": {"v0": {"source": "ask.jinja2", "template": "Say {{x}}", "parameters": {}, "default": True}}}
+    previous = {**_document("old", _cell("a", data, 0.9))}
+    previous["flows"][0]["variants"] = variants
+    current = _document("new", _cell("b", data, 0.4))
+    current["flows"][0]["variants"] = variants
+    assert merged(previous, current, {})["flows"][0]["variants"] == variants  # a kept cell's flow too
+    current["flows"][0]["flow"] = "g"
+    for cell in current["flows"][0]["cells"]:
+        cell["flow"] = "g"
+    report = merged(previous, current, {})
+    assert {flow["flow"]: flow["variants"] for flow in report["flows"]} == {"f": variants, "g": variants}
+
+
 def test_a_kept_cell_whose_dataset_changed_is_stale_and_not_chosen(tmp_path: Path) -> None:
     data = tmp_path / "d.jsonl"
     data.write_text(jsonl(HARD))

@@ -113,8 +113,8 @@ def merged(previous: Mapping[str, Any] | None, current: Mapping[str, Any],
 
 def _cells(document: Mapping[str, Any]) -> list[dict[str, Any]]:
     """A document's cells as ``merge`` takes records: each with its flow's variants back as ``flow_variants``."""
-    return [{**cell, "flow_variants": flow.get("variants", {})} for flow in document.get("flows", [])
-            for cell in flow["cells"]]
+    return [{**cell, "flow": flow["flow"], "flow_variants": flow.get("variants", {})}
+            for flow in document.get("flows", []) for cell in flow["cells"]]
 
 
 def _kept(cell: Mapping[str, Any], hashes: dict[str, str]) -> dict[str, Any]:
