@@ -380,3 +380,14 @@ def test_junit_carries_each_items_metrics_from_both_front_ends(project: Project,
         for props in (marker, experiment):
             assert props["promptflow.rows"] == "4.0" and props["promptflow.error_rate"] == "0.0"
             assert "promptflow.latency.p95" in props
+
+
+def test_comparison_tables_show_every_gated_metric_before_other_evaluator_metrics():
+    metrics = {"primary": 0.5, "a": 0.1, "b": 0.2, "c": 0.3, "gated": 0.9, "error_rate": 0.0}
+    lines = comparison_tables(document(
+        record("cfg-small", "t.py::test[cfg-small]", metrics, config="cfg", default=True,
+               verdicts=(verdict("gated", ">=", 0.6, 0.9),)),
+        primary={"clf": "primary"}))
+    header = lines[2].split()
+    assert header[:4] == ["cell", "primary", "gated", "a"]  # a passing threshold's metric has its column too
+    assert "c" not in header

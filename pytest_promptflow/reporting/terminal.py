@@ -94,8 +94,10 @@ def _columns(flow: Mapping[str, Any]) -> list[str]:
             if not built_in(name) and "." not in name and name not in aliases:
                 seen.setdefault(name)
     primary = flow["primary_metric"] and shown_name(flow["primary_metric"], aliases)
+    gated = {shown_name(v["metric"], aliases) for cell in flow["cells"] for v in cell["verdicts"]}
     evaluator = [primary] if primary else []
-    evaluator += [name for name in seen if name != primary][:MAX_EVALUATOR_COLUMNS - len(evaluator)]
+    evaluator += [name for name in seen if name in gated and name != primary]  # every gated one, then others
+    evaluator += [name for name in seen if name not in evaluator][:max(MAX_EVALUATOR_COLUMNS - len(evaluator), 0)]
     after = [name for name in COLUMNS_AFTER if name not in evaluator]
     hidden: dict[str, None] = {}  # failing metrics no column would show
     for cell in flow["cells"]:
