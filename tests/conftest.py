@@ -10,7 +10,7 @@ import json
 import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import pytest
 
@@ -19,6 +19,31 @@ import pytest
 import pytest_promptflow.stats  # noqa: F401
 
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(scope="module")
+def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The address of an embedded model server of the test module's own."""
+    import os
+
+    from pytest_promptflow.llm.embedded import EmbeddedModel
+
+    model = EmbeddedModel(tmp_path_factory.mktemp("shared"), owner_pid=os.getpid())
+    yield model.address()
+    model.stop()
+
+
+@pytest.fixture
+def layer(tmp_path: Path) -> Iterator[Any]:
+    """Our LLM call layer, answering from a store of the test's own, in every HTTP client of this process."""
+    from pytest_promptflow.llm.calls import CallLayer
+    from pytest_promptflow.llm.intercept import activate
+    from pytest_promptflow.llm.settings import LLMSettings
+
+    layer = CallLayer(LLMSettings(store=tmp_path / "store"))
+    activate(layer)
+    yield layer
+    activate(None)
 
 #: 4 rows; the keyword classifier (variant_0) gets all right, the "always positive" one (variant_1) half.
 SMALL = [

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import openai
 import pytest
@@ -18,7 +17,6 @@ import pytest
 from pytest_promptflow.llm import ledger, translate
 from pytest_promptflow.llm.accounting import Usage, usage_of
 from pytest_promptflow.llm.calls import CallLayer, ReplayMiss
-from pytest_promptflow.llm.embedded import EmbeddedModel
 from pytest_promptflow.llm.intercept import activate
 from pytest_promptflow.llm.retry import RetryPolicy
 from pytest_promptflow.llm.settings import LLMSettings
@@ -30,21 +28,6 @@ ASK = {"model": "gpt-4o-mini", "instructions": "Answer with one word.", "input":
 STREAM_EVENTS = ["response.created", "response.in_progress", "response.output_item.added",
                  "response.content_part.added", "response.output_text.delta", "response.output_text.done",
                  "response.content_part.done", "response.output_item.done", "response.completed"]
-
-
-@pytest.fixture(scope="module")
-def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    model = EmbeddedModel(tmp_path_factory.mktemp("shared"), owner_pid=os.getpid())
-    yield model.address()
-    model.stop()
-
-
-@pytest.fixture
-def layer(tmp_path: Path) -> Iterator[CallLayer]:
-    layer = CallLayer(LLMSettings(store=tmp_path / "store"))
-    activate(layer)
-    yield layer
-    activate(None)
 
 
 def stats(address: str) -> dict[str, int]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +23,6 @@ from llm_variants import DEPLOYMENT, SYSTEM, write_flows
 
 from pytest_promptflow.llm import ledger, translate
 from pytest_promptflow.llm.calls import CallLayer, ReplayMiss
-from pytest_promptflow.llm.embedded import EmbeddedModel
 from pytest_promptflow.llm.intercept import activate
 from pytest_promptflow.llm.settings import LLMSettings
 from pytest_promptflow.llm.transcript import LLMCall, Message, http_error, read_answer, read_request
@@ -33,21 +31,6 @@ from pytest_promptflow.reporting.records import merge
 PROVIDER = "embedded:test"
 DEAD = "http://127.0.0.1:9"  # nothing listens: only the store can answer
 ASK = [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "Capital of France?"}]
-
-
-@pytest.fixture(scope="module")
-def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    model = EmbeddedModel(tmp_path_factory.mktemp("shared"), owner_pid=os.getpid())
-    yield model.address()
-    model.stop()
-
-
-@pytest.fixture
-def layer(tmp_path: Path) -> Iterator[CallLayer]:
-    layer = CallLayer(LLMSettings(store=tmp_path / "store"))
-    activate(layer)
-    yield layer
-    activate(None)
 
 
 def client(base_url: str) -> openai.OpenAI:
