@@ -76,7 +76,7 @@ class ExperimentSpec:
     """Everything one experiment asks for: the flow, its data, evaluators, matrix and thresholds."""
 
     name: str
-    flow: Path | Callable[..., Any]
+    flow: Path | str | Callable[..., Any]  # str: a workflow, ``maf:<module path>:<factory>``
     datasets: tuple[DatasetSpec, ...]
     evaluators: tuple[EvaluatorSpec, ...] = ()
     connections: tuple[ConnectionSpec, ...] = ()

@@ -235,9 +235,10 @@ class Engine:
         check_mappings(cell.dataset, rows, runner.input_names)
         start = time.perf_counter()
         site = f"flow {target.name}, row {{}} of dataset {cell.dataset.name}{{}}"
-        columns = read_columns(cell.dataset, rows, runner.input_names)
-        items = [(i, row, flow_inputs(cell.dataset, row, runner.input_names),
-                  row_identity(cell.dataset, row, runner.input_names), r, missing_column(cell.dataset, i, row, columns))
+        names = runner.input_names or (tuple(dict.fromkeys(k for row in rows for k in row)) if runner.takes_row else ())
+        columns = read_columns(cell.dataset, rows, names)
+        items = [(i, row, flow_inputs(cell.dataset, row, names),
+                  row_identity(cell.dataset, row, names), r, missing_column(cell.dataset, i, row, columns))
                  for i, row in enumerate(rows) for r in range(repeats)]
         observer = self.observe(cell, len(items)) if self.observe else None
         try:

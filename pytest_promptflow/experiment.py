@@ -30,6 +30,8 @@ from .errors import SpecError, Where
 from .project_root import check_inside
 from .thresholds import Threshold
 from .thresholds import parse as parse_threshold
+from .workflows.spec import is_workflow
+from .workflows.spec import parse as parse_workflow
 
 # runtime (the template's Azure ML runtime name) is accepted and ignored: runs are local
 TOP_KEYS = ("name", "flow", "connections", "datasets", "evaluators", "runtime", "variants", "thresholds", "init",
@@ -94,7 +96,7 @@ def load_experiment(path: Path, env: str | None = None, root: Path | None = None
     base_dir = path.parent
     name = sections["name"].text("experiment") if "name" in sections else path.absolute().parent.name
     flow_src = sections["flow"]
-    flow = _flow_path(flow_src.text("experiment"), base_dir, flow_src.where, "flow", root)
+    flow = _experiment_flow(flow_src.text("experiment"), base_dir, flow_src.where, root)
     connections = _connections(sections["connections"]) if "connections" in sections else ()
     datasets = _datasets(sections["datasets"], base_dir, root)
     standard = {spec.name: spec for spec in datasets}
@@ -259,6 +261,16 @@ def _sections(path: Path, doc: Any, *, overlay: bool) -> dict[str, _Src]:
 
 def _resolve(base_dir: Path, raw: str) -> Path:
     return Path(os.path.normpath(os.path.abspath(base_dir / raw)))
+
+
+def _experiment_flow(raw: str, base_dir: Path, where: Where, root: Path | None) -> Path | str:
+    """The experiment's flow: a path as ``_flow_path`` reads it, or a workflow (``maf:module.py:factory``,
+    given back with the module's absolute path)."""
+    if not is_workflow(raw):
+        return _flow_path(raw, base_dir, where, "flow", root)
+    workflow = parse_workflow(raw, base_dir, where)
+    check_inside(workflow.path, root, where, "flow")
+    return str(workflow)
 
 
 def _flow_path(raw: str, base_dir: Path, where: Where, what: str, root: Path | None) -> Path:

@@ -1,4 +1,5 @@
-"""Flow targets: DAG (flow.dag.yaml with node_variants), flex (flow.flex.yaml), .prompty, callables.
+"""Flow targets: DAG (flow.dag.yaml with node_variants), flex (flow.flex.yaml), .prompty, callables, and
+agent-framework workflows (``maf:module.py:factory``, run in a worker: see ``workflows``).
 
 A target knows its variants and the connections its YAML names without importing promptflow
 (collection stays cheap); the connections only a tool's signature types, and ``executor``, which
@@ -27,6 +28,8 @@ from .includes import merged_folder, original_path, without_includes
 from .isolation import isolate
 from .promptflow_log import reroute
 from .workdir import InFolder, working_directory
+from .workflows.spec import DEFAULT_FACTORY, WorkflowSpec, is_workflow
+from .workflows.spec import parse as parse_workflow
 
 DAG_FILE = "flow.dag.yaml"
 FLEX_FILE = "flow.flex.yaml"
@@ -50,7 +53,7 @@ class FlowTarget:
     """A flow to run: a promptflow flow file or a Python callable."""
 
     name: str
-    kind: str  # dag | flex | prompty | callable
+    kind: str  # dag | flex | prompty | callable | maf (path: the workflow's module; definition: its factory)
     path: Path | None = None
     func: Callable[..., Any] | None = None
     definition: Mapping[str, Any] = field(default_factory=dict)
@@ -69,11 +72,17 @@ class FlowTarget:
 
     @property
     def identity(self) -> str:
-        """What tells two targets apart: the flow file, or the callable object."""
+        """What tells two targets apart: the flow file (a workflow's module and factory), or the callable object."""
         if self.func is not None:
             qualname = getattr(self.func, "__qualname__", self.name)
             return f"{getattr(self.func, '__module__', '')}.{qualname}@{id(self.func)}"
-        return str(self.path)
+        return str(self.workflow) if self.kind == "maf" else str(self.path)
+
+    @property
+    def workflow(self) -> WorkflowSpec:
+        """A ``maf`` target's module and factory."""
+        assert self.kind == "maf" and self.path is not None
+        return WorkflowSpec(self.path, str(self.definition.get("factory") or DEFAULT_FACTORY))
 
     def connections(self, init: Mapping[str, Any] | None = None) -> dict[str, str]:
         """Connection name -> connection type, for every node (and variant) and init argument that names one."""
@@ -90,6 +99,8 @@ class FlowTarget:
         from .llm.connections import model_config_connection
 
         found: dict[str, tuple[str, str]] = {}
+        if self.kind == "maf":  # its clients read the SDK environment; its calls reach us through the proxy
+            return found
         declared = {key: str((spec or {}).get("type", "")) for key, spec in (self.definition.get("init") or {}).items()
                     if isinstance(spec, Mapping)} if self.kind == "flex" else {}
         for key, value in (init or {}).items():
@@ -129,6 +140,9 @@ class FlowTarget:
         return read_init_json(path) if path is not None and path.is_file() else {}
 
     def check_overrides(self, overrides: Mapping[str, Any], where: Where | None) -> None:
+        if self.kind == "maf":
+            _check_factory_arguments(self.name, overrides, where)
+            return
         nodes = {n.get("name"): n for n in self.definition.get("nodes") or []}
         for key in overrides:
             parts = key.split(".")
@@ -149,6 +163,10 @@ class FlowTarget:
         """What runs one row with the chosen variants, overrides and connections."""
         if self.kind == "callable":
             return _callable_runner(self.func, with_connection_objects(init, connections))
+        if self.kind == "maf":  # init and overrides are the factory's keyword arguments
+            from .workflows.workers import current
+
+            return current().runner(self.workflow, self.name, {**(init or {}), **overrides})
         executor = self.promptflow_executor(variants, overrides, connections, init)
         names = tuple(self.definition.get("inputs") or {}) if self.kind == "prompty" else executor_inputs(executor)
         aggregate = (functools.partial(logged_metrics, executor, names,
@@ -222,6 +240,8 @@ class Runner:
     #: a flow's aggregation over its completed rows (their inputs, their aggregation inputs; ``seed``, ``site`` and
     #: ``not_resampled`` as keywords) -> aggregation.Logged: its metrics and their resampled values
     aggregate: Callable[..., Logged] | None = None
+    #: with no input names: each row's columns are its inputs (a workflow whose start executor takes a dict)
+    takes_row: bool = False
 
     def __call__(self, inputs: Mapping[str, Any]) -> RowOutcome:
         return self.run(inputs)
@@ -261,6 +281,9 @@ def load_target(flow: str | Path | Callable[..., Any], base_dir: Path, where: Wh
     if callable(flow) and not isinstance(flow, (str, Path)):
         name = getattr(flow, "__name__", type(flow).__name__)
         return FlowTarget(name=name, kind="callable", func=flow)
+    if is_workflow(flow):
+        workflow = parse_workflow(str(flow), base_dir, where)
+        return FlowTarget(workflow.name, "maf", workflow.path, definition={"factory": workflow.factory})
     path = Path(flow)
     path = path if path.is_absolute() else base_dir / path
     if path.is_dir():
@@ -288,7 +311,16 @@ def check_flow(flow: Any, where: Where | None) -> None:
     if callable(flow) and not isinstance(flow, (str, Path)):
         return
     raise SpecError(where, f"flow={flow!r} is not a flow",
-                    "give a flow folder (flow.dag.yaml / flow.flex.yaml) or a .prompty file as a path, or a callable")
+                    "give a flow folder (flow.dag.yaml / flow.flex.yaml) or a .prompty file as a path, a workflow "
+                    "as maf:<module.py>:<factory>, or a callable")
+
+
+def _check_factory_arguments(flow: str, overrides: Mapping[str, Any], where: Where | None) -> None:
+    """A workflow's overrides are its factory's keyword arguments: each a Python name."""
+    for key in overrides:
+        if not str(key).isidentifier():
+            raise SpecError(where, f"override {key!r} of workflow {flow} is not a factory argument name",
+                            "name the factory's keyword argument, e.g. overrides={\"temperature\": [0.0, 0.7]}")
 
 
 def resolve_dag(definition: Mapping[str, Any], variants: Mapping[str, str], overrides: Mapping[str, Any]) -> dict:

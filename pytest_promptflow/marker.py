@@ -13,6 +13,8 @@ from .config import REPEAT_FIX, STRATEGIES, DatasetSpec, ExperimentSpec, Variant
 from .errors import SpecError, Where
 from .flows import check_flow
 from .project_root import check_inside
+from .workflows.spec import is_workflow
+from .workflows.spec import parse as parse_workflow
 
 ARGUMENTS = ("flow", "data", "variants", "overrides", "strategy", "mappings", "init", "name", "baseline", "repeat")
 
@@ -50,8 +52,7 @@ def spec_from_marker(
         raise SpecError(where, f"init= must be a mapping of argument names to values, got {type(init).__name__}",
                         'e.g. init={"model_config": {"connection": "aoai", "azure_deployment": "gpt-35-turbo"}}')
     flow = kwargs["flow"]
-    name = str(kwargs.get("name") or (Path(flow).name if isinstance(flow, (str, Path)) else
-                                      getattr(flow, "__name__", "flow")))
+    name = str(kwargs.get("name") or _flow_name(flow, rootdir, where))
     baseline = parse_baseline(kwargs["baseline"], rootdir, where) if kwargs.get("baseline") is not None else None
     return ExperimentSpec(name=name, flow=flow, datasets=datasets, variants=variants, where=where,
                           baseline=baseline, repeat=_repeat(kwargs.get("repeat"), where)), init
@@ -77,9 +78,18 @@ def _repeat(value: Any, where: Where) -> int | None:
         raise SpecError(where, f"promptflow marker: {error}", REPEAT_FIX) from None
 
 
+def _flow_name(flow: Any, rootdir: Path, where: Where) -> str:
+    """The experiment's name when the marker gives none: the flow folder's (a workflow's module's folder's)."""
+    if is_workflow(flow):
+        return parse_workflow(flow, rootdir, where).name
+    return Path(flow).name if isinstance(flow, (str, Path)) else getattr(flow, "__name__", "flow")
+
+
 def _check_flow_inside(flow: Any, rootdir: Path, confine_to: Path | None, where: Where) -> None:
     """A flow given as a path that exists must be inside ``confine_to`` (one that does not: load_target says so)."""
-    if isinstance(flow, (str, Path)):
+    if is_workflow(flow):
+        check_inside(parse_workflow(flow, rootdir, where).path, confine_to, where, "flow")
+    elif isinstance(flow, (str, Path)):
         path = Path(flow) if Path(flow).is_absolute() else rootdir / flow
         if path.exists():
             check_inside(path, confine_to, where, "flow")

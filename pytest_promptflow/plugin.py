@@ -217,6 +217,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     f"(default: ini {ALLOW_INI}; off)")
     parser.addini(ALLOW_INI, "flows, data and evaluators may be outside the project root", type="bool",
                   default=False)
+    parser.addini("promptflow_workflow_python", "the Python (with agent-framework) that runs maf: workflows, "
+                  "relative to the rootdir (default: .promptflow-envs/maf, else this one)", default="")
     parser.addini("promptflow_progress", "show a long cell's progress (rows, rows/s, cache hits, errors) "
                   "on a terminal", type="bool", default=True)
 
@@ -236,6 +238,7 @@ def pytest_configure(config: pytest.Config) -> None:
         answers=_endpoint_answers(config),
         repeats=repeats(config),
         allow_outside_root=_option_or_ini(config, ALLOW_INI, bool),
+        workflow_python=config.getini("promptflow_workflow_python"),
     )
     _quiet_promptflow(config)
     reports = config.stash[REPORTS] = Reports(

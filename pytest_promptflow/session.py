@@ -51,7 +51,10 @@ class PromptflowSession:
     def __init__(self, rootdir: Path, concurrency: int, selection: str | None,
                  shared_dir: Path | None = None, owner_pid: int | None = None,
                  llm: LLMSettings | None = None, workers: int = 1, progress: ObserverFactory | None = None,
-                 answers: Any = None, repeats: int = 1, allow_outside_root: bool = False) -> None:
+                 answers: Any = None, repeats: int = 1, allow_outside_root: bool = False,
+                 workflow_python: str = "") -> None:
+        from .workflows.workers import Workflows, activate
+
         self.rootdir = rootdir
         self.confine_to = None if allow_outside_root else rootdir  # where flows, data and evaluators must be
         self.repeats = repeats  # --promptflow-repeat / ini promptflow_repeat: an experiment's ``repeat`` wins
@@ -71,6 +74,8 @@ class PromptflowSession:
         self._sdk_fallback: Any = None  # llm.sdk_environment.Fallback, set with the call layer
         self.worker_tally: collections.Counter[str] = collections.Counter()  # LLM call outcomes of xdist workers
         self._targets: dict[Any, FlowTarget] = {}
+        self.workflows = Workflows(rootdir, workflow_python)  # workers start when a workflow's rows run
+        activate(self.workflows)
 
     # -- planning (collection time: no promptflow import) --
     def target(self, flow: str | Path | Callable[..., Any], base_dir: Path, where: Where | None) -> FlowTarget:
@@ -256,6 +261,10 @@ class PromptflowSession:
 
     def close(self) -> None:
         """The owner (controller or single process) stops the model server, whoever started it."""
+        from .workflows.workers import activate as activate_workflows
+
+        self.workflows.stop()
+        activate_workflows(None)
         if self._calls is not None:
             from .llm.intercept import activate
 

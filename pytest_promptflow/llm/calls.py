@@ -22,9 +22,10 @@ import re
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 import openai
@@ -43,6 +44,8 @@ _DEPLOYMENT = re.compile(r"/deployments/([^/]+)/")
 _SECRET_HEADERS = ("api-key", "authorization", "ocp-apim-subscription-key", "x-api-key")
 CACHE_HEADER = "x-pytest-promptflow-cache"
 _FLEX_STAND_IN = "Flex"  # promptflow's private ScriptExecutor names a flex flow's line context so
+#: the node a call comes from when no promptflow node runs here: a workflow's executor, named by the proxy
+_node: contextvars.ContextVar[str | None] = contextvars.ContextVar("pytest_promptflow_llm_node", default=None)
 
 
 class LLMCallFailed(openai.OpenAIError):
@@ -344,10 +347,23 @@ def _recorded_by() -> dict[str, str | None]:
     return {"flow": flow, "node": _node_name()}
 
 
+@contextmanager
+def as_node(name: str | None) -> Iterator[None]:
+    """Calls made inside come from node ``name`` (a workflow executor's id, which the worker names)."""
+    token = _node.set(name or None)
+    try:
+        yield
+    finally:
+        _node.reset(token)
+
+
 def _node_name() -> str | None:
-    """The promptflow node making the call, if a DAG node is running. promptflow has no public way to
-    ask; while a node runs, ``sys.stdout`` is its NodeLogWriter, whose context names the node (a flex
-    flow's whole line runs as the stand-in node ``Flex``, which is none)."""
+    """The node making the call: one named by ``as_node``, else the promptflow node running, if a DAG node
+    is. promptflow has no public way to ask; while a node runs, ``sys.stdout`` is its NodeLogWriter, whose
+    context names the node (a flex flow's whole line runs as the stand-in node ``Flex``, which is none)."""
+    named = _node.get()
+    if named:
+        return named
     context = getattr(sys.stdout, "_context", None)
     info = context.get() if isinstance(context, contextvars.ContextVar) else None
     name = getattr(info, "node_name", None)

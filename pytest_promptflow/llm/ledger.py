@@ -97,3 +97,14 @@ def scope(site: str, repeat: int = 0) -> Iterator[RowCalls]:
         yield calls
     finally:
         _current.reset(token)
+
+
+@contextmanager
+def enter(calls: RowCalls) -> Iterator[RowCalls]:
+    """Counts this thread's calls against a row already running elsewhere: the LLM proxy answers a workflow
+    worker's calls on its own threads, for the row that waits on that worker."""
+    token = _current.set(calls)
+    try:
+        yield calls
+    finally:
+        _current.reset(token)
