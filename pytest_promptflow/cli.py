@@ -1,5 +1,6 @@
 """The ``pytest-promptflow`` command: approve, reject and list the releases the gate wrote; list and stop
-the local target's endpoints; plan the rows the gates at a confidence level need; compare two runs."""
+the local target's endpoints; plan the rows the gates at a confidence level need; compare two runs; create
+the environment that runs agent-framework workflows."""
 
 from __future__ import annotations
 
@@ -38,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "compare":
             _compare(args)
+            return 0
+        if args.command == "env":
+            _environment(args)
             return 0
         folder = args.dir or find_release_dir(Path.cwd())
         if args.command == "approve":
@@ -91,7 +95,23 @@ def _parser() -> argparse.ArgumentParser:
                                                          "promptflow_report of the project around the current folder)")
     compare.add_argument("--html", type=Path, help="where to write the page (default: compare.html in the report "
                                                    "folder, else beside B's report.json)")
+    env = commands.add_parser("env", help="create the second environment that runs agent-framework workflows "
+                                          "(maf: flows) beside promptflow")
+    env.add_argument("kind", choices=["maf"], help="maf: agent-framework-core and agent-framework-openai")
+    env.add_argument("--path", type=Path, help="where to create it (default: .promptflow-envs/maf in the project "
+                                               "around the current folder, where the session looks first)")
     return parser
+
+
+def _environment(args: argparse.Namespace) -> None:
+    """Create (or find ready) the workflows' environment and say where its python is."""
+    from pytest_promptflow.workflows.environment import create
+    from pytest_promptflow.workflows.python import ENV_DIR, INI
+
+    path = (args.path or project_root(Path.cwd()) / ENV_DIR).absolute()
+    python, made = create(path)
+    print(f"pytest-promptflow: {'created' if made else 'found ready'} {path} (python {python}); the session "
+          f"uses {ENV_DIR} of the project root by default, or set {INI} = {python}")
 
 
 def _compare(args: argparse.Namespace) -> None:
