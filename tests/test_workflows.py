@@ -1,0 +1,221 @@
+"""agent-framework workflows as flows (``maf:``): run in a worker of the second environment, their LLM calls
+answered through the proxy by the session's call layer (store, replay, transcripts), on the embedded model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import outcomes, run
+
+import pytest_promptflow.workflows.workers  # noqa: F401 (kept loaded across in-process runs, as conftest says)
+from pytest_promptflow.llm.proxy import LLMProxy
+
+SECOND_ENV = Path(__file__).resolve().parents[1] / ".promptflow-envs" / "maf"
+MAF_PYTHON = SECOND_ENV / "bin" / "python"
+INI = f"[pytest]\npromptflow_workflow_python = {MAF_PYTHON}\n"
+
+#: one executor (id ``answer``) asking the model through agent-framework's chat-completions client, which
+#: reads OPENAI_BASE_URL / OPENAI_API_KEY: the session points them at its embedded model
+ANSWER_PY = '''\
+import os
+
+from agent_framework import Executor, Message, WorkflowBuilder, WorkflowContext, handler
+from agent_framework.openai import OpenAIChatCompletionClient
+
+
+class Answer(Executor):
+    def __init__(self, temperature: float) -> None:
+        super().__init__(id="answer")
+        self.temperature = temperature
+
+    @handler
+    async def answer(self, question: str, ctx: WorkflowContext[str, str]) -> None:
+        if question == "die":
+            os._exit(3)
+        client = OpenAIChatCompletionClient(model="gpt-35-turbo")
+        response = await client.get_response([Message("user", [f"Answer in one word: {question}"])],
+                                             options={"temperature": self.temperature, "max_tokens": 8})
+        await ctx.yield_output(response.text)
+
+
+def create_workflow(temperature: float = 0.0):
+    return WorkflowBuilder(start_executor=Answer(temperature)).build()
+'''
+
+#: no model: echoes its input, so rows run fast and a row can kill the worker
+ECHO_PY = '''\
+import os
+
+from agent_framework import Executor, WorkflowBuilder, WorkflowContext, handler
+
+
+class Echo(Executor):
+    @handler
+    async def echo(self, row: dict, ctx: WorkflowContext[str, dict]) -> None:
+        if row["text"] == "die":
+            os._exit(3)
+        await ctx.yield_output({"echo": row["text"].upper()})
+
+
+def create_workflow():
+    return WorkflowBuilder(start_executor=Echo(id="echo")).build()
+'''
+
+QUESTIONS = [{"question": "What color is the sky?"}, {"question": "What is 2+2?"}]
+
+ANSWER_TEST = '''\
+import pytest
+
+
+@pytest.mark.promptflow(flow="maf:flows/qa_maf/workflow.py:create_workflow", data="data/qa.jsonl",
+                        mappings={"question": "${data.question}"}, overrides={"temperature": [0.0, 0.7]})
+def test_answers(flow_run):
+    assert flow_run.metrics["error_rate"] <= 0, [row.error_message for row in flow_run.rows]
+    assert all(row.outputs["output"] for row in flow_run.rows)
+'''
+
+
+@pytest.fixture(autouse=True)
+def second_environment(_promptflow_loaded: None) -> None:
+    if not MAF_PYTHON.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no second environment at {SECOND_ENV}: run `make setup` (pytest-promptflow env maf)")
+        pytest.skip(f"no second environment at {SECOND_ENV} (pytest-promptflow env maf)")
+
+
+def write(pytester: pytest.Pytester, files: dict[str, str], rows: dict[str, list[dict]], ini: str = INI) -> None:
+    pytester.makefile(".ini", pytest=ini)
+    for name, text in files.items():
+        path = pytester.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for name, found in rows.items():
+        path = pytester.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(row) + "\n" for row in found))
+
+
+def report_rows(folder: Path) -> dict[str, list[dict]]:
+    document = json.loads((folder / "report.json").read_text())
+    return {cell["config"]: cell["rows"] for flow in document["flows"] for cell in flow["cells"]}
+
+
+def test_a_workflow_runs_per_factory_argument_with_its_calls_stored_then_replayed_without_the_model(
+        pytester: pytest.Pytester) -> None:
+    write(pytester, {"flows/qa_maf/workflow.py": ANSWER_PY, "evals/test_qa.py": ANSWER_TEST},
+          {"data/qa.jsonl": QUESTIONS})
+    result = run(pytester, "evals", "-v", "--promptflow-report", "reports")
+    assert outcomes(result) == {"passed": 2}, result.stdout.str()
+    result.stdout.fnmatch_lines(["*test_answers?qa_maf-temperature=0.0-qa? PASSED*",
+                                 "*test_answers?qa_maf-temperature=0.7-qa? PASSED*"])
+    rows = report_rows(pytester.path / "reports")
+    assert sorted(rows) == ["temperature=0.0", "temperature=0.7"]
+    calls = [call for found in rows.values() for row in found for call in row["calls"]]
+    assert len(calls) == 4 and {call["node"] for call in calls} == {"answer"}
+    assert {call["from_store"] for call in calls} == {False}
+    assert {call["parameters"]["temperature"] for call in calls} == {0.0, 0.7}  # the factory argument, sent
+
+    replayed = run(pytester, "evals", "--promptflow-llm=replay", "--promptflow-report", "replayed")
+    assert outcomes(replayed) == {"passed": 2}, replayed.stdout.str()
+    calls = [call for found in report_rows(pytester.path / "replayed").values() for row in found
+             for call in row["calls"]]
+    assert len(calls) == 4 and {call["from_store"] for call in calls} == {True}
+    replayed.stdout.fnmatch_lines(["*4 LLM calls (replay mode*0 live, 4 from store*"])
+
+
+def test_an_experiment_yaml_names_a_workflow_and_its_thresholds_gate_it(pytester: pytest.Pytester) -> None:
+    experiment = ("name: echo\nflow: maf:../../flows/echo/workflow.py\ndatasets:\n- name: words\n"
+                  "  source: words.jsonl\nthresholds:\n  error_rate: '<= 0'\n")
+    write(pytester, {"flows/echo/workflow.py": ECHO_PY, "evals/echo/experiment.yaml": experiment},
+          {"evals/echo/words.jsonl": [{"text": "hi"}, {"text": "yo"}]})
+    result = run(pytester, "evals", "--promptflow-report", "reports")
+    assert outcomes(result) == {"passed": 1}, result.stdout.str()
+    [rows] = report_rows(pytester.path / "reports").values()
+    assert [row["outputs"] for row in rows] == [{"echo": "HI"}, {"echo": "YO"}]  # a dict start: the whole row
+
+
+def test_a_worker_that_dies_fails_its_row_in_one_line_and_the_next_row_restarts_it(
+        pytester: pytest.Pytester) -> None:
+    experiment = ("name: echo\nflow: maf:../../flows/echo/workflow.py:create_workflow\ndatasets:\n- name: words\n"
+                  "  source: words.jsonl\nthresholds:\n  error_rate: '<= 0'\n")
+    write(pytester, {"flows/echo/workflow.py": ECHO_PY, "evals/echo/experiment.yaml": experiment},
+          {"evals/echo/words.jsonl": [{"text": "hi"}, {"text": "die"}, {"text": "yo"}]})
+    result = run(pytester, "evals", "--promptflow-concurrency", "1", "--promptflow-report", "reports")
+    assert outcomes(result) == {"failed": 1}, result.stdout.str()
+    [rows] = report_rows(pytester.path / "reports").values()
+    assert [row["outputs"] for row in rows] == [{"echo": "HI"}, None, {"echo": "YO"}]
+    error = rows[1]["error"]
+    assert "WorkerExited" in json.dumps(error) and "exited with code 3" in json.dumps(error), error
+
+
+def test_no_second_environment_fails_only_that_flows_items_in_one_line(pytester: pytest.Pytester) -> None:
+    write(pytester, {"flows/echo/workflow.py": ECHO_PY, "evals/test_both.py": '''\
+import pytest
+
+
+def shout(text):
+    return text.upper()
+
+
+@pytest.mark.promptflow(flow="maf:flows/echo/workflow.py", data="data/words.jsonl")
+def test_workflow(flow_run):
+    pass
+
+
+@pytest.mark.promptflow(flow=shout, data="data/words.jsonl")
+def test_callable(flow_run):
+    assert flow_run.metrics["error_rate"] == 0
+'''}, {"data/words.jsonl": [{"text": "hi"}]}, ini="[pytest]\n")
+    result = run(pytester, "evals", "-p", "no:randomly")
+    assert outcomes(result) in ({"passed": 1, "errors": 1}, {"passed": 1, "failed": 1}), result.stdout.str()
+    result.stdout.fnmatch_lines(["*flow echo: agent-framework is not installed beside this session and no second "
+                                 "environment was found; fix: run `pytest-promptflow env maf` or set "
+                                 "promptflow_workflow_python*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_a_factory_that_does_not_exist_is_one_line(pytester: pytest.Pytester) -> None:
+    write(pytester, {"flows/echo/workflow.py": ECHO_PY, "evals/test_missing.py": '''\
+import pytest
+
+
+@pytest.mark.promptflow(flow="maf:flows/echo/workflow.py:make_it", data="data/words.jsonl")
+def test_workflow(flow_run):
+    pass
+'''}, {"data/words.jsonl": [{"text": "hi"}]})
+    result = run(pytester, "evals")
+    result.stdout.fnmatch_lines(["*flows/echo/workflow.py: has no make_it; fix: *"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_the_proxy_refuses_what_is_not_a_forwarded_request() -> None:
+    proxy = LLMProxy()
+    try:
+        for path, headers in (("/other", {"X-Pytest-Promptflow-Url": "http://example.invalid/x"}),
+                              ("/forward", {})):
+            request = urllib.request.Request(proxy.address + path, data=b"{}", headers=headers)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code == 404
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.skipif(os.environ.get("CI") != "true" and not os.environ.get("PYTEST_PROMPTFLOW_SLOW"),
+                    reason="installs agent-framework from the package index (~20 s): CI, or PYTEST_PROMPTFLOW_SLOW=1")
+def test_env_maf_creates_a_working_environment_and_a_second_call_finds_it_ready(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "pytest_promptflow.cli", "env", "maf", "--path", str(tmp_path / "maf")]
+    made = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0 and "created" in made.stdout, made.stderr
+    python = tmp_path / "maf" / "bin" / "python"
+    check = subprocess.run([str(python), "-c", "from agent_framework.openai import OpenAIChatCompletionClient"])
+    assert check.returncode == 0
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "found ready" in again.stdout
