@@ -82,6 +82,13 @@ def written() -> Path | None:
     return path if path.is_file() and path.stat().st_size else None
 
 
+def record(name: str, message: str, level: int = logging.INFO) -> None:
+    """A line from another process (a workflow worker's stderr: the workflow's prints and warnings) into the
+    session's log file, beside promptflow's."""
+    if _handlers:
+        _handlers[-1].handle(logging.LogRecord(name, level, "", 0, message, None, None))
+
+
 def reroute() -> None:
     """Every promptflow logger writes to the log file instead of stdout or stderr (nothing before promptflow
     is imported: the plugin never imports it itself)."""

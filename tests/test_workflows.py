@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import outcomes, run
 
@@ -51,6 +52,7 @@ def create_workflow(temperature: float = 0.0):
 
 #: no model: echoes its input, so rows run fast and a row can kill the worker
 ECHO_PY = '''\
+import asyncio
 import os
 
 from agent_framework import Executor, WorkflowBuilder, WorkflowContext, handler
@@ -61,6 +63,8 @@ class Echo(Executor):
     async def echo(self, row: dict, ctx: WorkflowContext[str, dict]) -> None:
         if row["text"] == "die":
             os._exit(3)
+        print("echoing", row["text"])
+        await asyncio.sleep(0.5 if row["text"] == "hi" else 0)  # the first row answers last
         await ctx.yield_output({"echo": row["text"].upper()})
 
 
@@ -102,6 +106,16 @@ def write(pytester: pytest.Pytester, files: dict[str, str], rows: dict[str, list
         path.write_text("".join(json.dumps(row) + "\n" for row in found))
 
 
+def workers_in(folder: Path) -> list[psutil.Process]:
+    """Workflow worker processes started for the project in ``folder``, still running."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        if any(part.endswith("worker.py") for part in process.info["cmdline"] or ()) and \
+                process.info["cwd"] == str(folder):
+            found.append(process)
+    return found
+
+
 def report_rows(folder: Path) -> dict[str, list[dict]]:
     document = json.loads((folder / "report.json").read_text())
     return {cell["config"]: cell["rows"] for flow in document["flows"] for cell in flow["cells"]}
@@ -130,7 +144,8 @@ def test_a_workflow_runs_per_factory_argument_with_its_calls_stored_then_replaye
     replayed.stdout.fnmatch_lines(["*4 LLM calls (replay mode*0 live, 4 from store*"])
 
 
-def test_an_experiment_yaml_names_a_workflow_and_its_thresholds_gate_it(pytester: pytest.Pytester) -> None:
+def test_an_experiment_yaml_names_a_workflow_whose_rows_run_at_once_and_come_back_in_order(
+        pytester: pytest.Pytester) -> None:
     experiment = ("name: echo\nflow: maf:../../flows/echo/workflow.py\ndatasets:\n- name: words\n"
                   "  source: words.jsonl\nthresholds:\n  error_rate: '<= 0'\n")
     write(pytester, {"flows/echo/workflow.py": ECHO_PY, "evals/echo/experiment.yaml": experiment},
@@ -139,6 +154,8 @@ def test_an_experiment_yaml_names_a_workflow_and_its_thresholds_gate_it(pytester
     assert outcomes(result) == {"passed": 1}, result.stdout.str()
     [rows] = report_rows(pytester.path / "reports").values()
     assert [row["outputs"] for row in rows] == [{"echo": "HI"}, {"echo": "YO"}]  # a dict start: the whole row
+    assert not workers_in(pytester.path)  # stopped with the session
+    assert "echoing yo" in (pytester.path / "reports" / "promptflow.log").read_text()  # its prints: in the log
 
 
 def test_a_worker_that_dies_fails_its_row_in_one_line_and_the_next_row_restarts_it(
@@ -208,8 +225,6 @@ def test_the_proxy_refuses_what_is_not_a_forwarded_request() -> None:
         proxy.stop()
 
 
-@pytest.mark.skipif(os.environ.get("CI") != "true" and not os.environ.get("PYTEST_PROMPTFLOW_SLOW"),
-                    reason="installs agent-framework from the package index (~20 s): CI, or PYTEST_PROMPTFLOW_SLOW=1")
 def test_env_maf_creates_a_working_environment_and_a_second_call_finds_it_ready(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "pytest_promptflow.cli", "env", "maf", "--path", str(tmp_path / "maf")]
     made = subprocess.run(command, capture_output=True, text=True, timeout=600)

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Mapping
 
+from ..promptflow_log import record
+
 WORKER = Path(__file__).with_name("worker.py")
 STOP_SECONDS = 5.0
-log = logging.getLogger("pytest_promptflow.workflows")
+LOG_NAME = "workflow-worker"
 
 
 class WorkerGone(Exception):
@@ -77,7 +79,7 @@ class _Process:
             try:
                 message = json.loads(line)
             except ValueError:
-                log.warning("workflow worker: not a protocol line: %s", line.rstrip()[:200])
+                record(LOG_NAME, f"not a protocol line: {line.rstrip()[:200]}", logging.WARNING)
                 continue
             key = str(message["id"]) if "id" in message else f"load:{message.get('handle')}"
             with self.lock:
@@ -88,10 +90,11 @@ class _Process:
         self._end()
 
     def _drain(self, stream: IO[str]) -> None:
-        """The worker's stderr (the workflow's prints, its warnings): logged, the last lines kept for errors."""
+        """The worker's stderr (the workflow's prints, its warnings): to the session's log file, the last lines
+        kept for the error of a worker that dies."""
         for line in stream:
             self.stderr.append(line.rstrip())
-            log.info("workflow worker: %s", line.rstrip())
+            record(LOG_NAME, line.rstrip())
 
     def _end(self) -> None:
         """stdout closed: every waiting request is answered with why."""
