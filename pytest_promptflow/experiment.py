@@ -101,7 +101,7 @@ def load_experiment(path: Path, env: str | None = None, root: Path | None = None
     datasets = _datasets(sections["datasets"], base_dir, root)
     standard = {spec.name: spec for spec in datasets}
     evaluators = _evaluators(sections["evaluators"], base_dir, standard, root) if "evaluators" in sections else ()
-    variants = _variants(sections["variants"]) if "variants" in sections else None
+    variants = _variants(sections["variants"], is_workflow(flow)) if "variants" in sections else None
     thresholds = _thresholds(sections["thresholds"]) if "thresholds" in sections else ()
     init = _init(sections["init"].path, sections["init"].node, "init", "experiment") if "init" in sections else {}
     baseline = _baseline(sections["baseline"]) if "baseline" in sections else None
@@ -499,7 +499,8 @@ def _evaluator_dataset(path: Path, entries: list[Any], index: int, base_dir: Pat
                        _dataset_where(path, entries, index))
 
 
-def _variants(src: _Src) -> VariantsSpec:
+def _variants(src: _Src, workflow: bool = False) -> VariantsSpec:
+    """Our ``variants:`` key; a workflow's overrides are its factory's keyword arguments (``temperature``)."""
     if src.value is None:
         return VariantsSpec(where=src.where)
     node = _mapping_node(src.path, src.node, src.key, "experiment")
@@ -518,7 +519,10 @@ def _variants(src: _Src) -> VariantsSpec:
     overrides: dict[str, tuple[Any, ...]] = {}
     for key, value in (_mapping_node(src.path, node, "overrides", "variants") if "overrides" in node else {}).items():
         where = _at(src.path, node["overrides"], key)
-        if not _OVERRIDE_KEY.match(str(key)):
+        if workflow and not str(key).isidentifier():
+            raise SpecError(where, f"override {key!r} is not a factory argument name",
+                            "a workflow's overrides are its factory's keyword arguments, e.g. temperature")
+        if not workflow and not _OVERRIDE_KEY.match(str(key)):
             raise SpecError(where, f"override {key!r} does not name a node setting",
                             "write nodes.<node>.inputs.<input>, e.g. nodes.classify.inputs.temperature")
         if value is None or value == []:

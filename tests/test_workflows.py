@@ -59,17 +59,21 @@ from agent_framework import Executor, WorkflowBuilder, WorkflowContext, handler
 
 
 class Echo(Executor):
+    def __init__(self, suffix: str) -> None:
+        super().__init__(id="echo")
+        self.suffix = suffix
+
     @handler
     async def echo(self, row: dict, ctx: WorkflowContext[str, dict]) -> None:
         if row["text"] == "die":
             os._exit(3)
         print("echoing", row["text"])
         await asyncio.sleep(0.5 if row["text"] == "hi" else 0)  # the first row answers last
-        await ctx.yield_output({"echo": row["text"].upper()})
+        await ctx.yield_output({"echo": row["text"].upper() + self.suffix})
 
 
-def create_workflow():
-    return WorkflowBuilder(start_executor=Echo(id="echo")).build()
+def create_workflow(suffix: str = ""):
+    return WorkflowBuilder(start_executor=Echo(suffix)).build()
 '''
 
 QUESTIONS = [{"question": "What color is the sky?"}, {"question": "What is 2+2?"}]
@@ -147,13 +151,16 @@ def test_a_workflow_runs_per_factory_argument_with_its_calls_stored_then_replaye
 def test_an_experiment_yaml_names_a_workflow_whose_rows_run_at_once_and_come_back_in_order(
         pytester: pytest.Pytester) -> None:
     experiment = ("name: echo\nflow: maf:../../flows/echo/workflow.py\ndatasets:\n- name: words\n"
-                  "  source: words.jsonl\nthresholds:\n  error_rate: '<= 0'\n")
+                  "  source: words.jsonl\nvariants:\n  overrides:\n    suffix: ['', '!']\n"
+                  "thresholds:\n  error_rate: '<= 0'\n")
     write(pytester, {"flows/echo/workflow.py": ECHO_PY, "evals/echo/experiment.yaml": experiment},
           {"evals/echo/words.jsonl": [{"text": "hi"}, {"text": "yo"}]})
-    result = run(pytester, "evals", "--promptflow-report", "reports")
-    assert outcomes(result) == {"passed": 1}, result.stdout.str()
-    [rows] = report_rows(pytester.path / "reports").values()
-    assert [row["outputs"] for row in rows] == [{"echo": "HI"}, {"echo": "YO"}]  # a dict start: the whole row
+    result = run(pytester, "evals", "-v", "--promptflow-report", "reports")
+    assert outcomes(result) == {"passed": 2}, result.stdout.str()
+    result.stdout.fnmatch_lines(["*echo-suffix=-words* PASSED*", "*echo-suffix=_*-words* PASSED*"])
+    rows = report_rows(pytester.path / "reports")
+    outputs = {config: [row["outputs"]["echo"] for row in found] for config, found in rows.items()}
+    assert sorted(outputs.values()) == [["HI", "YO"], ["HI!", "YO!"]]  # a dict start: the whole row, in order
     assert not workers_in(pytester.path)  # stopped with the session
     assert "echoing yo" in (pytester.path / "reports" / "promptflow.log").read_text()  # its prints: in the log
 
@@ -234,3 +241,19 @@ def test_env_maf_creates_a_working_environment_and_a_second_call_finds_it_ready(
     assert check.returncode == 0
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "found ready" in again.stdout
+
+
+def test_the_workflow_python_is_the_ini_ones_then_the_projects_second_environment(tmp_path: Path) -> None:
+    from pytest_promptflow.errors import SpecError
+    from pytest_promptflow.workflows.python import find_python
+
+    with pytest.raises(SpecError, match=r"flow qa: promptflow_workflow_python = envs/py does not exist \(looked "
+                                        rf"for {tmp_path}/envs/py\); fix: point promptflow_workflow_python at"):
+        find_python(tmp_path, "envs/py", "qa")
+    (tmp_path / "envs").mkdir()
+    (tmp_path / "envs" / "py").touch()
+    assert find_python(tmp_path, "envs/py", "qa") == str(tmp_path / "envs" / "py")  # relative to the rootdir
+    default = tmp_path / ".promptflow-envs" / "maf" / "bin" / "python"
+    default.parent.mkdir(parents=True)
+    default.touch()
+    assert find_python(tmp_path, "", "qa") == str(default)
