@@ -49,7 +49,9 @@ class _Process:
         self.loaded: dict[str, Mapping[str, Any]] = {}  # handle -> its load reply
         self.waiting: dict[str, _Reply] = {}
         self.stderr: collections.deque[str] = collections.deque(maxlen=20)
-        self.lock = threading.Lock()  # guards waiting, and writes to stdin
+        self.lock = threading.Lock()  # guards waiting and gone
+        # one line at a time on stdin; apart from ``lock``, so the reader never waits on a blocked write
+        self.writing = threading.Lock()
         self.loading = threading.Lock()  # one load at a time: rows of one workflow wait for its first load
         self.gone = ""  # why it stopped answering, once it did
         for target, stream in ((self._read, self.popen.stdout), (self._drain, self.popen.stderr)):
@@ -62,13 +64,15 @@ class _Process:
             if self.gone:
                 raise WorkerGone(self.gone)
             self.waiting[key] = reply
-            try:
+        try:
+            with self.writing:
                 assert self.popen.stdin is not None
                 self.popen.stdin.write(json.dumps(request) + "\n")
                 self.popen.stdin.flush()
-            except (OSError, ValueError):
+        except (OSError, ValueError):
+            with self.lock:
                 self.waiting.pop(key, None)
-                raise WorkerGone(self._why_gone()) from None
+            raise WorkerGone(self._why_gone()) from None
         reply.done.wait()
         if reply.message is None:
             raise WorkerGone(self.gone)
@@ -120,7 +124,7 @@ class _Process:
     def stop(self) -> None:
         """Asks it to exit, closes its stdin (EOF ends it too), then ends its process group if it lingers."""
         try:
-            with self.lock:
+            with self.writing:
                 assert self.popen.stdin is not None
                 self.popen.stdin.write(json.dumps({"op": "exit"}) + "\n")
                 self.popen.stdin.close()
