@@ -205,7 +205,7 @@ def test_callable(flow_run):
     assert "Traceback" not in result.stdout.str()
 
 
-def test_a_factory_that_does_not_exist_is_one_line(pytester: pytest.Pytester) -> None:
+def test_a_factory_or_a_module_that_does_not_exist_is_one_line(pytester: pytest.Pytester) -> None:
     write(pytester, {"flows/echo/workflow.py": ECHO_PY, "evals/test_missing.py": '''\
 import pytest
 
@@ -213,9 +213,20 @@ import pytest
 @pytest.mark.promptflow(flow="maf:flows/echo/workflow.py:make_it", data="data/words.jsonl")
 def test_workflow(flow_run):
     pass
-'''}, {"data/words.jsonl": [{"text": "hi"}]})
+
+
+@pytest.mark.promptflow(flow="maf:flows/gone/workflow.py", data="data/words.jsonl")
+def test_gone(flow_run):
+    pass
+''', "evals/gone/experiment.yaml": "name: gone\nflow: maf:../../flows/gone.py:make\ndatasets:\n- name: words\n"
+                                     "  source: ../../data/words.jsonl\n"}, {"data/words.jsonl": [{"text": "hi"}]})
     result = run(pytester, "evals")
-    result.stdout.fnmatch_lines(["*flows/echo/workflow.py: has no make_it; fix: *"])
+    result.stdout.fnmatch_lines_random([
+        "*flows/echo/workflow.py: has no make_it; fix: *",
+        "*evals/test_missing.py:*: flow 'maf:flows/gone/workflow.py': workflow module */flows/gone/workflow.py not "
+        "found; give the .py file that defines the factory, e.g. *",
+        "*evals/gone/experiment.yaml:2: flow 'maf:../../flows/gone.py:make': workflow module */flows/gone.py not "
+        "found; give the .py file *"])
     assert "Traceback" not in result.stdout.str()
 
 
