@@ -79,7 +79,7 @@ class PromptflowSession:
 
     # -- planning (collection time: no promptflow import) --
     def target(self, flow: str | Path | Callable[..., Any], base_dir: Path, where: Where | None) -> FlowTarget:
-        key = (id(flow), None) if callable(flow) else (None, str((base_dir / flow).resolve()))
+        key = (id(flow), None) if callable(flow) else (None, _place(flow, base_dir, where))
         if key not in self._targets:
             target = load_target(flow, base_dir, where)
             if target.path is not None:  # a run and a released package copy its includes in
@@ -274,6 +274,13 @@ class PromptflowSession:
             return
         self.embedded.stop()
         shutil.rmtree(self.shared_dir, ignore_errors=True)
+
+
+def _place(flow: str | Path, base_dir: Path, where: Where | None) -> str:
+    """Where a flow given as a path is: one place however it is written (a workflow by module and factory)."""
+    from .workflows.spec import is_workflow, parse
+
+    return str(parse(str(flow), base_dir, where)) if is_workflow(flow) else str((base_dir / flow).resolve())
 
 
 def sweep_leftovers(tempdir: Path) -> list[Path]:

@@ -82,11 +82,16 @@ ANSWER_TEST = '''\
 import pytest
 
 
+def words(output):
+    return {"words": len(output.split())}
+
+
 @pytest.mark.promptflow(flow="maf:flows/qa_maf/workflow.py:create_workflow", data="data/qa.jsonl",
                         mappings={"question": "${data.question}"}, overrides={"temperature": [0.0, 0.7]})
 def test_answers(flow_run):
     assert flow_run.metrics["error_rate"] <= 0, [row.error_message for row in flow_run.rows]
-    assert all(row.outputs["output"] for row in flow_run.rows)
+    result = flow_run.evaluate(words, mapping={"output": "${run.outputs.output}"})
+    assert result.metrics["words"] >= 1
 '''
 
 
@@ -135,6 +140,7 @@ def test_a_workflow_runs_per_factory_argument_with_its_calls_stored_then_replaye
                                  "*test_answers?qa_maf-temperature=0.7-qa? PASSED*"])
     rows = report_rows(pytester.path / "reports")
     assert sorted(rows) == ["temperature=0.0", "temperature=0.7"]
+    assert all(row["scores"]["words.words"] >= 1 for found in rows.values() for row in found)  # evaluated
     calls = [call for found in rows.values() for row in found for call in row["calls"]]
     assert len(calls) == 4 and {call["node"] for call in calls} == {"answer"}
     assert {call["from_store"] for call in calls} == {False}
