@@ -138,7 +138,7 @@ def create_printing():
 '''
 #: apart, since importing openai's client takes seconds
 ASKING = '''
-from agent_framework import Executor, Message, WorkflowBuilder, WorkflowContext, handler
+from agent_framework import Agent, Executor, Message, WorkflowBuilder, WorkflowContext, handler
 from agent_framework.openai import OpenAIChatCompletionClient
 
 
@@ -160,6 +160,11 @@ class Ask(Executor):
 
 def create_asking(stream: bool = False):
     return WorkflowBuilder(start_executor=Ask(stream)).build()
+
+
+def create_agent():
+    client = OpenAIChatCompletionClient(model="m", api_key="k", base_url="http://example.invalid/v1")
+    return WorkflowBuilder(start_executor=Agent(client=client, name="solver")).build()
 '''
 
 
@@ -432,14 +437,16 @@ def proxy() -> Iterator[str]:
     server.server_close()
 
 
-@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("factory", "stream", "node"), [("create_asking", False, "ask"),
+                                                        ("create_asking", True, "ask"),
+                                                        ("create_agent", False, "solver")])
 def test_llm_calls_go_to_the_proxy_with_their_url_row_and_node(maf_python: Path, flows: Path, proxy: str,
-                                                               stream: bool) -> None:
+                                                               factory: str, stream: bool, node: str) -> None:
     routed = WorkerProcess(flows, {worker_module.PROXY_ENV: proxy})
     try:
-        routed.load("ask", flows / "flows" / "ask" / "workflow.py", "create_asking")
+        assert routed.load("ask", flows / "flows" / "ask" / "workflow.py", factory)["input"]["kind"] == "scalar"
         replies = by_id(routed.run_rows("ask", [{"question": "what is six times seven?"}, {"question": "refuse"}],
-                                        args={"stream": stream}))
+                                        args={"stream": True} if stream else {}))
         assert routed.stop() == 0
     finally:
         routed.process.kill()
@@ -452,8 +459,37 @@ def test_llm_calls_go_to_the_proxy_with_their_url_row_and_node(maf_python: Path,
     assert call["path"] == "/forward"
     assert headers["x-pytest-promptflow-url"] == "http://example.invalid/v1/chat/completions"
     assert headers["x-pytest-promptflow-row"] == "ask-0"
-    assert headers["x-pytest-promptflow-node"] == "ask"
+    assert headers["x-pytest-promptflow-node"] == node
     assert headers["authorization"] == "Bearer k"
     assert headers["host"] == proxy.removeprefix("http://")
     assert call["body"]["model"] == "m" and call["body"].get("stream", False) is stream
-    assert call["body"]["messages"] == [{"role": "user", "content": "what is six times seven?"}]
+    assert call["body"]["messages"][-1] == {"role": "user", "content": "what is six times seven?"}
+
+
+def test_a_serving_script_imports_load_factory_and_run_once(maf_python: Path, flows: Path) -> None:
+    """What a deployment's server does: the worker module imported (no side effects), one row at a time."""
+    script = flows / "serve.py"
+    script.write_text(f"""
+import asyncio, sys
+sys.path.insert(0, {str(WORKER.parent)!r})
+from worker import WorkflowError, load_factory, run_once
+
+factory = load_factory("flows/wf/workflow.py")
+print(asyncio.run(run_once(factory, {{"suffix": "?"}}, {{"text": "hi"}})))
+for path, name, inputs in [("flows/wf/missing.py", "create_workflow", {{}}),
+                           ("flows/wf/workflow.py", "create_silent", {{"text": "x"}}),
+                           ("flows/wf/workflow.py", "create_workflow", {{"text": "boom"}})]:
+    try:
+        asyncio.run(run_once(load_factory(path, name), {{}}, inputs))
+    except (WorkflowError, ValueError) as exc:
+        print(type(exc).__name__, exc)
+""")
+    result = subprocess.run([str(maf_python), str(script)], cwd=flows, capture_output=True, text=True,
+                            env=standalone_environment(), timeout=TIMEOUT)
+    assert result.stdout.splitlines() == [
+        "{'output': 'HI?'}",
+        "WorkflowError flows/wf/missing.py: no such workflow file; fix: correct the path after 'maf:' (it is "
+        "relative to the project root)",
+        f"WorkflowError {worker_module.NO_OUTPUT}",
+        "ValueError cannot upper-case 'boom'",
+    ], result.stderr
