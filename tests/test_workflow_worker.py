@@ -493,3 +493,11 @@ for path, name, inputs in [("flows/wf/missing.py", "create_workflow", {{}}),
         f"WorkflowError {worker_module.NO_OUTPUT}",
         "ValueError cannot upper-case 'boom'",
     ], result.stderr
+
+
+def test_modules_beside_the_worker_do_not_shadow_a_workflows_imports(worker: WorkerProcess, flows: Path) -> None:
+    (flows / "flows" / "wf" / "shadowed.py").write_text(
+        "import worker\n\ndef create_workflow():\n    return worker.create_workflow()\n")
+    error = worker.load("shadowed", flows / "flows" / "wf" / "shadowed.py")["error"]
+    assert error.startswith("flows/wf/shadowed.py:1: ModuleNotFoundError: No module named 'worker'")
+    assert worker.stop() == 0

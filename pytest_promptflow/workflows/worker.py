@@ -458,7 +458,15 @@ def protocol_output() -> IO[bytes]:
     return replies
 
 
+def leave_own_folder() -> None:
+    """Takes this script's folder off sys.path: the session's modules beside it must not shadow a module a
+    workflow imports (the worker itself needs only the stdlib and agent_framework)."""
+    here = os.path.realpath(os.path.dirname(__file__))
+    sys.path[:] = [entry for entry in sys.path if os.path.realpath(entry or ".") != here]
+
+
 def main() -> None:
+    leave_own_folder()
     replies = protocol_output()
     proxy = os.environ.get(PROXY_ENV)
     if proxy:
