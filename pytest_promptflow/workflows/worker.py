@@ -115,13 +115,14 @@ def describe_input(factory: Callable[..., Any], path: str | Path) -> dict[str, A
 
 
 def start_input_type(workflow: Any) -> Any:
-    """The first type the start executor's handlers take that a row can become (unions looked into)."""
+    """The first type the start executor's handlers take that a row can become (unions looked into), skipping
+    agent_framework's own messages: an Agent as start executor takes its str, not an AgentExecutorResponse."""
     if not callable(getattr(workflow, "get_start_executor", None)):
         raise WorkflowError(f"the factory returned a {type(workflow).__name__}, not a Workflow; fix: return "
                             "WorkflowBuilder(...).build()")
     declared = workflow.get_start_executor().input_types
     for candidate in itertools.chain.from_iterable(union_members(each) for each in declared):
-        if input_kind(candidate):
+        if input_kind(candidate) and not getattr(candidate, "__module__", "").startswith("agent_framework"):
             return candidate
     raise WorkflowError(f"its start executor takes {', '.join(map(type_name, declared))}, which a row cannot "
                         "become; fix: give it a handler taking str, dict, a dataclass or a pydantic model")
@@ -457,7 +458,15 @@ def protocol_output() -> IO[bytes]:
     return replies
 
 
+def leave_own_folder() -> None:
+    """Takes this script's folder off sys.path: the session's modules beside it must not shadow a module a
+    workflow imports (the worker itself needs only the stdlib and agent_framework)."""
+    here = os.path.realpath(os.path.dirname(__file__))
+    sys.path[:] = [entry for entry in sys.path if os.path.realpath(entry or ".") != here]
+
+
 def main() -> None:
+    leave_own_folder()
     replies = protocol_output()
     proxy = os.environ.get(PROXY_ENV)
     if proxy:
