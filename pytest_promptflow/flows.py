@@ -79,6 +79,12 @@ class FlowTarget:
         return str(self.workflow) if self.kind == "maf" else str(self.path)
 
     @property
+    def source(self) -> str:
+        """What a release packages and a kept cell's fingerprint reads: the flow file, a workflow's
+        ``maf:<module path>:<factory>``; "" for a callable."""
+        return "" if self.kind == "callable" or self.path is None else self.identity
+
+    @property
     def workflow(self) -> WorkflowSpec:
         """A ``maf`` target's module and factory."""
         assert self.kind == "maf" and self.path is not None

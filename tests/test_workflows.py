@@ -125,9 +125,13 @@ def workers_in(folder: Path) -> list[psutil.Process]:
     return found
 
 
-def report_rows(folder: Path) -> dict[str, list[dict]]:
+def report_cells(folder: Path) -> dict[str, dict]:
     document = json.loads((folder / "report.json").read_text())
-    return {cell["config"]: cell["rows"] for flow in document["flows"] for cell in flow["cells"]}
+    return {cell["config"]: cell for flow in document["flows"] for cell in flow["cells"]}
+
+
+def report_rows(folder: Path) -> dict[str, list[dict]]:
+    return {config: cell["rows"] for config, cell in report_cells(folder).items()}
 
 
 def test_a_workflow_runs_per_factory_argument_with_its_calls_stored_then_replayed_without_the_model(
@@ -141,6 +145,10 @@ def test_a_workflow_runs_per_factory_argument_with_its_calls_stored_then_replaye
     rows = report_rows(pytester.path / "reports")
     assert sorted(rows) == ["temperature=0.0", "temperature=0.7"]
     assert all(row["scores"]["words.words"] >= 1 for found in rows.values() for row in found)  # evaluated
+    module = pytester.path / "flows" / "qa_maf" / "workflow.py"
+    cells = report_cells(pytester.path / "reports").values()
+    assert {cell["flow_source"] for cell in cells} == {f"maf:{module}:create_workflow"}  # what a release loads
+    assert all(cell["flow_hash"] for cell in cells)
     calls = [call for found in rows.values() for row in found for call in row["calls"]]
     assert len(calls) == 4 and {call["node"] for call in calls} == {"answer"}
     assert {call["from_store"] for call in calls} == {False}
@@ -274,3 +282,18 @@ def test_the_workflow_python_is_the_ini_ones_then_the_projects_second_environmen
     default.parent.mkdir(parents=True)
     default.touch()
     assert find_python(tmp_path, "", "qa") == str(default)
+
+
+def test_a_workflows_fingerprint_is_its_modules_folder_so_a_kept_cell_knows_it_changed(tmp_path: Path) -> None:
+    from pytest_promptflow.reporting.history import flow_hash
+
+    module = tmp_path / "flows" / "echo" / "workflow.py"
+    module.parent.mkdir(parents=True)
+    module.write_text(ECHO_PY)
+    source = f"maf:{module}:create_workflow"
+    before = flow_hash(source)
+    assert before and flow_hash(f"maf:{module}") == before
+    (module.parent / "prompts.txt").write_text("a file beside it")
+    assert flow_hash(source) not in ("", before)
+    module.unlink()
+    assert flow_hash(source) == ""

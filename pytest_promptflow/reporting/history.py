@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 from ..includes import is_litter
 from ..scrub import write_json
+from ..workflows.spec import is_workflow, split
 from .records import VERSION, file_hash, merge
 
 RUNS = "runs"
@@ -151,8 +152,8 @@ def with_flow_hashes(document: Mapping[str, Any]) -> dict[str, Any]:
 
 def flow_hash(source: str) -> str:
     """sha256 over the relative paths and bytes of a flow's files (its folder less run litter, or its .prompty
-    file); "" for a callable (no source) or a flow that is gone."""
-    path = Path(source)
+    file; a workflow's module's folder); "" for a callable (no source) or a flow that is gone."""
+    path = Path(split(source)[0] if is_workflow(source) else source)
     if not source or not path.is_file():
         return ""
     root = path.parent

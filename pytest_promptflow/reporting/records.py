@@ -25,7 +25,7 @@ def item_record(nodeid: str, outcome: str, planned: Any, run: Any = None, evalua
     defaults = {node: default for node, (default, _) in planned.target.node_variants().items()}
     record: dict[str, Any] = {
         "flow": cell.flow,
-        "flow_source": str(planned.target.path or ""),  # what a release packages ("" for a callable)
+        "flow_source": planned.target.source,  # what a release packages ("" for a callable)
         "cell": cell.id,
         "config": cell.config,
         "variants": dict(cell.variants),

@@ -38,12 +38,17 @@ def is_workflow(flow: Any) -> bool:
     return isinstance(flow, str) and flow.strip().startswith(PREFIX)
 
 
-def parse(flow: str, base_dir: Path, where: Where | None = None) -> WorkflowSpec:
-    """The workflow ``flow`` names, its path resolved against ``base_dir``; a missing module is one line."""
+def split(flow: str) -> tuple[str, str]:
+    """(module path as written, factory) of a ``maf:`` flow; no factory named (or a colon of a Windows drive):
+    ``create_workflow``."""
     text = flow.strip()[len(PREFIX):]
     module, _, factory = text.rpartition(":")
-    if not module or not factory.isidentifier():
-        module, factory = text, DEFAULT_FACTORY  # no factory named (or a colon of a Windows drive)
+    return (module, factory) if module and factory.isidentifier() else (text, DEFAULT_FACTORY)
+
+
+def parse(flow: str, base_dir: Path, where: Where | None = None) -> WorkflowSpec:
+    """The workflow ``flow`` names, its path resolved against ``base_dir``; a missing module is one line."""
+    module, factory = split(flow)
     path = Path(module)
     path = path if path.is_absolute() else base_dir / path
     if not module.strip() or path.suffix != ".py" or not path.is_file():
