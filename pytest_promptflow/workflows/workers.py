@@ -133,6 +133,6 @@ def current() -> Workflows:
     if _active is not None:
         return _active
     if _default is None:
-        _default = Workflows(Path.cwd(), os.environ.get("PYTEST_PROMPTFLOW_WORKFLOW_PYTHON", ""))
+        _default = Workflows(Path.cwd())
         atexit.register(_default.stop)
     return _default
