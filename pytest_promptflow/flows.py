@@ -2,7 +2,8 @@
 
 A target knows its variants and the connections its YAML names without importing promptflow
 (collection stays cheap); the connections only a tool's signature types, and ``executor``, which
-builds the thing that runs one row, import promptflow, when a flow runs.
+builds the thing that runs one row, import promptflow, when a flow runs. promptflow is an optional extra:
+callables run without it; a promptflow flow without it is one line naming the extra (``require_promptflow``).
 """
 
 from __future__ import annotations
