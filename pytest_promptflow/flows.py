@@ -3,7 +3,8 @@ agent-framework workflows (``maf:module.py:factory``, run in a worker: see ``wor
 
 A target knows its variants and the connections its YAML names without importing promptflow
 (collection stays cheap); the connections only a tool's signature types, and ``executor``, which
-builds the thing that runs one row, import promptflow, when a flow runs.
+builds the thing that runs one row, import promptflow, when a flow runs. promptflow is an optional extra:
+callables run without it; a promptflow flow without it is one line naming the extra (``require_promptflow``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import importlib.util
 import inspect
 import json
 import sys
@@ -35,6 +37,8 @@ DAG_FILE = "flow.dag.yaml"
 FLEX_FILE = "flow.flex.yaml"
 INIT_FILE = "init.json"  # a class flow's init arguments beside its flow.flex.yaml (the GenAIOps template's)
 PROVIDER_CONNECTION = {"AzureOpenAI": "AzureOpenAIConnection", "OpenAI": "OpenAIConnection"}
+PROMPTFLOW_KINDS = ("dag", "flex", "prompty")  # the kinds promptflow runs; callables (and workflows) run without it
+PROMPTFLOW_FIX = "fix: pip install 'pytest-promptflow[promptflow]'"
 
 
 @dataclass(frozen=True)
@@ -125,13 +129,22 @@ class FlowTarget:
         if self.kind == "dag" and self.folder is not None and any(n.get("type") != "llm" for n in nodes):
             from .node_connections import typed_connections
 
-            load_promptflow()
+            self.require_promptflow()
             found.update(typed_connections(nodes, self.folder))
         if self.kind == "prompty":
             config = (self.definition.get("model") or {}).get("configuration") or {}
             kind = "OpenAIConnection" if config.get("type") == "openai" else "AzureOpenAIConnection"
             found[config.get("connection") or "aoai"] = (kind, "model.configuration")
         return found
+
+    def require_promptflow(self) -> Any:
+        """promptflow's executor, imported quietly; without promptflow (an optional extra), the one line naming
+        this flow and the extra, so only this flow's items fail."""
+        try:
+            return load_promptflow()
+        except PromptflowMissing as missing:
+            raise SpecError(self.path, f"flow {self.name} needs promptflow, which is not installed",
+                            missing.fix) from None
 
     def _all_nodes(self) -> list[Mapping[str, Any]]:
         """The DAG's nodes and every variant's node."""
@@ -195,6 +208,7 @@ class FlowTarget:
         from .flow_errors import load_error, missing_package
 
         assert self.path is not None
+        self.require_promptflow()
         folder = merged_folder(self.path, self.definition, self.name) if self.kind != "prompty" else self.folder
         try:
             with working_directory(folder):
@@ -266,13 +280,25 @@ def _forget_foreign_entry_module(entry: str, folder: Path | None) -> None:
         del sys.modules[module_name]
 
 
+class PromptflowMissing(SpecError):
+    """promptflow (the ``promptflow`` extra) is not installed; whatever needed it says so in one line."""
+
+
+def promptflow_installed() -> bool:
+    """Whether promptflow can be imported, without importing it."""
+    return importlib.util.find_spec("promptflow") is not None
+
+
 def load_promptflow() -> Any:
     """Import promptflow's executor once, quietly, out of the user's home and with telemetry off.
 
     Its import warns about marshmallow internals and writes an installation id into its home folder (see
     ``isolation``: set when the plugin loads, again here for a process that did not load the plugin).
+    Without promptflow: PromptflowMissing.
     """
     isolate()
+    if not promptflow_installed():
+        raise PromptflowMissing(None, "promptflow is not installed", PROMPTFLOW_FIX)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import promptflow.connections  # noqa: F401

@@ -170,14 +170,18 @@ class PromptflowSession:
         ``embedded.address`` starts a new one and the next cell talks to it. Each one's endpoint
         is registered with the call layer, so its calls count against its limits. One that cannot
         be resolved is one line naming the flow file and the node that names it."""
-        from .flows import load_promptflow
+        from .flows import PROMPTFLOW_KINDS, load_promptflow, promptflow_installed
         from .llm.connections import resolve_connection
 
-        load_promptflow()
+        uses = target.connection_uses(init)
+        if promptflow_installed():
+            load_promptflow()  # quietly, before its connections (promptflow's objects) or an evaluator import it
+        elif isinstance(target, FlowTarget) and (uses or target.kind in PROMPTFLOW_KINDS):
+            target.require_promptflow()  # the optional extra is missing: this flow's one line
         calls = self.calls  # active before any flow runs, whether or not it names connections
         by_name = {c.name: c for c in declared}
         connections = {}
-        for name, (kind, user) in target.connection_uses(init).items():
+        for name, (kind, user) in uses.items():
             kind = by_name[name].type if name in by_name else kind  # the declared type wins: a tool may take several
             try:
                 resolved = resolve_connection(name, kind, declared=by_name, project_dir=self.rootdir,

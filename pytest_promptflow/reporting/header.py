@@ -13,10 +13,12 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
     planned = [p for p in (planned_cell(item) for item in items) if p is not None]
     if not planned:
         return []
-    from ..flows import load_promptflow
+    from ..flows import PROMPTFLOW_KINDS, load_promptflow, promptflow_installed
     from ..llm.connections import resolve_connection
 
-    load_promptflow()
+    installed = promptflow_installed()  # an optional extra: without it, its flows' items say so, one line each
+    if installed:
+        load_promptflow()
     from ..llm.settings import MODES
 
     lines = [f"promptflow: {len(planned)} cells, {session.engine.concurrency} rows at a time per cell"
@@ -26,6 +28,8 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
     embedded = REPLAYED if session.llm.mode == "replay" else EMBEDDED
     seen: dict[str, str] = {}
     for cell in planned:
+        if not installed and cell.target.kind in PROMPTFLOW_KINDS:
+            continue
         declared = {c.name: c for c in cell.spec.connections}
         try:
             uses = cell.target.connections(cell.init)
