@@ -198,3 +198,52 @@ def test_promptflow_flows_fail_in_one_line_each_and_the_callable_runs(light_pyth
     for flow, name in (("flows/x/flow.dag.yaml", "x"), ("flows/judge.prompty", "judge")):
         assert MISSING.format(flow=tmp_path / flow, name=name) in done.stdout.splitlines()
     assert "Traceback" not in done.stdout + done.stderr
+
+
+SECOND_ENV_PYTHON = CHECKOUT / ".promptflow-envs" / "maf" / "bin" / "python"
+
+#: a workflow (run by the second environment's worker) beside a callable, with no promptflow anywhere
+WORKFLOWS = {
+    "pytest.ini": f"[pytest]\npromptflow_workflow_python = {SECOND_ENV_PYTHON}\n",
+    "flows/capitals_maf/workflow.py": """
+        from agent_framework import Executor, WorkflowBuilder, WorkflowContext, handler
+
+        ANSWERS = {"France": "paris", "Italy": "rome", "Spain": "madrid"}
+
+
+        class Answer(Executor):
+            @handler
+            async def answer(self, question: str, ctx: WorkflowContext[str, dict]) -> None:
+                await ctx.yield_output({"answer": ANSWERS.get(question.split()[-1], "unknown")})
+
+
+        def create_workflow():
+            return WorkflowBuilder(start_executor=Answer(id="answer")).build()
+    """,
+    "evals/test_workflow.py": """
+        import pytest
+
+
+        def exact(answer, truth):
+            return {"exact": float(answer == truth)}
+
+
+        @pytest.mark.promptflow(flow="maf:flows/capitals_maf/workflow.py", data="data/capitals.jsonl",
+                                mappings={"question": "${data.question}"})
+        def test_workflow(flow_run):
+            result = flow_run.evaluate(exact, mapping={"answer": "${run.outputs.answer}", "truth": "${data.truth}"})
+            assert result.metrics["exact"] == 0.75
+    """,
+}
+
+
+def test_workflows_project_passes_without_promptflow(light_python: Path, tmp_path: Path) -> None:
+    if not SECOND_ENV_PYTHON.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no second environment at {SECOND_ENV_PYTHON}: run `make setup` (pytest-promptflow env maf)")
+        pytest.skip(f"no second environment at {SECOND_ENV_PYTHON} (pytest-promptflow env maf)")
+    _write(tmp_path, {**WORKFLOWS, "evals/test_capitals.py": CALLABLES["evals/test_capitals.py"],
+                      "flows/capitals.py": CALLABLES["flows/capitals.py"]})
+    done = _pytest(light_python, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
