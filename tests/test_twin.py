@@ -157,21 +157,22 @@ def test_an_equivalent_twin_of_each_kind_passes_every_check(llm_project: Project
 
 
 def test_a_twin_with_another_prompt_fails_request_parity_with_the_diff(llm_project: Project) -> None:
-    write_test(llm_project, flex_twin(llm_project, system="Answer with a single word: positive or negative."))
+    write_test(llm_project, flex_twin(llm_project, system="Answer with <b>a single</b> word: positive or negative."))
     result = run(llm_project.pytester, "--promptflow-report", "out")
     assert outcomes(result) == {"failed": 1}
     failure = result.stdout.str().partition("promptflow: flow clf")[0].partition("test_parity[clf-rows] _")[2]
     assert failure.splitlines()[1:3] == [
         "cell clf-rows: parity of flow clf with twin migrated fails:",
         "  request parity: 3 of 3 rows differ; first: row r1, call 1: messages: system: Answer with "
-        "[-one-]{+a single+} word: positive or negative. user: a good day"]
+        "[-one-]{+<b>a single</b>+} word: positive or negative. user: a good day"]
     assert "outputs agree" not in failure and "words ~=" not in failure  # reported, not failing
     request = report(llm_project)["parity"]["request"]
     assert (request["differing"], request["first"]["row"], request["first"]["call"]) == (3, "r1", 1)
     assert ["del", "system: Answer with one word: positive or negative."] in request["first"]["diff"]
-    assert ["ins", "system: Answer with a single word: positive or negative."] in request["first"]["diff"]
+    assert ["ins", "system: Answer with <b>a single</b> word: positive or negative."] in request["first"]["diff"]
     html = (llm_project.path / "out" / "report.html").read_text()
-    assert "Parity with twin migrated" in html and "<del>- system: Answer with one word" in html
+    assert "Parity of flow clf with twin migrated" in html and "<del>- system: Answer with one word" in html
+    assert "<ins>+ system: Answer with &lt;b&gt;a single&lt;/b&gt; word" in html and "<b>a single" not in html
 
 
 def test_a_twin_failing_rows_fails_parity_and_keeps_every_row(llm_project: Project) -> None:
