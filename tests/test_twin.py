@@ -356,3 +356,28 @@ def test_twin_and_twin_of_together_is_one_line(project: Project, rows: list[dict
     result = run(project.pytester)
     assert outcomes(result) == {"errors": 1}
     result.stdout.fnmatch_lines(["*test_both.py:*: twin and twin_of are both given; twin= names the migrated flow*"])
+
+
+def test_a_twin_that_is_not_there_is_one_line_and_the_other_tests_run(project: Project) -> None:
+    project.data("rows", [{"id": "r1", "text": "x"}])
+    project.pytester.makepyfile(test_missing='''
+        import pytest
+
+
+        def echo(text):
+            return {"out": text}
+
+
+        @pytest.mark.promptflow(flow=echo, data="data/rows.jsonl", twin="flows/nowhere")
+        def test_missing(flow_run):
+            pass
+
+
+        @pytest.mark.promptflow(flow=echo, data="data/rows.jsonl")
+        def test_other(flow_run):
+            pass
+    ''')
+    result = run(project.pytester)
+    assert outcomes(result) == {"passed": 1, "errors": 1}
+    result.stdout.fnmatch_lines(["*test_missing.py:*: flow 'flows/nowhere' not found (looked for *nowhere); give a "
+                                 "flow folder*"])
