@@ -238,9 +238,14 @@ def test_a_twin_checked_against_a_stored_reports_rows(llm_project: Project, endp
             return {"words": len(category.split()) / 10}
 
 
+        def chars(category):  # not in the stored report: its stored outputs are scored afresh
+            return {"chars": len(category) / 100}
+
+
         @pytest.mark.promptflow(flow=classify, data="data/rows.jsonl", twin_of="released#clf")
         def test_parity(flow_run):
             flow_run.evaluate(words, mapping={"category": "${run.outputs.category}"})
+            flow_run.evaluate(chars, mapping={"category": "${run.outputs.category}"})
     ''')
     endpoint.reset()
     result = run(llm_project.pytester, "--promptflow-report", "out")
@@ -251,7 +256,8 @@ def test_a_twin_checked_against_a_stored_reports_rows(llm_project: Project, endp
         "  request parity: the same requests on all 3 rows",
     ])
     parity = report(llm_project)["parity"]
-    assert parity["passed"] and parity["equivalence"][0]["n"] == 3
+    assert parity["passed"] and [(m["metric"], m["n"]) for m in parity["equivalence"]] == [("words", 3), ("chars", 3)]
+    assert len(endpoint.requests) == 3  # the twin's rows; the original did not run again
 
 
 def test_reading_a_stored_original_imports_no_promptflow(tmp_path: Path) -> None:
