@@ -19,8 +19,8 @@ from .errors import SpecError, Where
 from .parity import Parity, Version, parity, version_of_cell, version_of_run
 
 REPORT = "report.json"
-_TWIN_OF_FIX = ("point twin_of at a report folder or its report.json (relative to the project root), optionally "
-                "#<flow> or #<flow>:<configuration>")
+_TWIN_OF_FIX = ("point twin_of at a report folder or its report.json (relative to the project root, or to the "
+                "experiment file), optionally #<flow> or #<flow>:<configuration>")
 
 #: scores a run as the cell's item does: (planned cell, run) -> evaluations
 Evaluate = Callable[[Any, Any], Sequence[Any]]

@@ -387,3 +387,29 @@ def test_a_twin_that_is_not_there_is_one_line_and_the_other_tests_run(project: P
     assert outcomes(result) == {"passed": 1, "errors": 1}
     result.stdout.fnmatch_lines(["*test_missing.py:*: flow 'flows/nowhere' not found (looked for *nowhere); give a "
                                  "flow folder*"])
+
+
+def test_twin_of_names_what_it_cannot_find_in_one_line(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from pytest_promptflow.errors import SpecError
+    from pytest_promptflow.twin import parse_twin, stored_original
+
+    with pytest.raises(SpecError, match=r"twin_of .reports.: no report.json at .*/reports; point twin_of"):
+        parse_twin(None, "reports", tmp_path, None)
+    cell = {"dataset": "rows", "config": "defaults", "rows": [{"id": "r1", "outputs": {}, "scores": {}}]}
+    document = {"flows": [{"flow": "a", "cells": [cell]}, {"flow": "b", "cells": [cell, dict(cell, config="x")]}]}
+    (tmp_path / "report.json").write_text(json.dumps(document))
+    planned = SimpleNamespace(cell=SimpleNamespace(dataset=SimpleNamespace(name="rows")),
+                              target=SimpleNamespace(name="twin"))
+    twin = Version("twin", (), Side("twin", ()))
+    for text, message in [("report.json", "2 flows of the report have rows of dataset rows; name one: "
+                                          "report.json#<flow>, one of a, b"),
+                          ("report.json#c", "no flow c with rows of dataset rows; its flows with rows of rows: a, b"),
+                          ("report.json#b", "flow b has 2 configurations with rows of dataset rows; name one as "
+                                            "#b:<configuration>, one of: defaults, x")]:
+        with pytest.raises(SpecError) as raised:
+            stored_original(parse_twin(None, text, tmp_path, None), planned, None, twin, None)
+        assert message in str(raised.value)
+    chosen = stored_original(parse_twin(None, "report.json#b:x", tmp_path, None), planned, None, twin, None)
+    assert chosen.label == "stored flow b (x in report.json)"
