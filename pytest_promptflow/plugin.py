@@ -531,11 +531,17 @@ def flow_run(request: pytest.FixtureRequest) -> Any:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    """After a marker test's body passed, its cell's parity with a declared twin (``twin=``) must hold too."""
-    yield
-    flow_run = getattr(item, "funcargs", {}).get("flow_run")
-    if flow_run is not None and hasattr(flow_run, "check_twin"):
-        flow_run.check_twin()
+    """Once a marker test's body passed, its cell's parity with a declared twin (``twin=``) must hold too; when
+    the body failed, the parity still goes into the reports."""
+    check_twin = getattr(getattr(item, "funcargs", {}).get("flow_run"), "check_twin", None)
+    if check_twin is None:
+        return (yield)
+    try:
+        yield
+    except (Exception, pytest.fail.Exception):
+        check_twin(fail=False)
+        raise
+    check_twin()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -242,9 +242,10 @@ class FlowRun:
         settings = settings_of(self._item.config) if self._item is not None else ComparisonSettings()
         return comparer(spec, self._session, self.planned, self.run, self.evaluations, self._score_alike, settings)
 
-    def check_twin(self) -> None:
+    def check_twin(self, fail: bool = True) -> None:
         """Fail the test unless this cell's parity with its twin (the marker's ``twin=`` or ``twin_of=``) holds,
-        both scored by every evaluator this test used; the parity goes into the reports either way."""
+        both scored by every evaluator this test used; the parity goes into the reports either way. With
+        ``fail`` False (the test failed already) only that, and a twin that cannot run is left to a passing test."""
         if self.planned.spec.twin is None:
             return
         import pytest
@@ -254,10 +255,15 @@ class FlowRun:
         from .twin import check_parity
 
         settings = settings_of(self._item.config) if self._item is not None else ComparisonSettings()
-        parity = check_parity(self._session, self.planned, self.run, self.evaluations, self._score_alike,
-                              settings.twin_margin, settings.max_unpaired)
+        try:
+            parity = check_parity(self._session, self.planned, self.run, self.evaluations, self._score_alike,
+                                  settings.twin_margin, settings.max_unpaired)
+        except SpecError:
+            if fail:
+                raise
+            return
         self.parity = parity.record()
-        if not parity.passed:
+        if fail and not parity.passed:
             pytest.fail(parity.failure(self.cell.id), pytrace=False)
 
     def _score_alike(self, planned: Any, run: Run) -> list[Evaluation]:

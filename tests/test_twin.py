@@ -413,3 +413,28 @@ def test_twin_of_names_what_it_cannot_find_in_one_line(tmp_path: Path) -> None:
         assert message in str(raised.value)
     chosen = stored_original(parse_twin(None, "report.json#b:x", tmp_path, None), planned, None, twin, None)
     assert chosen.label == "stored flow b (x in report.json)"
+
+
+def test_a_failing_test_body_keeps_its_failure_and_the_parity_still_reaches_the_report(project: Project) -> None:
+    project.data("rows", [{"id": "r1", "text": "x"}, {"id": "r2", "text": "y"}])
+    project.pytester.makepyfile(test_body='''
+        import pytest
+
+
+        def echo(text):
+            return {"out": text}
+
+
+        def shout(text):
+            return {"out": text.upper()}
+
+
+        @pytest.mark.promptflow(flow=echo, data="data/rows.jsonl", twin=shout)
+        def test_body(flow_run):
+            assert False, "the body's own failure"
+    ''')
+    result = run(project.pytester, "--promptflow-report", "out")
+    assert outcomes(result) == {"failed": 1}
+    result.stdout.fnmatch_lines(["*AssertionError: the body's own failure"])
+    assert "parity of flow echo with twin shout fails" not in result.stdout.str()
+    assert report(project)["parity"]["outputs"]["agreeing"] == 0
