@@ -438,3 +438,9 @@ def test_a_failing_test_body_keeps_its_failure_and_the_parity_still_reaches_the_
     result.stdout.fnmatch_lines(["*AssertionError: the body's own failure"])
     assert "parity of flow echo with twin shout fails" not in result.stdout.str()
     assert report(project)["parity"]["outputs"]["agreeing"] == 0
+    # from an xdist worker the parity crosses to the controller on the item's record
+    parallel = project.pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--promptflow-report", "xd")
+    assert outcomes(parallel) == {"failed": 1}
+    timeless = [{k: v for k, v in report(project, folder)["parity"].items() if k not in ("spend", "lines")}
+                for folder in ("out", "xd")]
+    assert timeless[0] == timeless[1] and timeless[0]["outputs"]["rows"] == 2
