@@ -13,8 +13,10 @@ from .config import REPEAT_FIX, STRATEGIES, DatasetSpec, ExperimentSpec, Variant
 from .errors import SpecError, Where
 from .flows import check_flow
 from .project_root import check_inside
+from .twin import parse_twin
 
-ARGUMENTS = ("flow", "data", "variants", "overrides", "strategy", "mappings", "init", "name", "baseline", "repeat")
+ARGUMENTS = ("flow", "data", "variants", "overrides", "strategy", "mappings", "init", "name", "baseline", "repeat",
+             "twin", "twin_of")
 
 
 def spec_from_marker(
@@ -53,8 +55,9 @@ def spec_from_marker(
     name = str(kwargs.get("name") or (Path(flow).name if isinstance(flow, (str, Path)) else
                                       getattr(flow, "__name__", "flow")))
     baseline = parse_baseline(kwargs["baseline"], rootdir, where) if kwargs.get("baseline") is not None else None
+    twin = parse_twin(kwargs.get("twin"), kwargs.get("twin_of"), rootdir, where)
     return ExperimentSpec(name=name, flow=flow, datasets=datasets, variants=variants, where=where,
-                          baseline=baseline, repeat=_repeat(kwargs.get("repeat"), where)), init
+                          baseline=baseline, repeat=_repeat(kwargs.get("repeat"), where), twin=twin), init
 
 
 def _mapping_argument(kwargs: Mapping[str, Any], key: str, where: Where, example: str) -> dict[str, Any]:
