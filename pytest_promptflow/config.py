@@ -72,6 +72,20 @@ class BaselineSpec:
 
 
 @dataclass(frozen=True)
+class TwinSpec:
+    """A migrated twin to check parity with: ``twin=`` names a flow that runs on the cell's rows beside it;
+    ``twin_of=`` names a stored report whose rows are the original and makes the cell's own flow the twin."""
+
+    text: str  # as declared, for the reports
+    flow: Any = None  # twin=: any flow spec (a path, ``maf:...``, a callable), relative to ``base_dir``
+    base_dir: Path = Path()
+    report: Path | None = None  # twin_of=: a report.json, resolved
+    original: str = ""  # twin_of=: the stored flow (``#<flow>``), else the report's only flow on the dataset
+    config: str = ""  # twin_of=: its configuration (``#<flow>:<configuration>``), else that flow's best
+    where: Where | None = None
+
+
+@dataclass(frozen=True)
 class ExperimentSpec:
     """Everything one experiment asks for: the flow, its data, evaluators, matrix and thresholds."""
 
@@ -86,6 +100,7 @@ class ExperimentSpec:
     init: Mapping[str, Any] = field(default_factory=dict)  # a class or flex flow's init arguments
     baseline: BaselineSpec | None = None  # what ``>= baseline ...`` thresholds compare with
     repeat: int | None = None  # runs of each row; None: the session's (--promptflow-repeat, ini promptflow_repeat)
+    twin: TwinSpec | None = None  # what the cell's parity is checked with (twin.py)
 
 
 REPEAT_FIX = "give a whole number of runs per row, 1 or more"

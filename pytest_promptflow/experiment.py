@@ -22,6 +22,7 @@ from .config import (
     DatasetSpec,
     EvaluatorSpec,
     ExperimentSpec,
+    TwinSpec,
     VariantsSpec,
     parse_mapping,
     parse_repeat,
@@ -35,7 +36,7 @@ from .workflows.spec import parse as parse_workflow
 
 # runtime (the template's Azure ML runtime name) is accepted and ignored: runs are local
 TOP_KEYS = ("name", "flow", "connections", "datasets", "evaluators", "runtime", "variants", "thresholds", "init",
-            "baseline", "repeat")
+            "baseline", "repeat", "twin", "twin_of")
 DATASET_KEYS = ("name", "source", "description", "mappings")
 EVALUATOR_KEYS = ("name", "flow", "datasets", "init")
 EVALUATOR_DATASET_KEYS = ("name", "reference", "source", "description", "mappings")
@@ -107,7 +108,7 @@ def load_experiment(path: Path, env: str | None = None, root: Path | None = None
     baseline = _baseline(sections["baseline"]) if "baseline" in sections else None
     repeat = _repeat(sections["repeat"]) if "repeat" in sections else None
     return ExperimentSpec(name, flow, datasets, evaluators, connections, variants, thresholds, Where(path), init,
-                          baseline, repeat)
+                          baseline, repeat, _twin(sections))
 
 
 # --- reading and locating -----------------------------------------------------------------------
@@ -536,6 +537,19 @@ def _baseline(src: _Src) -> BaselineSpec:
     from .baseline import parse_baseline
 
     return parse_baseline(src.value, src.path.parent, src.where)
+
+
+def _twin(sections: Mapping[str, _Src]) -> TwinSpec | None:
+    """``twin: <flow spec>`` (run beside the flow) or ``twin_of: <report>[#<flow>[:<configuration>]]``, paths
+    relative to the file."""
+    from .twin import parse_twin
+
+    given = [sections[key] for key in ("twin", "twin_of") if key in sections]
+    if not given:
+        return None
+    where = given[-1].where
+    return parse_twin(sections["twin"].value if "twin" in sections else None,
+                      sections["twin_of"].value if "twin_of" in sections else None, given[-1].path.parent, where)
 
 
 def _repeat(src: _Src) -> int:

@@ -66,6 +66,7 @@ class ExperimentItem(pytest.Item):
         self.run: Any = None  # what the reports read once the item ran
         self.evaluations: list[Any] = []
         self.verdicts: list[dict[str, Any]] = []
+        self.parity: dict[str, Any] | None = None  # the cell's parity with its twin, when it declares one
         self.add_marker(pytest.mark.promptflow)
 
     def runtest(self) -> None:
@@ -90,9 +91,22 @@ class ExperimentItem(pytest.Item):
             require_metric(threshold, metrics, refused[0] if refused else "")
         verdicts = check(thresholds, metrics, self._comparer(session, run, evaluations))
         self.verdicts = [v.record() for v in verdicts]
-        failure = threshold_failure(self.planned.id, run, verdicts, metrics)
-        if failure:
-            raise ThresholdFailure(failure)
+        failures = [threshold_failure(self.planned.id, run, verdicts, metrics), self._parity(session, run, evaluations)]
+        if any(failures):
+            raise ThresholdFailure("\n".join(failure for failure in failures if failure))
+
+    def _parity(self, session: Any, run: Any, evaluations: list[Any]) -> str:
+        """The cell's parity with the experiment's ``twin:`` / ``twin_of:``; its failure, "" when it holds."""
+        if self.planned.spec.twin is None:
+            return ""
+        from .baseline import settings_of
+        from .twin import check_parity
+
+        settings = settings_of(self.config)
+        parity = check_parity(session, self.planned, run, evaluations, session.evaluate_experiment,
+                              settings.twin_margin, settings.max_unpaired)
+        self.parity = parity.record()
+        return "" if parity.passed else parity.failure(self.planned.id)
 
     def _comparer(self, session: Any, run: Any, evaluations: list[Any]) -> Any:
         """What baseline thresholds compare with (the experiment's ``baseline:``); None when it declares none."""

@@ -13,10 +13,12 @@ from .config import REPEAT_FIX, STRATEGIES, DatasetSpec, ExperimentSpec, Variant
 from .errors import SpecError, Where
 from .flows import check_flow
 from .project_root import check_inside
+from .twin import parse_twin
 from .workflows.spec import is_workflow
 from .workflows.spec import parse as parse_workflow
 
-ARGUMENTS = ("flow", "data", "variants", "overrides", "strategy", "mappings", "init", "name", "baseline", "repeat")
+ARGUMENTS = ("flow", "data", "variants", "overrides", "strategy", "mappings", "init", "name", "baseline", "repeat",
+             "twin", "twin_of")
 
 
 def spec_from_marker(
@@ -54,8 +56,9 @@ def spec_from_marker(
     flow = kwargs["flow"]
     name = str(kwargs.get("name") or _flow_name(flow, rootdir, where))
     baseline = parse_baseline(kwargs["baseline"], rootdir, where) if kwargs.get("baseline") is not None else None
+    twin = parse_twin(kwargs.get("twin"), kwargs.get("twin_of"), rootdir, where)
     return ExperimentSpec(name=name, flow=flow, datasets=datasets, variants=variants, where=where,
-                          baseline=baseline, repeat=_repeat(kwargs.get("repeat"), where)), init
+                          baseline=baseline, repeat=_repeat(kwargs.get("repeat"), where), twin=twin), init
 
 
 def _mapping_argument(kwargs: Mapping[str, Any], key: str, where: Where, example: str) -> dict[str, Any]:

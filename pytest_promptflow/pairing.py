@@ -156,12 +156,14 @@ class ComparisonSettings:
     """How baseline comparisons judge power: ``min_effect`` they should detect (ini promptflow_min_effect),
     whether an underpowered one fails (``--promptflow-strict-power``), and the share of rows that may be
     unpaired (ini promptflow_max_unpaired). ``released`` finds the rows file a release stored for a flow and
-    dataset (``registry.released_rows``), None when there is none."""
+    dataset (``registry.released_rows``), None when there is none. ``twin_margin``: how far a twin's metric may
+    be from its original's (ini promptflow_twin_margin)."""
 
     min_effect: float = 0.05
     strict: bool = False
     max_unpaired: float = 0.10
     released: Callable[[str, str], Path | None] | None = None
+    twin_margin: float = 0.03
 
 
 def compare(threshold: Threshold, pairs: Pairs, source: str, settings: ComparisonSettings,

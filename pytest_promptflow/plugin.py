@@ -35,9 +35,10 @@ FAILURE_DETAILS = pytest.StashKey[dict[str, list[str]]]()
 LLM_TALLY = "promptflow_llm_tally"
 MARKER_HELP = (
     "promptflow(flow, data, variants=None, overrides=None, strategy='matrix', mappings=None, init=None, "
-    "baseline=None, repeat=None): run the test once per cell of flow x node variants x overrides x dataset (each "
-    "row repeat times); it gets the run as flow_run; baseline (cell:<configuration>, released or a rows.csv) is "
-    "what flow_run.expect('m > baseline at 95%') compares with"
+    "baseline=None, repeat=None, twin=None, twin_of=None): run the test once per cell of flow x node variants x "
+    "overrides x dataset (each row repeat times); it gets the run as flow_run; baseline (cell:<configuration>, "
+    "released or a rows.csv) is what flow_run.expect('m > baseline at 95%') compares with; twin (a flow) or twin_of "
+    "(a stored report) adds the parity checks of a migration"
 )
 
 
@@ -212,6 +213,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   default="0.05")
     parser.addini("promptflow_max_unpaired", "the share of rows a baseline comparison may leave unpaired",
                   default="0.10")
+    parser.addini("promptflow_twin_margin", "how far a twin's metric may be from its original's (the 95% interval "
+                  "of the paired difference within +-margin)", default="0.03")
     group.addoption(ALLOW_OPTION, action="store_true", default=None,
                     help="let experiments and markers use flows, data and evaluators outside the project root "
                     f"(default: ini {ALLOW_INI}; off)")
@@ -272,10 +275,12 @@ def _comparison_settings(config: pytest.Config) -> None:
     try:
         min_effect = _fraction(config, "promptflow_min_effect", zero=False)
         max_unpaired = _fraction(config, "promptflow_max_unpaired", zero=True)
+        twin_margin = _fraction(config, "promptflow_twin_margin", zero=False)
     except ValueError as error:
         raise pytest.UsageError(f"pytest-promptflow: {error}") from None
     config.stash[SETTINGS] = ComparisonSettings(min_effect, config.getini("promptflow_strict_power") if strict is None
-                                                else strict, max_unpaired, functools.partial(_released_rows, config))
+                                                else strict, max_unpaired, functools.partial(_released_rows, config),
+                                                twin_margin)
 
 
 def _released_rows(config: pytest.Config, flow: str, dataset: str) -> Path | None:
@@ -525,6 +530,21 @@ def flow_run(request: pytest.FixtureRequest) -> Any:
     if isinstance(planned, SpecError):
         raise planned
     return FlowRun(session, planned, session.run(planned), request.node)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Once a marker test's body passed, its cell's parity with a declared twin (``twin=``) must hold too; when
+    the body failed, the parity still goes into the reports."""
+    check_twin = getattr(getattr(item, "funcargs", {}).get("flow_run"), "check_twin", None)
+    if check_twin is None:
+        return (yield)
+    try:
+        yield
+    except (Exception, pytest.fail.Exception):
+        check_twin(fail=False)
+        raise
+    check_twin()
 
 
 @pytest.hookimpl(wrapper=True)

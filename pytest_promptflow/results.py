@@ -133,6 +133,7 @@ class FlowRun:
         #: every expect() of this test and every comparison of one of its metrics with a number, for the reports
         self.verdicts: list[dict[str, Any]] = []
         self._scorers: list[Callable[[Run], Evaluation]] = []  # every evaluate(), to score a baseline cell alike
+        self.parity: dict[str, Any] | None = None  # the cell's parity with its twin (twin=), for the reports
         self._record(metrics_of(run, []))
 
     def _record(self, metrics: Metrics) -> None:
@@ -240,6 +241,30 @@ class FlowRun:
             return None
         settings = settings_of(self._item.config) if self._item is not None else ComparisonSettings()
         return comparer(spec, self._session, self.planned, self.run, self.evaluations, self._score_alike, settings)
+
+    def check_twin(self, fail: bool = True) -> None:
+        """Fail the test unless this cell's parity with its twin (the marker's ``twin=`` or ``twin_of=``) holds,
+        both scored by every evaluator this test used; the parity goes into the reports either way. With
+        ``fail`` False (the test failed already) only that, and a twin that cannot run is left to a passing test."""
+        if self.planned.spec.twin is None:
+            return
+        import pytest
+
+        from .baseline import settings_of
+        from .pairing import ComparisonSettings
+        from .twin import check_parity
+
+        settings = settings_of(self._item.config) if self._item is not None else ComparisonSettings()
+        try:
+            parity = check_parity(self._session, self.planned, self.run, self.evaluations, self._score_alike,
+                                  settings.twin_margin, settings.max_unpaired)
+        except SpecError:
+            if fail:
+                raise
+            return
+        self.parity = parity.record()
+        if fail and not parity.passed:
+            pytest.fail(parity.failure(self.cell.id), pytrace=False)
 
     def _score_alike(self, planned: Any, run: Run) -> list[Evaluation]:
         """A baseline cell's run scored by every evaluator this test used, with the same mappings."""

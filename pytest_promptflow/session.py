@@ -105,6 +105,8 @@ class PromptflowSession:
 
     def plan(self, spec: ExperimentSpec, base_dir: Path, init: Mapping[str, Any] | None = None) -> list[PlannedCell]:
         target = self.target(spec.flow, base_dir, spec.where)
+        if spec.twin is not None and spec.twin.flow is not None:  # a twin that cannot load: one line, now
+            self.target(spec.twin.flow, spec.twin.base_dir, spec.twin.where)
         node_variants = target.node_variants()
         variants = spec.variants or default_variants(node_variants, spec.where)
         target.check_overrides(variants.overrides, variants.where)

@@ -35,7 +35,8 @@ class Reports:
         if planned is None:
             return None
         outcome = "error" if report.when == "setup" else report.outcome
-        return scrub(item_record(item.nodeid, outcome, planned, run, evaluations, verdicts))
+        parity = getattr(item, "parity", None) or getattr(getattr(item, "funcargs", {}).get("flow_run"), "parity", None)
+        return scrub(item_record(item.nodeid, outcome, planned, run, evaluations, verdicts, parity))
 
     def add(self, report: pytest.TestReport) -> None:
         record = getattr(report, "promptflow", None)
@@ -100,13 +101,14 @@ class ReportsPlugin:
         log_to_tracking(self.config, document, self.reports.folder)  # last: it logs the files written above
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        from .terminal import comparison_tables, flaky_lines
+        from .terminal import comparison_tables, flaky_lines, parity_lines
 
         if self.reports.document is None:
             return
         verbosity = terminalreporter.config.get_verbosity()
-        for line in [*comparison_tables(self.reports.document, verbosity), *flaky_lines(self.reports.document,
-                                                                                        verbosity), *self.history]:
+        document = self.reports.document
+        for line in [*comparison_tables(document, verbosity), *flaky_lines(document, verbosity),
+                     *parity_lines(document, verbosity), *self.history]:
             terminalreporter.write_line(line)
         if self.reports.folder is not None:
             terminalreporter.write_line(f"promptflow: reports in {self.reports.folder}")

@@ -128,6 +128,7 @@ def _flow_view(index: int, flow: Mapping[str, Any]) -> dict[str, Any]:
         "lead": int(bool(table) and table[0] == shown_name(flow.get("primary_metric") or "", aliases)),
         "aliases": [(name, aliases_of(name, aliases)) for name in columns if aliases_of(name, aliases)],
         "cells": cells, "charts": open_charts, "more_charts": more_charts,
+        "parities": [_parity_view(cell) for cell in flow["cells"] if cell.get("parity")],
         "failed_cells": sum(cell["outcome"] in ("failed", "error") for cell in flow["cells"]),
         "comparable": any(datasets.count(d) > 1 for d in datasets), "pair": _pair(flow),
         "island": [{"cell": c["id"], "label": c["label"], "dataset": c["dataset"], "rows": c["island_rows"]}
@@ -147,6 +148,24 @@ def _figure_chart(flow: Mapping[str, Any], configurations: Sequence[Mapping[str,
              if c["figure"] else {}}
             for c in configurations]
     return {**bar_chart([metric], bars, [[] for _ in bars]), "names": [figure_heading(flow)]}
+
+
+def _parity_view(cell: Mapping[str, Any]) -> dict[str, Any]:
+    """A cell's parity with its twin: a line per check marked pass, fail or reported (not gated), and the line
+    diff of the first differing request."""
+    parity = cell["parity"]
+    checks = [parity["request"], parity["outputs"], *parity["equivalence"], parity["errors"], parity["spend"]]
+    first = parity["request"].get("first") or {}
+    return {"cell": cell["cell"], "original": parity["original"], "twin": parity["twin"], "passed": parity["passed"],
+            "checks": [(check["line"], _status(check)) for check in checks],
+            "diff": first.get("diff") or [], "row": first.get("row"), "call": first.get("call")}
+
+
+def _status(check: Mapping[str, Any]) -> str:
+    """``reported`` for a check that does not gate (outputs, latency, cost), else ``pass`` or ``fail``."""
+    if not check.get("gated", True):
+        return "reported"
+    return "pass" if check["passed"] else "fail"
 
 
 def _pair(flow: Mapping[str, Any]) -> tuple[int, int]:

@@ -19,8 +19,9 @@ OUTCOME_ORDER = ("passed", "skipped", "failed", "error")  # a cell takes the wor
 
 
 def item_record(nodeid: str, outcome: str, planned: Any, run: Any = None, evaluations: Sequence[Any] = (),
-                verdicts: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
-    """One item's view of its cell. ``run`` is None when the item failed before its cell ran."""
+                verdicts: Iterable[Mapping[str, Any]] = (), parity: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One item's view of its cell. ``run`` is None when the item failed before its cell ran; ``parity`` is the
+    cell's parity with its twin (``parity.Parity.record``), None without one."""
     cell = planned.cell
     defaults = {node: default for node, (default, _) in planned.target.node_variants().items()}
     record: dict[str, Any] = {
@@ -44,6 +45,7 @@ def item_record(nodeid: str, outcome: str, planned: Any, run: Any = None, evalua
         "rows": [],
         "flaky": [],  # rows whose repeats disagree on a 0/1 metric, with each repeat's value and outputs
         "flow_variants": _flow_variants(planned.target),  # moves to the flow's "variants" in the merged document
+        "parity": plain(parity) if parity is not None else None,
     }
     if run is not None:
         from ..repeats import flaky
@@ -172,6 +174,8 @@ def _absorb(cell: dict[str, Any], record: Mapping[str, Any]) -> None:
     for name, value in record.get("intervals", {}).items():
         cell["intervals"].setdefault(name, value)
     cell["flaky"].extend(entry for entry in record.get("flaky", []) if entry not in cell["flaky"])
+    if cell.get("parity") is None:  # the first item's that checked it
+        cell["parity"] = record.get("parity")
     if not cell["rows"]:
         cell["rows"] = [dict(row, scores=dict(row["scores"])) for row in record["rows"]]
     else:

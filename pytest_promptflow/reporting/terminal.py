@@ -169,3 +169,18 @@ def flaky_lines(document: Mapping[str, Any], verbosity: int = 0) -> list[str]:
 def _some(names: list[str]) -> str:
     """The first ``MAX_FLAKY_IDS`` names, then ``...`` if there are more."""
     return ", ".join(names[:MAX_FLAKY_IDS]) + (", ..." if len(names) > MAX_FLAKY_IDS else "")
+
+
+def parity_lines(document: Mapping[str, Any], verbosity: int = 0) -> list[str]:
+    """Per cell with a twin: whether parity holds, then a line per check (requests, outputs, each metric's
+    equivalence, errors, latency and cost), e.g. ``  accuracy ~= twin ± 0.03 at 95%: difference +0.00 [...]``."""
+    if verbosity < -1:
+        return []
+    lines = []
+    for cell in (cell for flow in document["flows"] for cell in flow["cells"] if cell.get("parity")):
+        parity = cell["parity"]
+        verdict = "holds" if parity["passed"] else f"FAILS ({len(parity['failures'])} checks)"
+        lines.append(f"promptflow: cell {cell['cell']}: parity of {parity['original']} with {parity['twin']} "
+                     f"{verdict}")
+        lines += [f"  {line}" for line in parity["lines"]]
+    return lines

@@ -34,7 +34,9 @@ from .paired import (
 )
 from .power import (
     PowerCheck,
+    mean_equivalence_rows,
     mean_power_check,
+    paired_equivalence_rows,
     paired_mde,
     paired_power,
     paired_power_check,
@@ -60,6 +62,7 @@ __all__ = [
     "mcnemar_exact",
     "mcnemar_exact_from_counts",
     "mean_interval",
+    "mean_equivalence_rows",
     "mean_power_check",
     "non_inferior",
     "not_below",
@@ -68,6 +71,7 @@ __all__ = [
     "paired_difference_from_counts",
     "paired_mde",
     "paired_mean_difference",
+    "paired_equivalence_rows",
     "paired_power",
     "paired_power_check",
     "paired_rows_needed",

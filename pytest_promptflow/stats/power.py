@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 from .intervals import _NORMAL, Interval, _bisect, t_quantile
-from .paired import PairedInterval, _tango_constrained_worse
+from .paired import PairedInterval, _tango_constrained_worse, paired_difference_from_counts
 
 
 def paired_power(n: int, p_better: float, p_worse: float, alpha: float = 0.05, margin: float = 0.0) -> float:
@@ -108,3 +109,43 @@ def mean_power_check(interval: Interval, discordant: int, min_effect: float = 0.
         return PowerCheck(interval.n, discordant, 0.0, min_effect, 1.0)
     mde = (critical + _NORMAL.inv_cdf(power)) * interval.se
     return PowerCheck(interval.n, discordant, mde, min_effect, _NORMAL.cdf(min_effect / interval.se - critical))
+
+
+#: the most rows an equivalence check's "rows it would need" searches up to
+MOST_ROWS = 1_000_000
+
+
+def paired_equivalence_rows(better: int, worse: int, n: int, margin: float, level: float = 0.95) -> int | None:
+    """Rows at which the two-sided paired interval of 0/1 scores (``paired_difference``) would fit inside
+    +-``margin``, were the discordant rows as common as in these ``n``; None when no number of rows would."""
+    def fits(rows: int) -> bool:
+        b, w = round(better * rows / n), round(worse * rows / n)
+        interval = paired_difference_from_counts(b, w, rows, level, sides=2)
+        return -margin <= interval.low and interval.high <= margin
+
+    return _fewest(fits, n) if abs(better - worse) / n < margin else None
+
+
+def mean_equivalence_rows(estimate: float, sd: float, margin: float, level: float = 0.95) -> int | None:
+    """Rows at which the two-sided paired t interval (mean ``estimate``, per-row spread ``sd``) would fit inside
+    +-``margin``; None when no number of rows would (the difference itself is past the margin)."""
+    if abs(estimate) >= margin or not math.isfinite(sd):
+        return None
+
+    def fits(rows: int) -> bool:
+        return abs(estimate) + t_quantile(1 - (1 - level) / 2, rows - 1) * sd / math.sqrt(rows) <= margin
+
+    return _fewest(fits, 2)
+
+
+def _fewest(fits: Callable[[int], bool], start: int) -> int | None:
+    """The smallest whole number of rows from ``start`` up for which ``fits`` holds (it holds for all above)."""
+    low, high = max(start, 2), max(start, 2)
+    while not fits(high):
+        low, high = high + 1, high * 2
+        if high > MOST_ROWS:
+            return None
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if fits(middle) else (middle + 1, high)
+    return high
