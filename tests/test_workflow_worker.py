@@ -257,7 +257,7 @@ def worker(flows: Path, maf_python: Path) -> Iterator[WorkerProcess]:
 
 def test_load_describes_the_start_executors_input(worker: WorkerProcess, flows: Path) -> None:
     path = flows / "flows" / "wf" / "workflow.py"
-    assert worker.load("w1", path) == {"handle": "w1", "input": {"kind": "scalar", "type": "str", "fields": []}}
+    assert worker.load("w1", path) == {"handle": "w1", "input": {"kind": "scalar", "type": "str", "fields": ["text"]}}
     assert worker.load("w2", path, "create_dataclass")["input"] == {
         "kind": "fields", "type": "Question", "fields": ["question", "context", "style"]}
     assert worker.load("w3", path, "create_pydantic")["input"] == {

@@ -100,7 +100,8 @@ def describe_input(factory: Callable[..., Any], path: str | Path) -> dict[str, A
     file = Path(path).resolve()
     name = getattr(factory, "__name__", "the factory")
     try:
-        input_type = start_input_type(factory())
+        workflow = factory()
+        input_type = start_input_type(workflow)
     except WorkflowError as exc:
         raise WorkflowError(f"{shown(file)}: {exc}") from None
     except Exception as exc:
@@ -108,7 +109,26 @@ def describe_input(factory: Callable[..., Any], path: str | Path) -> dict[str, A
                             f"{type(exc).__name__}: {one_line(exc)}; fix: make {name}() build with its default "
                             "arguments") from None
     kind = input_kind(input_type)
-    return {"kind": kind, "type": type_name(input_type), "fields": field_names(input_type) if kind == "fields" else []}
+    fields = (field_names(input_type) if kind == "fields" else
+              scalar_name(workflow, input_type) if kind == "scalar" else [])
+    return {"kind": kind, "type": type_name(input_type), "fields": fields}
+
+
+def scalar_name(workflow: Any, input_type: Any) -> list[str]:
+    """The parameter a user's start handler takes its scalar as (``text`` in ``async def classify(self, text: str,
+    ctx)``), so a row's column of that name is its input as a flow input's is; none for agent_framework's own
+    executors (an Agent) or a handler it cannot tell."""
+    executor = workflow.get_start_executor()
+    if type(executor).__module__.startswith("agent_framework"):
+        return []
+    handlers = getattr(executor, "_handlers", None) or {}  # agent_framework's private: declared type -> handler
+    handler = next((found for declared, found in handlers.items() if input_type in union_members(declared)), None)
+    try:
+        parameters = list(inspect.signature(handler).parameters.values()) if handler is not None else []
+    except (TypeError, ValueError):
+        return []
+    names = [parameter.name for parameter in parameters if parameter.name != "self"]
+    return names[:1]
 
 
 # --- the start executor's input ------------------------------------------------------------------------
