@@ -2,13 +2,15 @@
 errors, latency and cost; ``twin_of=`` checks a flow against a stored report's rows.
 
 The original is a DAG flow whose LLM node reaches a real local endpoint (fault_endpoint.py) through our call
-layer, so each row's requests are transcribed; its twins are a DAG, a flex flow and a callable (the ``maf:``
-workflow kind is one more entry of ``TWINS``). The checks' arithmetic is tested on plain versions.
+layer, so each row's requests are transcribed; its twins are a DAG, a flex flow, a callable and an agent-framework
+workflow (``maf:``, run by a worker of the second environment, its calls through the session's proxy). The checks'
+arithmetic is tested on plain versions.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -84,6 +86,32 @@ def test_parity(flow_run):
 '''
 
 
+#: the same request from an agent-framework workflow, through its chat-completions client over openai's Azure client
+MAF_TWIN = '''\
+import os
+
+from agent_framework import Executor, Message, WorkflowBuilder, WorkflowContext, handler
+from agent_framework.openai import OpenAIChatCompletionClient
+from openai import AsyncAzureOpenAI
+
+
+class Ask(Executor):
+    @handler
+    async def ask(self, text: str, ctx: WorkflowContext[str, dict]) -> None:
+        azure = AsyncAzureOpenAI(api_key=os.environ["AOAI_API_KEY"], azure_endpoint=os.environ["AOAI_API_BASE"],
+                                 api_version="2024-02-01", max_retries=0)
+        client = OpenAIChatCompletionClient(model="migrated-deployment", async_client=azure)
+        reply = await client.get_response([Message("system", [{system!r}]), Message("user", [text])],
+                                          options={{"temperature": 0.0, "max_tokens": 20}})
+        await ctx.yield_output({{"category": reply.text}})
+
+
+def create_workflow():
+    return WorkflowBuilder(start_executor=Ask(id="ask")).build()
+'''
+SECOND_ENV = Path(__file__).resolve().parents[1] / ".promptflow-envs"
+
+
 def twin_entry(system: str = SYSTEM["variant_0"], fail: str = "") -> str:
     return TWIN_ENTRY.format(system=system, fail=fail or "pass")
 
@@ -105,8 +133,19 @@ def callable_twin(project: Project, **entry: str) -> str:
     return "twin=classify"
 
 
+def maf_twin(project: Project, system: str = SYSTEM["variant_0"]) -> str:
+    if not (SECOND_ENV / "maf" / "bin" / "python").is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no second environment at {SECOND_ENV}/maf: run `make setup` (pytest-promptflow env maf)")
+        pytest.skip(f"no second environment at {SECOND_ENV}/maf (pytest-promptflow env maf)")
+    (project.path / ".promptflow-envs").symlink_to(SECOND_ENV)  # where the session looks for it
+    project.write("flows/migrated/workflow.py", MAF_TWIN.format(system=system))
+    return 'twin="maf:flows/migrated/workflow.py:create_workflow"'
+
+
 #: how each kind of twin is written into the project; returns the marker's twin argument
-TWINS: dict[str, Callable[..., str]] = {"dag": dag_twin, "flex": flex_twin, "callable": callable_twin}
+TWINS: dict[str, Callable[..., str]] = {"dag": dag_twin, "flex": flex_twin, "callable": callable_twin,
+                                        "maf": maf_twin}
 
 
 @pytest.fixture
@@ -156,8 +195,9 @@ def test_an_equivalent_twin_of_each_kind_passes_every_check(llm_project: Project
     assert {r.body["messages"][0]["content"] for r in endpoint.requests} == {SYSTEM["variant_0"]}
 
 
-def test_a_twin_with_another_prompt_fails_request_parity_with_the_diff(llm_project: Project) -> None:
-    write_test(llm_project, flex_twin(llm_project, system="Answer with <b>a single</b> word: positive or negative."))
+@pytest.mark.parametrize("kind", ["flex", "maf"])
+def test_a_twin_with_another_prompt_fails_request_parity_with_the_diff(llm_project: Project, kind: str) -> None:
+    write_test(llm_project, TWINS[kind](llm_project, system="Answer with <b>a single</b> word: positive or negative."))
     result = run(llm_project.pytester, "--promptflow-report", "out")
     assert outcomes(result) == {"failed": 1}
     failure = result.stdout.str().partition("promptflow: flow clf")[0].partition("test_parity[clf-rows] _")[2]

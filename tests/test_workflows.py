@@ -17,6 +17,7 @@ from conftest import outcomes, run
 
 import pytest_promptflow.workflows.workers  # noqa: F401 (kept loaded across in-process runs, as conftest says)
 from pytest_promptflow.llm.proxy import LLMProxy
+from pytest_promptflow.workflows.client import WORKER
 
 SECOND_ENV = Path(__file__).resolve().parents[1] / ".promptflow-envs" / "maf"
 MAF_PYTHON = SECOND_ENV / "bin" / "python"
@@ -119,8 +120,7 @@ def workers_in(folder: Path) -> list[psutil.Process]:
     """Workflow worker processes started for the project in ``folder``, still running."""
     found = []
     for process in psutil.process_iter(["cmdline", "cwd"]):
-        if any(part.endswith("worker.py") for part in process.info["cmdline"] or ()) and \
-                process.info["cwd"] == str(folder):
+        if str(WORKER) in (process.info["cmdline"] or ()) and process.info["cwd"] == str(folder):
             found.append(process)
     return found
 
