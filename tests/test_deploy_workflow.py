@@ -113,6 +113,8 @@ def test_a_workflow_beside_a_flow_takes_its_share_and_answers_its_errors_as_prom
     with pytest.raises(DeployError, match="the workflow yielded no output; fix: call ctx.yield_output"):
         target.invoke("shop", "blue", {"text": "silent"})
     assert target.problems("shop") == []
+    servers = [psutil.Process(int(d.detail.split()[1])) for d in target.deployments("shop").values()]
+    assert [p.children() for p in servers] == [[], []]  # a workflow that calls no model starts none
     target.stop("shop")
 
 

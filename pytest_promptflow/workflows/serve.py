@@ -6,9 +6,10 @@ FILE once it listens, and answers ``POST /score`` (inputs in, outputs out, a fre
 ``GET /health`` until it is killed. Standalone: stdlib and agent_framework only (never pytest_promptflow or
 promptflow, which cannot share its environment).
 
-Its LLM calls go where the environment's ``OPENAI_BASE_URL`` says; when the deployer found no model for it,
-``PYTEST_PROMPTFLOW_MODEL`` says how to start the embedded one, which then starts at the first request and
-dies with this process, as a promptflow deployment's does.
+Its LLM calls go where the environment's ``OPENAI_BASE_URL`` says. When the deployer found no model for it,
+``PYTEST_PROMPTFLOW_MODEL`` says how to start the embedded one: ``OPENAI_BASE_URL`` then points at this
+server's ``/model/v1``, which starts the model at the first call a workflow makes (a workflow that makes
+none never starts it) and forwards to it; it dies with this process, as a promptflow deployment's does.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import sys
 import tempfile
 import threading
 import traceback
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -32,6 +35,8 @@ from worker import load_factory, run_once  # noqa: E402
 MANIFEST = "flow.maf.json"
 MODEL_VARIABLE = "PYTEST_PROMPTFLOW_MODEL"
 REQUEST_TIMEOUT = 300.0
+MODEL_PATH = "/model"
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1, whatever HTTP_PROXY says
 
 
 class Workflow:
@@ -47,33 +52,34 @@ class Workflow:
         threading.Thread(target=self.loop.run_forever, daemon=True, name="workflow-loop").start()
 
     def score(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        self.model.ensure()
         running = run_once(self.factory, self.args, inputs, self.output)
         return asyncio.run_coroutine_threadsafe(running, self.loop).result(REQUEST_TIMEOUT)
 
 
 class EmbeddedModel:
-    """The embedded model, started once on first use if the deployer said how; it exits when this process does."""
+    """The embedded model, started on first use if the deployer said how; it exits when this process does."""
 
     def __init__(self, spec: str | None) -> None:
         self.spec = json.loads(spec) if spec else None
         self.lock = threading.Lock()
-        self.started = False
+        self.started = ""  # its address once started
 
-    def ensure(self) -> None:
+    def address(self) -> str:
         with self.lock:
-            if self.spec is None or self.started:
-                return
-            command = [*self.spec["command"], "--owner-pid", str(os.getpid())]
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       env={**os.environ, **self.spec.get("env", {})})
-            assert process.stdout is not None
-            for line in process.stdout:  # its one JSON line once ready: {"address": ..., "pid": ...}
-                if line.startswith(b"{") and b"address" in line:
-                    os.environ["OPENAI_BASE_URL"] = json.loads(line)["address"] + "/v1"
-                    self.started = True
-                    return
-            raise RuntimeError(f"the embedded model exited with code {process.wait()} before it was ready")
+            if not self.started:
+                self.started = self._start()
+            return self.started
+
+    def _start(self) -> str:
+        assert self.spec is not None, "no embedded model to start"
+        command = [*self.spec["command"], "--owner-pid", str(os.getpid())]
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   env={**os.environ, **self.spec.get("env", {})})
+        assert process.stdout is not None
+        for line in process.stdout:  # its one JSON line once ready: {"address": ..., "pid": ...}
+            if line.startswith(b"{") and b"address" in line:
+                return str(json.loads(line)["address"])
+        raise RuntimeError(f"the embedded model exited with code {process.wait()} before it was ready")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -86,6 +92,9 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(404, _error("NotFound", f"no {self.path} here: POST /score or GET /health"))
 
     def do_POST(self) -> None:
+        if self.path.startswith(f"{MODEL_PATH}/") and self.server.workflow.model.spec is not None:
+            self._forward(self.path.removeprefix(MODEL_PATH))
+            return
         if self.path != "/score":
             self._reply(404, _error("NotFound", f"no {self.path} here: POST /score"))
             return
@@ -103,10 +112,28 @@ class Handler(BaseHTTPRequestHandler):
             traceback.print_exc()
             self._reply(400, _error("UserError", f"{type(error).__name__}: {error}"))
 
+    def _forward(self, path: str) -> None:
+        """A workflow's LLM call, sent on to the embedded model (started now if it is not yet)."""
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            url = self.server.workflow.model.address() + path
+            headers = {"Content-Type": self.headers.get("Content-Type", "application/json")}
+            with _direct.open(urllib.request.Request(url, body, headers), timeout=REQUEST_TIMEOUT) as response:
+                status, answer, kind = response.status, response.read(), response.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as error:
+            status, answer, kind = error.code, error.read(), error.headers.get("Content-Type", "")
+        except (OSError, RuntimeError) as error:
+            traceback.print_exc()
+            self._reply(502, _error("ModelUnavailable", f"the embedded model did not answer: {error}"))
+            return
+        self._send(status, answer, kind or "application/json")
+
     def _reply(self, status: int, record: Any) -> None:
-        body = json.dumps(record, default=str).encode()
+        self._send(status, json.dumps(record, default=str).encode(), "application/json")
+
+    def _send(self, status: int, body: bytes, kind: str) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -143,7 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cannot serve {args.flow_dir}: {type(error).__name__}: {' '.join(str(error).split())[:500]}",
               file=sys.stderr)
         return 1
-    _write_json(port_file, {"pid": os.getpid(), "port": server.server_address[1]})
+    port = server.server_address[1]
+    if server.workflow.model.spec is not None:
+        os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{port}{MODEL_PATH}/v1"
+    _write_json(port_file, {"pid": os.getpid(), "port": port})
     server.serve_forever()
     return 0
 
