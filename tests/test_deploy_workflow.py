@@ -136,3 +136,16 @@ def test_without_a_second_environment_a_workflow_deploy_is_one_line(tmp_path: Pa
                                           r"no python of a second environment.*; run `pytest-promptflow env maf`"):
         target.deploy(spec("wf", "blue", folder))
     assert target.endpoints() == []
+
+
+@pytest.mark.parametrize(("spec", "problem"), [
+    ("flows/x/workflow.py:create_workflow", "'flows/x/workflow.py:create_workflow' does not name a workflow"),
+    ("maf:flows/x/workflow.py", "'maf:flows/x/workflow.py' does not name a workflow"),
+    ("maf:flows/missing.py:create_workflow", "workflow module flows/missing.py not found"),
+])
+def test_a_bad_workflow_spec_is_one_line(tmp_path: Path, spec: str, problem: str) -> None:
+    echo_module(tmp_path / "flows" / "x")
+    with pytest.raises(SpecError) as raised:
+        parse_workflow(spec, tmp_path, "deployment_config.json")
+    assert str(raised.value).startswith(f"deployment_config.json: {problem}") and "\n" not in str(raised.value)
+    assert parse_workflow("maf:flows/x/workflow.py:create_workflow", tmp_path).path == tmp_path / "flows/x/workflow.py"
