@@ -42,6 +42,9 @@ def package_flow(
     ``init`` is a flex class entry's init arguments (written to ``flow.init.json``); other kinds ignore it.
     """
     where = Where(target.path) if target.path is not None else Where(target.name)
+    if target.kind == "maf" and target.path is not None:  # variants are none; init and overrides: factory arguments
+        factory = str(target.definition.get("factory") or "create_workflow")
+        return package_workflow(target.path, factory, {**(init or {}), **overrides}, dest)
     if target.kind == "callable" or target.path is None:
         raise SpecError(where, f"flow {target.name!r} is a Python callable and cannot be packaged or registered",
                         "release a promptflow flow (a folder with flow.dag.yaml or flow.flex.yaml, or a .prompty "

@@ -29,8 +29,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # worker.py beside this file
-from worker import load_factory, run_once  # noqa: E402
+from worker import leave_own_folder, load_factory, run_once  # beside this script, first on sys.path
+
+leave_own_folder()  # the package's modules beside it must not shadow a module a workflow imports
 
 MANIFEST = "flow.maf.json"
 MODEL_VARIABLE = "PYTEST_PROMPTFLOW_MODEL"
