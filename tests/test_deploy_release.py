@@ -413,3 +413,13 @@ def test_a_twin_takes_its_share_beside_the_flow_after_its_endpoint_test_and_is_r
         "promptflow deploy: clf: local endpoint clf, deployment green: ROLLED BACK; traffic stays blue 100%",
         "    FAILED dataset small: accuracy >= 0.75 failed on the endpoint's answers (0.5)"])
     assert local.traffic("clf") == {"blue": 100} and list(local.deployments("clf")) == ["blue"]
+
+
+def test_a_twin_on_a_target_that_cannot_serve_workflows_is_refused_in_one_line(shipped: Project) -> None:
+    spec = twin(shipped, "clf_maf", KEYWORD)
+    shipped.write("deployment_config.json", json.dumps({"docker_endpoint": [{"ENV_NAME": "dev", "TWIN": spec}]}))
+    result = release(shipped, "--promptflow-env", "dev", "--promptflow-target", "docker")
+    assert result.ret == 1 and outcomes(result) == {"passed": 1}
+    result.stdout.fnmatch_lines(["promptflow deploy: clf: docker: nothing deployed",
+                                 "    FAILED TWIN: the docker target cannot serve an agent-framework workflow yet; "
+                                 "cut over on the local target, or remove TWIN from this entry"])

@@ -122,6 +122,9 @@ class DeployStage:
         notes = []
         try:
             settings = deployment_settings(self.settings.config_file, target.name, self.settings.env, record["flow"])
+            if settings.twin and target.name in ("docker", "kubernetes", "azureml"):
+                raise DeployError(f"TWIN: the {target.name} target cannot serve an agent-framework workflow yet; "
+                                  "cut over on the local target, or remove TWIN from this entry")
             if settings.twin and any(target.traffic(settings.endpoint_name or record["flow"]).values()):
                 package, model = self._twin(record["flow"], settings.twin, model)
                 notes.append(f"the twin {settings.twin} goes beside the serving deployment (cut-over)")
