@@ -423,3 +423,35 @@ def test_a_twin_on_a_target_that_cannot_serve_workflows_is_refused_in_one_line(s
     result.stdout.fnmatch_lines(["promptflow deploy: clf: docker: nothing deployed",
                                  "    FAILED TWIN: the docker target cannot serve an agent-framework workflow yet; "
                                  "cut over on the local target, or remove TWIN from this entry"])
+
+
+MAF_TEST = '''\
+import pytest
+
+
+@pytest.mark.promptflow(flow="maf:flows/clf_maf/workflow.py:create_workflow", data="data/small.jsonl",
+                        mappings={"text": "${data.text}"})
+def test_accuracy(flow_run):
+    result = flow_run.evaluate("flows/ev", mapping={"groundtruth": "${data.label}",
+                                                    "prediction": "${run.outputs.category}"})
+    assert result.metrics["accuracy"] >= 0.75
+'''
+
+
+# needs the maf flow kind (branch i15-session): passes once merged (checked on a trial merge)
+def test_a_workflow_is_released_as_a_folder_and_served_by_the_local_target(
+        project: Project, local: LocalTarget) -> None:
+    second_python()  # skips without the second environment (fails on CI)
+    (project.path / ".promptflow-envs").symlink_to((ROOT / ".promptflow-envs").resolve())
+    twin(project, "clf_maf", KEYWORD)
+    project.eval_flow("ev")
+    project.data("small")
+    project.pytester.makepyfile(test_clf_maf=MAF_TEST)
+    result = release(project)
+    assert result.ret == 0 and outcomes(result) == {"passed": 1}, result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "promptflow deploy: clf_maf: endpoint test passed",
+        "promptflow deploy: clf_maf: local endpoint clf_maf, deployment blue: serving; traffic blue 100%*"])
+    record = json.loads((project.path / "reports/release-clf_maf.json").read_text())
+    assert record["decision"] == "released" and record["deployment"]["status"] == "serving"
+    assert post(local.router_url("clf_maf") + "/score", {"text": "a bad day"}) == ({"category": "negative"}, "blue")
