@@ -455,3 +455,18 @@ def test_a_workflow_is_released_as_a_folder_and_served_by_the_local_target(
     record = json.loads((project.path / "reports/release-clf_maf.json").read_text())
     assert record["decision"] == "released" and record["deployment"]["status"] == "serving"
     assert post(local.router_url("clf_maf") + "/score", {"text": "a bad day"}) == ({"category": "negative"}, "blue")
+
+
+# needs the maf flow kind (branch i15-session): passes once merged (checked on a trial merge)
+def test_a_workflow_on_a_target_that_cannot_serve_it_is_refused_in_one_line(project: Project) -> None:
+    second_python()  # skips without the second environment (fails on CI)
+    (project.path / ".promptflow-envs").symlink_to((ROOT / ".promptflow-envs").resolve())
+    twin(project, "clf_maf", KEYWORD)
+    project.eval_flow("ev")
+    project.data("small")
+    project.pytester.makepyfile(test_clf_maf=MAF_TEST)
+    result = release(project, "--promptflow-target", "kubernetes")
+    assert result.ret == 1 and outcomes(result) == {"passed": 1}, result.stdout.str()
+    result.stdout.fnmatch_lines(["promptflow deploy: clf_maf: kubernetes: nothing deployed",
+                                 "    FAILED the kubernetes target cannot serve an agent-framework workflow yet; "
+                                 "deploy it with --promptflow-target local"])

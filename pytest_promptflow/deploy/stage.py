@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pytest
 
 from ..errors import SpecError, Where
+from ..packaging import is_workflow
 from .answers import EndpointAnswers
 from .base import DeployError, DeploymentSpec, Target
 from .endpoint_test import answer_failures, ask, rerun_items, verdict_failures
@@ -30,6 +31,7 @@ from .rollout import Rollout, deploy, plan, promote, roll_back, sample_request
 from .settings import deployment_settings
 
 TARGETS = ("local", "docker", "kubernetes", "azureml", "none")
+NO_WORKFLOWS = ("docker", "kubernetes", "azureml")  # built-in targets that serve only promptflow flows so far
 
 
 @dataclass(frozen=True)
@@ -122,9 +124,12 @@ class DeployStage:
         notes = []
         try:
             settings = deployment_settings(self.settings.config_file, target.name, self.settings.env, record["flow"])
-            if settings.twin and target.name in ("docker", "kubernetes", "azureml"):
+            if settings.twin and target.name in NO_WORKFLOWS:
                 raise DeployError(f"TWIN: the {target.name} target cannot serve an agent-framework workflow yet; "
                                   "cut over on the local target, or remove TWIN from this entry")
+            if target.name in NO_WORKFLOWS and is_workflow(Path(package["folder"])):
+                raise DeployError(f"the {target.name} target cannot serve an agent-framework workflow yet; "
+                                  "deploy it with --promptflow-target local")
             if settings.twin and any(target.traffic(settings.endpoint_name or record["flow"]).values()):
                 package, model = self._twin(record["flow"], settings.twin, model)
                 notes.append(f"the twin {settings.twin} goes beside the serving deployment (cut-over)")
