@@ -25,6 +25,8 @@ from .includes import copy_includes, is_litter, resolve_includes, without_includ
 
 #: A flex class entry's init arguments, written beside flow.flex.yaml (names of connections, never keys).
 INIT_FILE = "flow.init.json"
+#: A packaged workflow's module, factory and factory arguments (workflows/serve.py reads it under this name).
+WORKFLOW_MANIFEST = "flow.maf.json"
 _FILE_REFERENCE = re.compile(r"\$\{file:([^}]+)\}")
 
 
@@ -40,6 +42,9 @@ def package_flow(
     ``init`` is a flex class entry's init arguments (written to ``flow.init.json``); other kinds ignore it.
     """
     where = Where(target.path) if target.path is not None else Where(target.name)
+    if target.kind == "maf" and target.path is not None:  # variants are none; init and overrides: factory arguments
+        factory = str(target.definition.get("factory") or "create_workflow")
+        return package_workflow(target.path, factory, {**(init or {}), **overrides}, dest)
     if target.kind == "callable" or target.path is None:
         raise SpecError(where, f"flow {target.name!r} is a Python callable and cannot be packaged or registered",
                         "release a promptflow flow (a folder with flow.dag.yaml or flow.flex.yaml, or a .prompty "
@@ -66,6 +71,28 @@ def package_flow(
     if target.kind == "flex" and init:
         (dest / INIT_FILE).write_text(_init_json(init, where), encoding="utf-8")
     return dest, content_hash(dest)
+
+
+def package_workflow(path: Path, factory: str, args: Mapping[str, Any], dest: Path) -> tuple[Path, str]:
+    """An agent-framework workflow as released: its module's folder copied into ``dest`` (created; must be
+    empty) with ``flow.maf.json`` naming the module, the factory and its arguments; ``dest`` and its hash."""
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise ValueError(f"package destination {dest} is not empty")
+    dest.mkdir(parents=True, exist_ok=True)
+    _copy_folder(path.parent, dest)
+    manifest = {"module": path.name, "factory": factory, "args": dict(args)}
+    try:
+        (dest / WORKFLOW_MANIFEST).write_text(json.dumps(manifest, sort_keys=True, indent=2) + "\n", encoding="utf-8")
+    except TypeError as error:
+        raise SpecError(Where(path), f"factory arguments cannot be released: {error}",
+                        "give the workflow's factory plain JSON values") from None
+    return dest, content_hash(dest)
+
+
+def is_workflow(folder: Path) -> bool:
+    """Whether ``folder`` is a packaged agent-framework workflow (served by the second environment's python)."""
+    return (folder / WORKFLOW_MANIFEST).is_file()
 
 
 def flow_file(folder: Path) -> Path:

@@ -163,7 +163,8 @@ class Release:
             return {**record, "decision": "not released",
                     "reason": f"flow {flow['flow']} is a Python callable: only flow folders and files are registered"}
         try:  # packaged first: a flow that cannot be packaged writes nothing to the registry
-            target = load_target(Path(source), Path(source).parent)
+            # a workflow's source is its spec, maf:/abs/module.py:factory (the flow kind loads it as a flow)
+            target = load_target(source if source.startswith("maf:") else Path(source), Path(source).parent)
             init = cells[0].get("init") or None
             assert self.scratch is not None, "flows are packaged only while Release.run runs"
             folder, content_hash = package_flow(target, record["variants"], record["overrides"],

@@ -48,6 +48,14 @@ def test_the_entry_is_chosen_by_env_then_flow_and_defaults_apply_elsewhere(tmp_p
     assert deployment_settings(tmp_path / "absent.json", "local", "dev", "qa") == DeploymentSettings()
 
 
+def test_a_twin_is_named_per_flow_for_the_cut_over(tmp_path: Path) -> None:
+    twin = "maf:flows/sentiment_maf/workflow.py:create_workflow"
+    path = write(tmp_path, {"local_endpoint": [{"ENV_NAME": "dev", "FLOW": "sentiment", "TWIN": f" {twin} "},
+                                               {"ENV_NAME": "dev"}]})
+    assert deployment_settings(path, "local", "dev", "sentiment").twin == twin
+    assert deployment_settings(path, "local", "dev", "qa").twin == ""
+
+
 def test_a_single_entry_applies_when_no_env_is_given(tmp_path: Path) -> None:
     path = write(tmp_path, {"local_endpoint": [{"ENV_NAME": "dev", "CURRENT_DEPLOYMENT_TRAFFIC_ALLOCATION": "30"}]})
     assert deployment_settings(path, "local", "", "sentiment").current_traffic == 30

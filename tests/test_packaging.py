@@ -219,3 +219,23 @@ def test_a_missing_include_is_one_line_naming_the_flow_file_and_the_include(tmp_
     assert str(error.value) == (f"{flow / 'flow.dag.yaml'}:2: flow inc: additional include '../shared/helpers.py' "
                                 f"not found (looked for {tmp_path / 'flows' / 'shared' / 'helpers.py'}); fix the path: "
                                 "additional_includes are relative to the flow folder")
+
+
+def test_a_workflow_package_is_its_module_folder_with_a_manifest_of_factory_and_arguments(tmp_path: Path):
+    from pytest_promptflow.flows import FlowTarget
+    from pytest_promptflow.packaging import WORKFLOW_MANIFEST, is_workflow
+
+    module = tmp_path / "flows/sentiment_maf/workflow.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("def make():\n    pass\n", encoding="utf-8")
+    (module.parent / "prompts.txt").write_text("Answer with one word.", encoding="utf-8")
+    (module.parent / "__pycache__").mkdir()
+    (module.parent / ".env").write_text("OPENAI_API_KEY=secret", encoding="utf-8")
+    target = FlowTarget("sentiment_maf", "maf", module, definition={"factory": "make"})
+    folder, first = package_flow(target, {}, {"temperature": 0.7}, tmp_path / "a", init={"prompt": "zero_shot"})
+    assert sorted(p.name for p in folder.iterdir()) == [WORKFLOW_MANIFEST, "prompts.txt", "workflow.py"]
+    assert json.loads((folder / WORKFLOW_MANIFEST).read_text()) == {
+        "module": "workflow.py", "factory": "make", "args": {"prompt": "zero_shot", "temperature": 0.7}}
+    assert is_workflow(folder)
+    assert package_flow(target, {}, {"temperature": 0.7}, tmp_path / "b", init={"prompt": "zero_shot"})[1] == first
+    assert package_flow(target, {}, {"temperature": 0.0}, tmp_path / "c", init={"prompt": "zero_shot"})[1] != first

@@ -48,6 +48,7 @@ class DeploymentSettings:
     compute_name: str = ""  # COMPUTE_NAME (Kubernetes compute attached to Azure ML)
     test_file: str = ""  # TEST_FILE_PATH: a sample request, sent once as a readiness probe
     environment_variables: Mapping[str, str] = field(default_factory=dict)  # ENVIRONMENT_VARIABLES
+    twin: str = ""  # TWIN (ours): the flow's migrated workflow, maf:path.py:factory, deployed in its place (cut-over)
 
 
 @dataclass(frozen=True)

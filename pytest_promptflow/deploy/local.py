@@ -30,15 +30,21 @@ from filelock import FileLock
 from pytest_promptflow.deploy.base import PIN_HEADER, DeployError, Deployment, DeploymentSpec
 from pytest_promptflow.deploy.processes import runs, strays
 from pytest_promptflow.deploy.serve import write_json
-from pytest_promptflow.llm.embedded import pid_alive
+from pytest_promptflow.errors import SpecError
+from pytest_promptflow.llm.connections import EMBEDDED_API_KEY
+from pytest_promptflow.llm.embedded import SERVER_MODULE, pid_alive
+from pytest_promptflow.llm.sdk_environment import FAMILIES, unconfigured
+from pytest_promptflow.packaging import is_workflow
 
 STATE_FILE = "endpoint.json"
 SERVE = "pytest_promptflow.deploy.serve"
 ROUTER = "pytest_promptflow.deploy.router"
+#: A packaged agent-framework workflow's server, run as a script by the second environment's python.
+SERVE_WORKFLOW = str(Path(__file__).resolve().parents[1] / "workflows" / "serve.py")
 REQUEST_TIMEOUT = 300.0
 PROBE_TIMEOUT = 5.0  # a deployment that does not answer /health within this is not serving
 #: What answers once a process is up: the router's /health also judges its deployments, /stats does not.
-READY = {SERVE: "/health", ROUTER: "/stats"}
+READY = {SERVE: "/health", SERVE_WORKFLOW: "/health", ROUTER: "/stats"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1, whatever HTTP_PROXY says
 #: Processes this Python process started, kept so that stopping one reaps it (no zombie left behind).
@@ -51,9 +57,11 @@ class LocalTarget:
     name = "local"
     live = True
 
-    def __init__(self, state_dir: Path, start_timeout: float = 120.0) -> None:
+    def __init__(self, state_dir: Path, start_timeout: float = 120.0,
+                 workflow_python: Callable[[], Path] | None = None) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.start_timeout = start_timeout
+        self.workflow_python = workflow_python  # the second environment's python, asked for only to serve a workflow
 
     def endpoints(self) -> list[str]:
         return sorted(path.parent.name for path in self.state_dir.glob(f"*/{STATE_FILE}"))
@@ -93,21 +101,23 @@ class LocalTarget:
             self._sweep(endpoint, state)
             if name in state["deployments"]:
                 self._drop(state, name)
+            server = SERVE_WORKFLOW if is_workflow(spec.folder) else SERVE
             entry: dict[str, Any] = {"status": "starting", "pid": None, "port": None, "model": dict(spec.model),
-                                     "folder": str(folder / "flow"), "log": str(log)}
+                                     "folder": str(folder / "flow"), "log": str(log), "server": server}
             state["deployments"][name], state["traffic"][name] = entry, 0
             self._write(endpoint, state)  # before the process starts: a killed deploy leaves this to sweep
             router_started = False
             try:
                 shutil.copytree(spec.folder, folder / "flow")
-                env = _environment(spec.settings.environment_variables)
-                entry.update(self._start(SERVE, ["--flow-dir", entry["folder"]], folder / "port.json", log,
+                command, env = self._server(server, spec)
+                entry.update(self._start(command, ["--flow-dir", entry["folder"]], folder / "port.json", log,
                                          spec.project_dir, env, self._recorder(endpoint, state, entry)))
                 if not self._router_up(endpoint, state["router"]):
                     router_started = True
                     state["router"] = {"pid": None, "port": None}
                     state["router"].update(self._start(
-                        ROUTER, ["--state", str(self._path(endpoint))], self.state_dir / endpoint / "router.json",
+                        [sys.executable, "-m", ROUTER], ["--state", str(self._path(endpoint))],
+                        self.state_dir / endpoint / "router.json",
                         self.state_dir / endpoint / "router.log", self.state_dir, _environment({}),
                         self._recorder(endpoint, state, state["router"])))
             except BaseException as error:
@@ -200,7 +210,7 @@ class LocalTarget:
         """Stops deployment ``name`` and deletes its files and entry (the caller writes the state)."""
         entry = state["deployments"].pop(name)
         state["traffic"].pop(name, None)
-        _stop(entry["pid"], SERVE, entry["folder"])
+        _stop(entry["pid"], entry.get("server", SERVE), entry["folder"])
         shutil.rmtree(Path(entry["folder"]).parent, ignore_errors=True)
         if not keep_log:
             Path(entry["log"]).unlink(missing_ok=True)
@@ -235,7 +245,8 @@ class LocalTarget:
     def _strays(self, endpoint: str, state: Mapping[str, Any]) -> list[int]:
         """Servers and routers of ``endpoint`` (by command line) whose pid the state does not record."""
         entries = [*state["deployments"].values(), state["router"] or {}]
-        return list(strays((SERVE, ROUTER), self.state_dir / endpoint, {e["pid"] for e in entries if e.get("pid")}))
+        known = {e["pid"] for e in entries if e.get("pid")}
+        return list(strays((SERVE, SERVE_WORKFLOW, ROUTER), self.state_dir / endpoint, known))
 
     def _unknown_folders(self, endpoint: str, state: Mapping[str, Any]) -> list[Path]:
         """Folders under ``endpoint`` that are no recorded deployment's (half-written by a killed deploy)."""
@@ -259,23 +270,37 @@ class LocalTarget:
             _stop(state["router"]["pid"], ROUTER, str(self._path(endpoint)))
         shutil.rmtree(self.state_dir / endpoint, ignore_errors=True)
 
-    def _start(self, module: str, args: list[str], port_file: Path, log: Path, cwd: Path,
+    def _server(self, server: str, spec: DeploymentSpec) -> tuple[list[str], dict[str, str]]:
+        """The command and environment of ``server``: promptflow's app, or a workflow's server in the second
+        environment (its LLM calls to the model the environment names, else an embedded one)."""
+        if server == SERVE:
+            return [sys.executable, "-m", SERVE], _environment(spec.settings.environment_variables)
+        if self.workflow_python is None:
+            raise DeployError("this local target serves no agent-framework workflow (no second environment given)")
+        try:
+            python = self.workflow_python()
+        except SpecError as error:
+            raise DeployError(str(error)) from None
+        return [str(python), SERVE_WORKFLOW], _workflow_environment(spec.settings.environment_variables)
+
+    def _start(self, command: list[str], args: list[str], port_file: Path, log: Path, cwd: Path,
                env: dict[str, str], spawned: Callable[[int], None]) -> dict[str, Any]:
-        """Starts ``module`` detached, tells ``spawned`` its pid, and waits until it answers; its {pid, port}."""
+        """Starts ``command`` detached, tells ``spawned`` its pid, and waits until it answers; its {pid, port}."""
+        server = command[-1]
         port_file.parent.mkdir(parents=True, exist_ok=True)
         port_file.unlink(missing_ok=True)
         with open(log, "wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", module, *args, "--port-file", str(port_file)],
+            process = subprocess.Popen([*command, *args, "--port-file", str(port_file)],
                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                        cwd=cwd, env=env, start_new_session=True)
         _children[process.pid] = process
         spawned(process.pid)
-        what = "the router" if module == ROUTER else "the flow server"
+        what = "the router" if server == ROUTER else "the flow server"
         deadline = time.monotonic() + self.start_timeout
         while process.poll() is None:
             try:
                 port = int(json.loads(port_file.read_text(encoding="utf-8"))["port"])
-                _request(f"http://127.0.0.1:{port}{READY[module]}", timeout=2)
+                _request(f"http://127.0.0.1:{port}{READY[server]}", timeout=2)
                 return {"pid": process.pid, "port": port}
             except (OSError, ValueError, KeyError, DeployError):
                 if time.monotonic() > deadline:
@@ -305,7 +330,7 @@ def _probe(entry: Mapping[str, Any]) -> tuple[str, str]:
     pid, log = entry["pid"], entry["log"]
     if entry.get("status") == "starting":
         return "", f"starting, or left by a deploy that was killed (pid {pid}; log {log})"
-    if not _running(pid, SERVE, entry["folder"]):
+    if not _running(pid, entry.get("server", SERVE), entry["folder"]):
         return "", f"not running (was pid {pid}; log {log})"
     where = f"pid {pid} on 127.0.0.1:{entry['port']}"
     try:
@@ -364,6 +389,23 @@ def _environment(extra: Mapping[str, Any]) -> dict[str, str]:
     env = {**os.environ, **{key: str(value) for key, value in extra.items()}}
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _workflow_environment(extra: Mapping[str, Any]) -> dict[str, str]:
+    """A workflow server's environment: this one plus ``extra``, without this package's path (its python is
+    another environment's). Without an OpenAI model configured, the embedded one, started by the server
+    at its first request (workflows/serve.py), as a promptflow deployment starts its own."""
+    env = {**os.environ, **{key: str(value) for key, value in extra.items()}}
+    openai = next(family for family in FAMILIES if family.connection == "env:OPENAI")
+    for name, value in openai.fallback.items():  # a running session's stand-ins reach no model from here
+        if env.get(name) == value:
+            del env[name]
+    if openai in unconfigured(env):
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["OPENAI_API_KEY"] = EMBEDDED_API_KEY
+        env["PYTEST_PROMPTFLOW_MODEL"] = json.dumps({"command": [sys.executable, "-m", SERVER_MODULE, "--port", "0"],
+                                                     "env": {"PYTHONPATH": package_root}})
     return env
 
 

@@ -185,7 +185,7 @@ class Router(ThreadingHTTPServer):
 
 def gone(entry: Mapping[str, Any]) -> bool:
     """Whether a deployment's recorded process is no longer ours and alive (nothing to tell without a pid)."""
-    return bool(entry.get("pid")) and not runs(entry["pid"], SERVE, entry.get("folder", ""))
+    return bool(entry.get("pid")) and not runs(entry["pid"], entry.get("server", SERVE), entry.get("folder", ""))
 
 
 def probe(entry: Mapping[str, Any]) -> dict[str, str]:

@@ -4,7 +4,9 @@ The template's file has a list of entries per target kind (``azure_managed_endpo
 ``kubernetes_endpoint``); we add ``local_endpoint`` and ``docker_endpoint``. The entry whose
 ``ENV_NAME`` is the session's ``--promptflow-env`` applies (the only entry, when there is one and
 no env was given); an entry may name a ``FLOW`` (our key) to apply to that flow only. Keys are the
-template's; ``PRIOR_DEPLOYMENT_TRAFFIC_ALLOCATION`` is honoured, where the template ignores it.
+template's; ``PRIOR_DEPLOYMENT_TRAFFIC_ALLOCATION`` is honoured, where the template ignores it. ``TWIN``
+(ours) names the flow's migrated agent-framework workflow (``maf:flows/x/workflow.py:create_workflow``):
+the release deploys it instead of the flow, beside the deployment serving now (``deploy/stage.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ _TEXT = {"ENDPOINT_NAME": "endpoint_name", "ENDPOINT_DESC": "endpoint_descriptio
          "DEPLOYMENT_DESC": "deployment_description", "CURRENT_DEPLOYMENT_NAME": "current_name",
          "PRIOR_DEPLOYMENT_NAME": "prior_name", "DEPLOYMENT_VM_SIZE": "instance_type", "CPU_ALLOCATION": "cpu",
          "MEMORY_ALLOCATION": "memory", "DEPLOYMENT_BASE_IMAGE_NAME": "base_image", "SERVICE_TYPE": "service_type",
-         "COMPUTE_NAME": "compute_name", "TEST_FILE_PATH": "test_file"}
+         "COMPUTE_NAME": "compute_name", "TEST_FILE_PATH": "test_file", "TWIN": "twin"}
 _NUMBERS = {"CURRENT_DEPLOYMENT_TRAFFIC_ALLOCATION": "current_traffic",
             "PRIOR_DEPLOYMENT_TRAFFIC_ALLOCATION": "prior_traffic", "DEPLOYMENT_INSTANCE_COUNT": "instance_count"}
 #: keys read apart (ENV_NAME, FLOW, ENVIRONMENT_VARIABLES) or not at all (the conda file: a flow's

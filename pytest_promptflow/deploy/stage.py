@@ -4,19 +4,26 @@ All new deployments go up first (each beside what serves, with no traffic), then
 covers them all (one child pytest for the whole suite), then each flow's traffic moves or its new
 deployment goes. Built-only targets (Docker, Kubernetes) write their artifacts with the split and
 say that the endpoint test runs where they are deployed.
+
+A cut-over: with ``TWIN`` set, what goes beside the serving deployment is the flow's migrated workflow,
+packaged as a folder, and the same endpoint test (the flow's rows, its items judging the twin's answers)
+decides whether it gets its configured share or is rolled back. An endpoint with nothing serving gets the
+promptflow flow first: a cut-over moves traffic from something.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import pytest
 
-from ..errors import SpecError
+from ..errors import SpecError, Where
+from ..packaging import is_workflow
 from .answers import EndpointAnswers
 from .base import DeployError, DeploymentSpec, Target
 from .endpoint_test import answer_failures, ask, rerun_items, verdict_failures
@@ -24,6 +31,7 @@ from .rollout import Rollout, deploy, plan, promote, roll_back, sample_request
 from .settings import deployment_settings
 
 TARGETS = ("local", "docker", "kubernetes", "azureml", "none")
+NO_WORKFLOWS = ("docker", "kubernetes", "azureml")  # built-in targets that serve only promptflow flows so far
 
 
 @dataclass(frozen=True)
@@ -43,9 +51,11 @@ def make_target(config: pytest.Config, settings: DeploySettings) -> Target | Non
     if found is not None or settings.target == "none":
         return found
     if settings.target == "local":
+        from ..workflow_spec import workflow_python
         from .local import LocalTarget
 
-        return LocalTarget(settings.state_dir)
+        configured = _configured_python(config)
+        return LocalTarget(settings.state_dir, workflow_python=lambda: workflow_python(config.rootpath, configured))
     if settings.target == "docker":
         from .docker import DockerTarget
 
@@ -111,12 +121,26 @@ class DeployStage:
 
     def _deploy(self, target: Target, record: dict[str, Any], package: Mapping[str, Any]) -> Rollout | None:
         model = {**record["model"], "registry": record["registry"]}
+        notes = []
         try:
             settings = deployment_settings(self.settings.config_file, target.name, self.settings.env, record["flow"])
+            if settings.twin and target.name in NO_WORKFLOWS:
+                raise DeployError(f"TWIN: the {target.name} target cannot serve an agent-framework workflow yet; "
+                                  "cut over on the local target, or remove TWIN from this entry")
+            if target.name in NO_WORKFLOWS and is_workflow(Path(package["folder"])):
+                raise DeployError(f"the {target.name} target cannot serve an agent-framework workflow yet; "
+                                  "deploy it with --promptflow-target local")
+            if settings.twin and any(target.traffic(settings.endpoint_name or record["flow"]).values()):
+                package, model = self._twin(record["flow"], settings.twin, model)
+                notes.append(f"the twin {settings.twin} goes beside the serving deployment (cut-over)")
+            elif settings.twin:
+                notes.append(f"the twin {settings.twin} goes beside this deployment at the next release: "
+                             "a cut-over needs a deployment serving traffic")
             rollout = plan(target, record["flow"], settings, model)
         except (DeployError, SpecError) as error:
             record["deployment"] = {"target": target.name, "status": "failed", "failures": [str(error)]}
             return None
+        rollout.notes += notes
         if rollout.status == "unchanged":
             rollout.endpoint_url = endpoint_url(rollout)
             return rollout
@@ -140,6 +164,19 @@ class DeployStage:
         except DeployError as error:  # a failure stays "deployed": it is rolled back like a failed test
             rollout.failures.append(f"TEST_FILE_PATH request: {error}")
         return rollout
+
+    def _twin(self, flow: str, twin: str, model: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The twin packaged as a folder (under the output folder) and the model record its deployment carries:
+        the released flow's version, the twin's content hash."""
+        from ..packaging import package_workflow
+        from ..workflow_spec import parse_workflow
+
+        where = Where(self.settings.config_file) if self.settings.config_file else None
+        spec = parse_workflow(twin, self.config.rootpath, where)
+        folder = self.settings.output_dir / "twin" / flow
+        shutil.rmtree(folder, ignore_errors=True)
+        folder, content_hash = package_workflow(spec.path, spec.factory, {}, folder)
+        return {"folder": folder, "connections": {}}, {**model, "content_hash": content_hash, "twin": twin}
 
     def _test(self, rollouts: Sequence[Rollout], records: Mapping[str, Mapping[str, Any]]) -> None:
         """Every deployment answers its flow's released cells; then the suite judges those answers."""
@@ -179,6 +216,14 @@ class DeployStage:
 
     def _say(self, rollout: Rollout, what: str) -> None:
         self.say(f"promptflow deploy: {rollout.flow}: {what}")
+
+
+def _configured_python(config: pytest.Config) -> str:
+    """ini ``promptflow_workflow_python``, where the maf flow kind registered it."""
+    try:
+        return str(config.getini("promptflow_workflow_python") or "")
+    except ValueError:  # not registered
+        return ""
 
 
 def _split(split: Mapping[str, int]) -> str:
