@@ -17,7 +17,8 @@ from pytest_promptflow.deploy.base import DeployError, DeploymentSettings, Deplo
 from pytest_promptflow.deploy.local import LocalTarget
 from pytest_promptflow.errors import SpecError
 from pytest_promptflow.packaging import WORKFLOW_MANIFEST, package_workflow
-from pytest_promptflow.workflow_spec import parse_workflow, workflow_python
+from pytest_promptflow.workflows.python import find_python
+from pytest_promptflow.workflows.spec import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 ECHO_WORKFLOW = '''\
@@ -45,7 +46,7 @@ def create_workflow(prefix="echo:"):
 def second_python() -> Path:
     """The second environment's python; its absence skips these tests, except on CI, where it fails them."""
     try:
-        return workflow_python(ROOT)
+        return Path(find_python(ROOT, "", "sentiment_maf"))
     except SpecError as error:
         if os.environ.get("CI") == "true":
             pytest.fail(f"the second environment is missing on CI: {error}")
@@ -55,7 +56,7 @@ def second_python() -> Path:
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
     python = second_python()
-    target = LocalTarget(tmp_path_factory.mktemp("deploy"), start_timeout=90, workflow_python=lambda: python)
+    target = LocalTarget(tmp_path_factory.mktemp("deploy"), start_timeout=90, workflow_python=lambda flow: python)
     yield target
     for endpoint in target.endpoints():
         target.stop(endpoint)
@@ -80,7 +81,7 @@ def echo_module(folder: Path) -> Path:
 
 def test_the_sample_workflow_serves_rows_through_the_router_on_its_own_model(
         target: LocalTarget, tmp_path: Path) -> None:
-    sample = parse_workflow("maf:flows/sentiment_maf/workflow.py:create_workflow", ROOT)
+    sample = parse("maf:flows/sentiment_maf/workflow.py:create_workflow", ROOT)
     folder = packaged(tmp_path / "package", sample.path, sample.factory)
     assert json.loads((folder / WORKFLOW_MANIFEST).read_text()) == {
         "module": "workflow.py", "factory": "create_workflow", "args": {}}
@@ -130,22 +131,10 @@ def test_a_workflow_that_cannot_load_is_one_line_and_leaves_nothing(target: Loca
 
 
 def test_without_a_second_environment_a_workflow_deploy_is_one_line(tmp_path: Path) -> None:
-    target = LocalTarget(tmp_path / "deploy", workflow_python=lambda: workflow_python(tmp_path))
+    target = LocalTarget(tmp_path / "deploy", workflow_python=lambda flow: Path(find_python(tmp_path, "", flow)))
     folder = packaged(tmp_path / "package", echo_module(tmp_path / "echo"))
-    with pytest.raises(DeployError, match=r"^deployment 'blue' of endpoint 'wf': .*\.promptflow-envs/maf/bin/python: "
-                                          r"no python of a second environment.*; run `pytest-promptflow env maf`"):
+    with pytest.raises(DeployError, match=r"^deployment 'blue' of endpoint 'wf': flow wf: agent-framework is not "
+                                          r"installed beside this session and no second environment was found; "
+                                          r"fix: run `pytest-promptflow env maf`"):
         target.deploy(spec("wf", "blue", folder))
     assert target.endpoints() == []
-
-
-@pytest.mark.parametrize(("spec", "problem"), [
-    ("flows/x/workflow.py:create_workflow", "'flows/x/workflow.py:create_workflow' does not name a workflow"),
-    ("maf:flows/x/workflow.py", "'maf:flows/x/workflow.py' does not name a workflow"),
-    ("maf:flows/missing.py:create_workflow", "workflow module flows/missing.py not found"),
-])
-def test_a_bad_workflow_spec_is_one_line(tmp_path: Path, spec: str, problem: str) -> None:
-    echo_module(tmp_path / "flows" / "x")
-    with pytest.raises(SpecError) as raised:
-        parse_workflow(spec, tmp_path, "deployment_config.json")
-    assert str(raised.value).startswith(f"deployment_config.json: {problem}") and "\n" not in str(raised.value)
-    assert parse_workflow("maf:flows/x/workflow.py:create_workflow", tmp_path).path == tmp_path / "flows/x/workflow.py"

@@ -58,7 +58,7 @@ class LocalTarget:
     live = True
 
     def __init__(self, state_dir: Path, start_timeout: float = 120.0,
-                 workflow_python: Callable[[], Path] | None = None) -> None:
+                 workflow_python: Callable[[str], Path] | None = None) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.start_timeout = start_timeout
         self.workflow_python = workflow_python  # the second environment's python, asked for only to serve a workflow
@@ -278,7 +278,7 @@ class LocalTarget:
         if self.workflow_python is None:
             raise DeployError("this local target serves no agent-framework workflow (no second environment given)")
         try:
-            python = self.workflow_python()
+            python = self.workflow_python(spec.flow)
         except SpecError as error:
             raise DeployError(str(error)) from None
         return [str(python), SERVE_WORKFLOW], _workflow_environment(spec.settings.environment_variables)

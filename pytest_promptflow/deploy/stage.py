@@ -51,11 +51,12 @@ def make_target(config: pytest.Config, settings: DeploySettings) -> Target | Non
     if found is not None or settings.target == "none":
         return found
     if settings.target == "local":
-        from ..workflow_spec import workflow_python
+        from ..workflows.python import INI, find_python
         from .local import LocalTarget
 
-        configured = _configured_python(config)
-        return LocalTarget(settings.state_dir, workflow_python=lambda: workflow_python(config.rootpath, configured))
+        configured = str(config.getini(INI) or "")
+        return LocalTarget(settings.state_dir,
+                           workflow_python=lambda flow: Path(find_python(config.rootpath, configured, flow)))
     if settings.target == "docker":
         from .docker import DockerTarget
 
@@ -169,10 +170,10 @@ class DeployStage:
         """The twin packaged as a folder (under the output folder) and the model record its deployment carries:
         the released flow's version, the twin's content hash."""
         from ..packaging import package_workflow
-        from ..workflow_spec import parse_workflow
+        from ..workflows.spec import parse
 
         where = Where(self.settings.config_file) if self.settings.config_file else None
-        spec = parse_workflow(twin, self.config.rootpath, where)
+        spec = parse(twin, self.config.rootpath, where)
         folder = self.settings.output_dir / "twin" / flow
         shutil.rmtree(folder, ignore_errors=True)
         folder, content_hash = package_workflow(spec.path, spec.factory, {}, folder)
@@ -216,14 +217,6 @@ class DeployStage:
 
     def _say(self, rollout: Rollout, what: str) -> None:
         self.say(f"promptflow deploy: {rollout.flow}: {what}")
-
-
-def _configured_python(config: pytest.Config) -> str:
-    """ini ``promptflow_workflow_python``, where the maf flow kind registered it."""
-    try:
-        return str(config.getini("promptflow_workflow_python") or "")
-    except ValueError:  # not registered
-        return ""
 
 
 def _split(split: Mapping[str, int]) -> str:
