@@ -1,11 +1,8 @@
 """Migration parity: flows/sentiment against its agent-framework twin, flows/sentiment_maf.
 
-PENDING MERGE (issue 15): ``twin=`` (branch i15-twin) and the ``maf:`` flow kind (i15-session) arrive
-at merge; until then this file does not collect. The twin runs on the same rows, evaluators and store,
-and the plugin checks each request's prompt and parameters, output agreement per row, every metric
-within a margin (``promptflow_twin_margin`` in pyproject.toml: what these rows can show), and error rate,
-latency and cost (issue 15, item 3). Checked on a trial merge of both branches: both cells pass, every
-request identical, 27 of 28 and 22 of 22 outputs agreeing.
+The twin runs on the same rows, evaluators and store, and the plugin checks each request's prompt and
+parameters, output agreement per row, every metric within a margin (``promptflow_twin_margin`` in
+pyproject.toml: what these rows can show), and error rate, latency and cost (issue 15, item 3).
 """
 
 import pytest
