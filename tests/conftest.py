@@ -7,6 +7,7 @@ tests need no model server. ``project`` writes them into pytester's folder on de
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -19,6 +20,19 @@ import pytest
 import pytest_promptflow.stats  # noqa: F401
 
 pytest_plugins = ["pytester"]
+
+#: the agent-framework environment that `make setup` creates (`pytest-promptflow env maf`)
+SECOND_ENV = Path(__file__).resolve().parents[1] / ".promptflow-envs" / "maf"
+MAF_PYTHON = SECOND_ENV / "bin" / "python"
+
+
+def require_second_environment() -> Path:
+    """The second environment's python. Its absence skips the test, except on CI, where `make setup` made it."""
+    if not MAF_PYTHON.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no second environment at {SECOND_ENV}: run `make setup` (pytest-promptflow env maf)")
+        pytest.skip(f"no second environment at {SECOND_ENV} (pytest-promptflow env maf)")
+    return MAF_PYTHON
 
 
 @pytest.fixture(scope="module")

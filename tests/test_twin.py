@@ -10,7 +10,6 @@ arithmetic is tested on plain versions.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-from conftest import Project, jsonl, outcomes, run
+from conftest import SECOND_ENV, Project, jsonl, outcomes, require_second_environment, run
 from fault_endpoint import FaultEndpoint
 from llm_variants import SYSTEM, write_flows
 
@@ -109,7 +108,6 @@ class Ask(Executor):
 def create_workflow():
     return WorkflowBuilder(start_executor=Ask(id="ask")).build()
 '''
-SECOND_ENV = Path(__file__).resolve().parents[1] / ".promptflow-envs"
 
 
 def twin_entry(system: str = SYSTEM["variant_0"], fail: str = "") -> str:
@@ -134,11 +132,8 @@ def callable_twin(project: Project, **entry: str) -> str:
 
 
 def maf_twin(project: Project, system: str = SYSTEM["variant_0"]) -> str:
-    if not (SECOND_ENV / "maf" / "bin" / "python").is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no second environment at {SECOND_ENV}/maf: run `make setup` (pytest-promptflow env maf)")
-        pytest.skip(f"no second environment at {SECOND_ENV}/maf (pytest-promptflow env maf)")
-    (project.path / ".promptflow-envs").symlink_to(SECOND_ENV)  # where the session looks for it
+    require_second_environment()
+    (project.path / ".promptflow-envs").symlink_to(SECOND_ENV.parent)  # where the session looks for it
     project.write("flows/migrated/workflow.py", MAF_TWIN.format(system=system))
     return 'twin="maf:flows/migrated/workflow.py:create_workflow"'
 

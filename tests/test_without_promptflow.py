@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 import pytest
+from conftest import MAF_PYTHON, require_second_environment
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 #: what building the package reads: a copy of these keeps pip's in-tree build/ out of the checkout
@@ -200,11 +201,9 @@ def test_promptflow_flows_fail_in_one_line_each_and_the_callable_runs(light_pyth
     assert "Traceback" not in done.stdout + done.stderr
 
 
-SECOND_ENV_PYTHON = CHECKOUT / ".promptflow-envs" / "maf" / "bin" / "python"
-
 #: a workflow (run by the second environment's worker) beside a callable, with no promptflow anywhere
 WORKFLOWS = {
-    "pytest.ini": f"[pytest]\npromptflow_workflow_python = {SECOND_ENV_PYTHON}\n",
+    "pytest.ini": f"[pytest]\npromptflow_workflow_python = {MAF_PYTHON}\n",
     "flows/capitals_maf/workflow.py": """
         from agent_framework import Executor, WorkflowBuilder, WorkflowContext, handler
 
@@ -238,10 +237,7 @@ WORKFLOWS = {
 
 
 def test_workflows_project_passes_without_promptflow(light_python: Path, tmp_path: Path) -> None:
-    if not SECOND_ENV_PYTHON.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no second environment at {SECOND_ENV_PYTHON}: run `make setup` (pytest-promptflow env maf)")
-        pytest.skip(f"no second environment at {SECOND_ENV_PYTHON} (pytest-promptflow env maf)")
+    require_second_environment()
     _write(tmp_path, {**WORKFLOWS, "evals/test_capitals.py": CALLABLES["evals/test_capitals.py"],
                       "flows/capitals.py": CALLABLES["flows/capitals.py"]})
     done = _pytest(light_python, tmp_path)

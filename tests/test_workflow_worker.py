@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 import pytest
+from conftest import MAF_PYTHON, require_second_environment
 
 from pytest_promptflow.workflows import worker as worker_module
 
 ROOT = Path(__file__).resolve().parents[1]
-MAF_PYTHON = ROOT / ".promptflow-envs" / "maf" / "bin" / "python"
 WORKER = Path(worker_module.__file__)
 TIMEOUT = 60.0
 
@@ -237,13 +237,7 @@ def flows(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def maf_python() -> Path:
-    """The second environment's python; on CI its absence fails (CI installs it), elsewhere it skips."""
-    if not MAF_PYTHON.exists():
-        message = f"needs the agent-framework environment at {MAF_PYTHON} (`pytest-promptflow env maf` makes it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return MAF_PYTHON
+    return require_second_environment()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ answered through the proxy by the session's call layer (store, replay, transcrip
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import urllib.error
@@ -13,14 +12,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import outcomes, run
+from conftest import MAF_PYTHON, outcomes, require_second_environment, run
 
 import pytest_promptflow.workflows.workers  # noqa: F401 (kept loaded across in-process runs, as conftest says)
 from pytest_promptflow.llm.proxy import LLMProxy
 from pytest_promptflow.workflows.client import WORKER
 
-SECOND_ENV = Path(__file__).resolve().parents[1] / ".promptflow-envs" / "maf"
-MAF_PYTHON = SECOND_ENV / "bin" / "python"
 INI = f"[pytest]\npromptflow_workflow_python = {MAF_PYTHON}\n"
 
 #: one executor (id ``answer``) asking the model through agent-framework's chat-completions client, which
@@ -98,10 +95,7 @@ def test_answers(flow_run):
 
 @pytest.fixture(autouse=True)
 def second_environment(_promptflow_loaded: None) -> None:
-    if not MAF_PYTHON.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no second environment at {SECOND_ENV}: run `make setup` (pytest-promptflow env maf)")
-        pytest.skip(f"no second environment at {SECOND_ENV} (pytest-promptflow env maf)")
+    require_second_environment()
 
 
 def write(pytester: pytest.Pytester, files: dict[str, str], rows: dict[str, list[dict]], ini: str = INI) -> None:
