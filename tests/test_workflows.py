@@ -240,10 +240,12 @@ def test_gone(flow_run):
 
 def test_the_proxy_refuses_what_is_not_a_forwarded_request() -> None:
     proxy = LLMProxy()
+    url = {"X-Pytest-Promptflow-Url": "http://example.invalid/x"}
+    origin = proxy.address.rsplit("/", 1)[0]  # the proxy's address ends in the session's token
     try:
-        for path, headers in (("/other", {"X-Pytest-Promptflow-Url": "http://example.invalid/x"}),
-                              ("/forward", {})):
-            request = urllib.request.Request(proxy.address + path, data=b"{}", headers=headers)
+        for address, headers in ((proxy.address + "/other", url), (proxy.address + "/forward", {}),
+                                 (origin + "/forward", url), (origin + "/guessed-token/forward", url)):
+            request = urllib.request.Request(address, data=b"{}", headers=headers)
             with pytest.raises(urllib.error.HTTPError) as refused:
                 urllib.request.urlopen(request, timeout=10)
             assert refused.value.code == 404

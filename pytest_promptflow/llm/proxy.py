@@ -5,12 +5,15 @@ A worker in another environment cannot share our process, so it sends each reque
 to in ``X-Pytest-Promptflow-Row`` and the executor making it in ``X-Pytest-Promptflow-Node``. Here the
 request is rebuilt and sent with an httpx2 client of this process, so the call layer (store, replay,
 limits, retries, embedded-model routing, accounting, transcripts) treats it exactly as an in-process
-SDK call, counted against the row waiting on that run. Listens on 127.0.0.1 only.
+SDK call, counted against the row waiting on that run. Listens on 127.0.0.1 only, and only under a
+path of the session's own (``/<token>/forward``, a random token the worker gets in its proxy address),
+so no other local process can send through the session's credentials.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,15 +37,17 @@ class LLMProxy:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._client: Any = None
+        self.forward_path = f"/{secrets.token_urlsafe(16)}/forward"
 
     @property
     def address(self) -> str:
-        """``http://127.0.0.1:PORT``; starts the server on first use."""
+        """``http://127.0.0.1:PORT/<token>``, which the worker sends to at ``/forward``; starts the server on
+        first use."""
         with self._lock:
             if self._server is None:
                 self._server = _Server((LOOPBACK, 0), _Handler, self)
                 threading.Thread(target=self._server.serve_forever, name="promptflow-llm-proxy", daemon=True).start()
-            return f"http://{LOOPBACK}:{self._server.server_address[1]}"
+            return f"http://{LOOPBACK}:{self._server.server_address[1]}{self.forward_path.removesuffix('/forward')}"
 
     @contextmanager
     def row(self, run_id: str, calls: ledger.RowCalls) -> Iterator[None]:
@@ -98,13 +103,13 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_PUT = do_PATCH = do_DELETE = do_POST  # noqa: N815
 
     def _forward(self) -> None:
-        if self.client_address[0] != LOOPBACK or self.path != "/forward" or not self.headers.get(URL_HEADER):
+        proxy = self.server.proxy
+        if self.client_address[0] != LOOPBACK or self.path != proxy.forward_path or not self.headers.get(URL_HEADER):
             self._reply(404, [("content-type", "text/plain")], b"not a forwarded request\n")
             return
         body = self._body()
         headers = [(k, v) for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP and not
                    k.lower().startswith(PREFIX)]
-        proxy = self.server.proxy
         from .calls import as_node
 
         with ledger.enter(proxy.calls_of(self.headers.get(ROW_HEADER, ""))), as_node(self.headers.get(NODE_HEADER)):
