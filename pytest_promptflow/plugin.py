@@ -26,12 +26,15 @@ from .reporting.collector import Reports, ReportsPlugin
 from .reporting.progress import progress_factory
 from .reporting.tracking import project_store, register_tracking
 from .session import PromptflowSession
+from .shard import Shard, parse_shard, shard_line, split_items
 
 SESSION = pytest.StashKey[PromptflowSession]()
 REPORTS = pytest.StashKey[Reports]()
 EXPERIMENT_FILES = pytest.StashKey[set[Path]]()
 #: nodeid -> the worst rows and log line of its failing metric assertion, shown in a section of its failure
 FAILURE_DETAILS = pytest.StashKey[dict[str, list[str]]]()
+SHARD = pytest.StashKey[Shard]()
+SHARD_LINE = pytest.StashKey[str]()
 LLM_TALLY = "promptflow_llm_tally"
 MARKER_HELP = (
     "promptflow(flow, data, variants=None, overrides=None, strategy='matrix', mappings=None, init=None, "
@@ -150,6 +153,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="retries of an LLM call after a 429, 5xx, timeout or refused connection (default 4)")
     group.addoption("--promptflow-llm-timeout", metavar="SECONDS", type=_positive_float, default=None,
                     help="seconds an LLM call may take before it is retried (default 120)")
+    group.addoption("--promptflow-shard", metavar="I/N", default=None,
+                    help="run shard I of N: every Nth cell, round-robin over the sorted cell ids (CI parallel jobs; "
+                    "pytest-promptflow merge joins their reports)")
     group.addoption("--promptflow-report", metavar="DIR", default=None,
                     help="write the reports (JSON, CSV, HTML) to DIR (default: ini promptflow_report; none)")
     parser.addini("promptflow_report", "folder for the reports, relative to the rootdir (empty: none)", default="")
@@ -231,6 +237,13 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None) or {}
     shared_dir = workerinput.get("promptflow_shared_dir")
     concurrency = config.getoption("promptflow_concurrency") or int(config.getini("promptflow_concurrency"))
+    environment = {"promptflow_env": config.getoption("promptflow_env") or ""}
+    if config.getoption("promptflow_shard") is not None:
+        try:
+            config.stash[SHARD] = parse_shard(config.getoption("promptflow_shard"))
+        except ValueError as error:
+            raise pytest.UsageError(f"pytest-promptflow: {error}") from None
+        environment["shard"] = str(config.stash[SHARD])
     config.stash[SESSION] = PromptflowSession(
         config.rootpath, concurrency, config.getoption("promptflow_variants"),
         shared_dir=Path(shared_dir) if shared_dir else None,
@@ -246,7 +259,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _quiet_promptflow(config)
     reports = config.stash[REPORTS] = Reports(
         config.rootpath, _report_folder(config), _flow_lines(config.getini("promptflow_primary_metrics")),
-        {"promptflow_env": config.getoption("promptflow_env") or "", "llm_mode": config.stash[SESSION].llm.mode},
+        {**environment, "llm_mode": config.stash[SESSION].llm.mode},
     )
     _comparison_settings(config)
     config.pluginmanager.register(ReportsPlugin(config, reports), "promptflow-reports")
@@ -419,6 +432,7 @@ class XdistHooks:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     session_of(session.config).restore_environment()  # before a release (trylast) starts its processes
+    session.config.stash[REPORTS].environment["exit_status"] = int(session.exitstatus)  # merge of shards reads it
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: its LLM counts go to the controller
         workeroutput[LLM_TALLY] = dict(session_of(session.config).llm_tally())
@@ -440,6 +454,19 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
         parent.config.stash.setdefault(EXPERIMENT_FILES, set()).add(file_path)
         return ExperimentFile.from_parent(parent, path=file_path)
     return None
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m: a shard of what they leave
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--promptflow-shard I/N``, the items of the other shards' cells are deselected."""
+    shard = config.stash.get(SHARD, None)
+    if shard is None:
+        return
+    kept, others = split_items(items, shard)
+    config.stash[SHARD_LINE] = shard_line(shard, kept, items)
+    if others:
+        config.hook.pytest_deselected(items=others)
+        items[:] = kept
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -589,4 +616,5 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: 
 def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
     from .reporting.header import collection_lines
 
-    return collection_lines(session_of(config), items)
+    shard = [config.stash[SHARD_LINE]] if SHARD_LINE in config.stash else []
+    return shard + collection_lines(session_of(config), items)
