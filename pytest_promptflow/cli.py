@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 _ROOT_FILES = ("pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
 #: ``promptflow_deploy_dir``'s default, relative to the project root.
 DEPLOY_DIR = ".promptflow-deploy"
+#: ``pytest-promptflow merge``'s default output folder.
+MERGED_DIR = "promptflow-merged"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "env":
             _environment(args)
             return 0
+        if args.command == "merge":
+            return _merge(args)
         folder = args.dir or find_release_dir(Path.cwd())
         if args.command == "approve":
             print(approvals.approve(folder, args.release, args.by or default_user(), args.note))
@@ -95,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
                                                          "promptflow_report of the project around the current folder)")
     compare.add_argument("--html", type=Path, help="where to write the page (default: compare.html in the report "
                                                    "folder, else beside B's report.json)")
+    merge = commands.add_parser("merge", help="merge the reports of a suite's shards (--promptflow-shard I/N) into "
+                                              "one report.json, CSV and HTML")
+    merge.add_argument("dirs", nargs="+", metavar="DIR", help="a shard's report folder (or its report.json)")
+    merge.add_argument("--out", type=Path, default=Path(MERGED_DIR), help=f"where to write (default: ./{MERGED_DIR})")
     env = commands.add_parser("env", help="create the second environment that runs agent-framework workflows "
                                           "(maf: flows) beside promptflow")
     env.add_argument("kind", choices=["maf"], help="maf: agent-framework-core and agent-framework-openai")
@@ -112,6 +120,31 @@ def _environment(args: argparse.Namespace) -> None:
     python, made = create(path)
     print(f"pytest-promptflow: {'created' if made else 'found ready'} {path} (python {python}); the session "
           f"uses {ENV_DIR} of the project root by default, or set {INI} = {python}")
+
+
+def _merge(args: argparse.Namespace) -> int:
+    """Write the shards' merged report; 1 when a shard failed, is missing or two ran the same cell."""
+    from pytest_promptflow.reporting import files
+    from pytest_promptflow.reporting.shards import merge_shards, read_shard
+
+    shards, problems = [], []
+    for text in args.dirs:
+        path, document, problem = read_shard(text)
+        if document is None:
+            problems.append(problem)
+        else:
+            shards.append((path, document))
+    if not shards:
+        raise SpecError(None, "no shard report could be read", "pass the --promptflow-report folders of the shards")
+    document, lines = merge_shards(shards)
+    problems += lines
+    args.out.mkdir(parents=True, exist_ok=True)
+    files.write_reports(document, args.out)
+    for line in problems:
+        print(line)
+    cells = sum(len(flow["cells"]) for flow in document["flows"])
+    print(f"pytest-promptflow merge: {cells} cells of {len(shards)} shard reports in {args.out / DOCUMENT}")
+    return 1 if problems else 0
 
 
 def _compare(args: argparse.Namespace) -> None:

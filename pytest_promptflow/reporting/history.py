@@ -102,8 +102,8 @@ def merged(previous: Mapping[str, Any] | None, current: Mapping[str, Any],
     current, previous = stamped(current), stamped(previous) if previous is not None else None
     ran = {(flow["flow"], cell["cell"]) for flow in current["flows"] for cell in flow["cells"]}
     hashes: dict[str, str] = {}  # a flow's files now, hashed once however many kept cells it has
-    kept = [_kept(cell, hashes) for cell in _cells(previous or {}) if (cell["flow"], cell["cell"]) not in ran]
-    fresh = _cells(current)
+    kept = [_kept(cell, hashes) for cell in cell_records(previous or {}) if (cell["flow"], cell["cell"]) not in ran]
+    fresh = cell_records(current)
     environment = current["environment"]
     document = merge([*fresh, *(cell for cell in kept if "stale" not in cell)], primary_metrics, environment)
     stale = [cell for cell in kept if "stale" in cell]
@@ -112,7 +112,7 @@ def merged(previous: Mapping[str, Any] | None, current: Mapping[str, Any],
     return document
 
 
-def _cells(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+def cell_records(document: Mapping[str, Any]) -> list[dict[str, Any]]:
     """A document's cells as ``merge`` takes records: each with its flow's variants back as ``flow_variants``."""
     return [{**cell, "flow": flow["flow"], "flow_variants": flow.get("variants", {})}
             for flow in document.get("flows", []) for cell in flow["cells"]]
