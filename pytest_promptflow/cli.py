@@ -1,6 +1,6 @@
 """The ``pytest-promptflow`` command: approve, reject and list the releases the gate wrote; list and stop
-the local target's endpoints; plan the rows the gates at a confidence level need; compare two runs; create
-the environment that runs agent-framework workflows."""
+the local target's endpoints; plan the rows the gates at a confidence level need; compare two runs; merge
+the reports of shards; create the environment that runs agent-framework workflows."""
 
 from __future__ import annotations
 
