@@ -12,6 +12,7 @@ so no other local process can send through the session's credentials.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import threading
@@ -27,6 +28,7 @@ URL_HEADER, ROW_HEADER, NODE_HEADER = (f"{PREFIX}{name}" for name in ("url", "ro
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                         "transfer-encoding", "upgrade", "host", "content-length"})
 LOOPBACK = "127.0.0.1"
+SHUTDOWN_POLL = 0.05  # seconds: how long stopping waits for the server loop (the default 0.5 s ends every session)
 
 
 class LLMProxy:
@@ -46,7 +48,8 @@ class LLMProxy:
         with self._lock:
             if self._server is None:
                 self._server = _Server((LOOPBACK, 0), _Handler, self)
-                threading.Thread(target=self._server.serve_forever, name="promptflow-llm-proxy", daemon=True).start()
+                serve = functools.partial(self._server.serve_forever, poll_interval=SHUTDOWN_POLL)
+                threading.Thread(target=serve, name="promptflow-llm-proxy", daemon=True).start()
             return f"http://{LOOPBACK}:{self._server.server_address[1]}{self.forward_path.removesuffix('/forward')}"
 
     @contextmanager
