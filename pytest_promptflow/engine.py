@@ -209,12 +209,48 @@ class RowObserver(Protocol):
 ObserverFactory = Callable[[Cell, int], "RowObserver | None"]
 
 
-class Engine:
-    """Runs cells, each once per session, with rows in parallel threads."""
+@dataclass(frozen=True)
+class RowWork:
+    """One row to run, for one of its repeats: what ``run_row`` takes, wherever it runs."""
 
-    def __init__(self, concurrency: int, observe: ObserverFactory | None = None) -> None:
+    index: int
+    data: Mapping[str, Any]
+    inputs: Mapping[str, Any]
+    identity: str
+    repeat: int = 0
+    missing: str = ""  # why it cannot run (a column it lacks); '' when it can
+    site: str = ""  # where it is, in messages: flow, row, dataset, repeat
+
+
+@dataclass(frozen=True)
+class CellWork:
+    """A cell's rows and what loads its flow: what a backend needs to run them elsewhere."""
+
+    target: FlowTarget
+    cell: Cell
+    connections: Mapping[str, Any]
+    init: Mapping[str, Any] | None
+    rows: tuple[RowWork, ...]
+
+
+class Backend(Protocol):
+    """Where a cell's rows run when not in this process's threads (``--promptflow-backend``, ``backends``)."""
+
+    def run_rows(self, work: CellWork, observer: RowObserver | None) -> list[Row]:
+        """Every row of the cell, in order; a row that raises is an error row, as ``run_row`` makes it."""
+
+    def close(self) -> None:
+        """The session is over: release what the backend holds."""
+
+
+class Engine:
+    """Runs cells, each once per session, with rows in parallel threads or on a backend."""
+
+    def __init__(self, concurrency: int, observe: ObserverFactory | None = None,
+                 backend: Backend | None = None) -> None:
         self.concurrency = max(1, concurrency)
         self.observe = observe
+        self.backend = backend
         self._runs: dict[tuple[Any, ...], Run] = {}
         self._lock = threading.Lock()
 
@@ -237,19 +273,26 @@ class Engine:
         site = f"flow {target.name}, row {{}} of dataset {cell.dataset.name}{{}}"
         names = runner.input_names or (tuple(dict.fromkeys(k for row in rows for k in row)) if runner.takes_row else ())
         columns = read_columns(cell.dataset, rows, names)
-        items = [(i, row, flow_inputs(cell.dataset, row, names),
-                  row_identity(cell.dataset, row, names), r, missing_column(cell.dataset, i, row, columns))
-                 for i, row in enumerate(rows) for r in range(repeats)]
-        observer = self.observe(cell, len(items)) if self.observe else None
+        work = CellWork(target, cell, connections, init, tuple(
+            RowWork(i, row, flow_inputs(cell.dataset, row, names), row_identity(cell.dataset, row, names), r,
+                    missing_column(cell.dataset, i, row, columns), site.format(i, repeat_label(r)))
+            for i, row in enumerate(rows) for r in range(repeats)))
+        observer = self.observe(cell, len(work.rows)) if self.observe else None
         try:
-            results = self.map(lambda item: _timed(runner, site.format(item[0], repeat_label(item[4])), *item),
-                               items, observer)
+            if self.backend is None:
+                results = self.map(lambda row: run_row(runner, row), work.rows, observer)
+            else:
+                results = self.backend.run_rows(work, observer)
         finally:
             if observer is not None:
                 observer.close()
         logged = _aggregate(runner, results, cell.id, f"flow {target.name}, aggregation", repeats)
         return Run(cell, tuple(results), time.perf_counter() - start, logged.metrics, repeats, logged.replicates,
                    logged.no_interval)
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
 
     def map(self, function: Callable[[Any], Any], items: Sequence[Any],
             observer: RowObserver | None = None) -> list[Any]:
@@ -290,17 +333,17 @@ def repeat_label(repeat: int) -> str:
     return f", repeat {repeat}" if repeat else ""
 
 
-def _timed(run_row: Callable[[Mapping[str, Any]], RowOutcome], site: str, index: int, data: Mapping[str, Any],
-           inputs: Mapping[str, Any], identity: str, repeat: int = 0, missing: str = "") -> Row:
-    """The row through the flow, timed; one that lacks a column (``missing``) is an error row without running."""
-    with ledger.scope(site, repeat) as calls:
+def run_row(run: Callable[[Mapping[str, Any]], RowOutcome], work: RowWork) -> Row:
+    """The row through the flow, timed, its LLM calls counted; one that lacks a column (``missing``) is an
+    error row without running. A backend's worker calls it too."""
+    with ledger.scope(work.site, work.repeat) as calls:
         start = time.perf_counter()
         try:
-            outcome = RowOutcome(None, "MissingColumn", missing) if missing else run_row(inputs)
+            outcome = RowOutcome(None, "MissingColumn", work.missing) if work.missing else run(work.inputs)
         except Exception as exc:  # the engine itself never loses a row
             outcome = RowOutcome(None, type(exc).__name__, str(exc))
         latency = time.perf_counter() - start if outcome.latency is None else outcome.latency
-    return Row(index, data, inputs, outcome.outputs, outcome.error_type, outcome.error_message, latency,
-               calls.llm_calls, calls.cache_hits, calls.prompt_tokens, calls.completion_tokens, calls.cost,
-               tuple(calls.replay_misses), outcome.aggregation_input, identity, repeat, tuple(calls.transcript))
-
+    return Row(work.index, work.data, work.inputs, outcome.outputs, outcome.error_type, outcome.error_message,
+               latency, calls.llm_calls, calls.cache_hits, calls.prompt_tokens, calls.completion_tokens, calls.cost,
+               tuple(calls.replay_misses), outcome.aggregation_input, work.identity, work.repeat,
+               tuple(calls.transcript))

@@ -15,6 +15,7 @@ from typing import Any, Callable, Generator, Iterable
 
 import pytest
 
+from .backends import BACKENDS, make_backend
 from .config import REPEAT_FIX, parse_repeat
 from .errors import SpecError, Where, unforeseen
 from .isolation import isolate
@@ -141,6 +142,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--promptflow-concurrency", metavar="N", type=_positive_int, default=None,
                     help="rows run at once per cell (default: ini promptflow_concurrency, 4)")
     parser.addini("promptflow_concurrency", "rows run at once per cell", default="4")
+    group.addoption("--promptflow-backend", choices=sorted(BACKENDS), default="threads",
+                    help="where a cell's rows run: threads in this process (default)")
     group.addoption("--promptflow-repeat", metavar="K", type=_repeat, default=None,
                     help="run each row K times: pass@k, pass^k and flaky rows, intervals over rows (default: ini "
                     "promptflow_repeat, 1; an experiment's repeat: or the marker's repeat= wins)")
@@ -255,6 +258,7 @@ def pytest_configure(config: pytest.Config) -> None:
         repeats=repeats(config),
         allow_outside_root=_option_or_ini(config, ALLOW_INI, bool),
         workflow_python=config.getini("promptflow_workflow_python"),
+        backend=make_backend(config.getoption("promptflow_backend"), config.getoption),
     )
     _quiet_promptflow(config)
     reports = config.stash[REPORTS] = Reports(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .config import ConnectionSpec, DatasetSpec, EvaluatorSpec, ExperimentSpec
-from .engine import Engine, ObserverFactory, Run
+from .engine import Backend, Engine, ObserverFactory, Run
 from .errors import SpecError, Where, replay_error
 from .flows import FlowTarget, load_target
 from .includes import check_includes_inside
@@ -52,7 +52,7 @@ class PromptflowSession:
                  shared_dir: Path | None = None, owner_pid: int | None = None,
                  llm: LLMSettings | None = None, workers: int = 1, progress: ObserverFactory | None = None,
                  answers: Any = None, repeats: int = 1, allow_outside_root: bool = False,
-                 workflow_python: str = "") -> None:
+                 workflow_python: str = "", backend: Backend | None = None) -> None:
         from .workflows.workers import Workflows, activate
 
         self.rootdir = rootdir
@@ -68,7 +68,7 @@ class PromptflowSession:
         if shared_dir is None and self.owner:
             sweep_leftovers(Path(tempfile.gettempdir()))
         self.shared_dir = shared_dir or Path(tempfile.gettempdir()) / unique
-        self.engine = Engine(concurrency, progress)
+        self.engine = Engine(concurrency, progress, backend)
         self._embedded: Any = None
         self._calls: Any = None
         self._sdk_fallback: Any = None  # llm.sdk_environment.Fallback, set with the call layer
@@ -271,6 +271,7 @@ class PromptflowSession:
 
         self.workflows.stop()
         activate_workflows(None)
+        self.engine.close()
         if self._calls is not None:
             from .llm.intercept import activate
 
