@@ -321,3 +321,15 @@ def test_workflows_project_passes_without_promptflow(light_python: Path, tmp_pat
     done = _pytest(light_python, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout
+
+
+def test_every_extra_is_in_all_and_known_to_the_one_line_errors() -> None:
+    """A new extra is listed in ``all`` (what ``make setup`` installs) and in ``extras.MODULES`` (what names it)."""
+    from pytest_promptflow.extras import MODULES
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    extras = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    features = set(extras) - {"all", "dev"}
+    assert set(MODULES) == features
+    assert extras["all"] == [f"pytest-promptflow[{','.join(sorted(features, key=list(extras).index))}]"]
