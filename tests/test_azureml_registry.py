@@ -249,7 +249,7 @@ def test_from_environment_names_the_missing_variable_in_one_line() -> None:
 
 def test_from_environment_without_the_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "azure.ai.ml", None)  # as if azure-ai-ml were not installed
-    with pytest.raises(SpecError, match=r"azure.ai.ml is not installed; install it with: pip install "
+    with pytest.raises(SpecError, match=r"needs the 'azureml' extra \(azure.ai.ml is not installed\); fix: pip install "
                                         r"'pytest-promptflow\[azureml\]'"):
         AzureMLRegistry.from_environment({"SUBSCRIPTION_ID": "s", "RESOURCE_GROUP_NAME": "r", "WORKSPACE_NAME": "w"})
 

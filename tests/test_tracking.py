@@ -166,7 +166,7 @@ def test_missing_mlflow_is_a_usage_error_naming_the_extra(
     monkeypatch.setattr(tracking, "mlflow_installed", lambda: False)
     result = run(pytester, "--promptflow-mlflow")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "MLflow tracking needs MLflow: pip install 'pytest-promptflow[mlflow]'" in result.stderr.str()
+    assert "MLflow tracking needs the 'mlflow' extra; fix: pip install 'pytest-promptflow[mlflow]'" in result.stderr.str()
 
 
 @pytest.mark.parametrize(("name", "key"), [

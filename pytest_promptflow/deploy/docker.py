@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..extras import require
 from ..llm.connections import AZURE, DEFAULT_API_VERSION, OPENAI, env_prefix
 from .base import DeployError, Deployment, DeploymentSpec
 
@@ -165,6 +166,7 @@ class BuiltTarget:
     serves_nothing = ""
 
     def __init__(self, output_dir: Path) -> None:
+        require("deploy", f"the {self.name} target", modules=("promptflow",))  # promptflow builds the image's context
         self.output_dir = Path(output_dir)
 
     def deployments(self, endpoint: str) -> dict[str, Deployment]:

@@ -31,6 +31,7 @@ from pytest_promptflow.deploy.base import PIN_HEADER, DeployError, Deployment, D
 from pytest_promptflow.deploy.processes import runs, strays
 from pytest_promptflow.deploy.serve import write_json
 from pytest_promptflow.errors import SpecError
+from pytest_promptflow.extras import require
 from pytest_promptflow.llm.connections import EMBEDDED_API_KEY
 from pytest_promptflow.llm.embedded import SERVER_MODULE, pid_alive
 from pytest_promptflow.llm.sdk_environment import FAMILIES, unconfigured
@@ -274,6 +275,10 @@ class LocalTarget:
         """The command and environment of ``server``: promptflow's app, or a workflow's server in the second
         environment (its LLM calls to the model the environment names, else an embedded one)."""
         if server == SERVE:
+            try:
+                require("deploy", "the local target")  # promptflow's serving app on waitress, in this environment
+            except SpecError as missing:
+                raise DeployError(str(missing)) from None
             return [sys.executable, "-m", SERVE], _environment(spec.settings.environment_variables)
         if self.workflow_python is None:
             raise DeployError("this local target serves no agent-framework workflow (no second environment given)")

@@ -21,6 +21,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from ..extras import require_embedded_model
+
 SERVER_MODULE = "pytest_promptflow.llm.local_server"
 RECORD_FILE = "model.json"
 LOCK_FILE = "model.lock"
@@ -93,6 +95,7 @@ class EmbeddedModel:
     # -- starting -------------------------------------------------------------------------
 
     def _start(self) -> dict[str, Any]:
+        require_embedded_model()  # without xllamacpp or the GGUF, one line with the command, not a dead server
         command = [
             sys.executable, "-m", SERVER_MODULE,
             "--owner-pid", str(self.owner_pid),

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from pytest_promptflow.errors import SpecError
+from pytest_promptflow.extras import require
 from pytest_promptflow.registry.base import Version
 from pytest_promptflow.scrub import scrub, write_json
 
@@ -40,7 +41,6 @@ from pytest_promptflow.scrub import scrub, write_json
 WORKSPACE_VARIABLES = ("SUBSCRIPTION_ID", "RESOURCE_GROUP_NAME", "WORKSPACE_NAME")
 #: The data asset whose versions are the release records.
 RECORDS_ASSET = "pytest-promptflow-releases"
-EXTRA_HINT = "install it with: pip install 'pytest-promptflow[azureml]'"
 
 
 class AzureMLRegistry:
@@ -227,10 +227,9 @@ def workspace_client(who: str, purpose: str, environ: Mapping[str, str] | None =
     if missing:
         raise SpecError(None, f"{who}: {', '.join(missing)} not set",
                         "set " + ", ".join(WORKSPACE_VARIABLES) + f" to the Azure ML workspace {purpose}")
-    try:
-        from azure.ai.ml import MLClient
-        from azure.identity import DefaultAzureCredential
-    except ImportError as error:
-        raise SpecError(None, f"{who}: {error.name or 'azure-ai-ml'} is not installed", EXTRA_HINT) from None
+    require("azureml", who)
+    from azure.ai.ml import MLClient
+    from azure.identity import DefaultAzureCredential
+
     return MLClient(DefaultAzureCredential(), values["SUBSCRIPTION_ID"], values["RESOURCE_GROUP_NAME"],
                     values["WORKSPACE_NAME"], show_progress=False)

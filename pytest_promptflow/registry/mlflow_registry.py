@@ -34,6 +34,7 @@ from typing import Any, Iterator, Mapping
 from urllib.parse import unquote
 
 from ..errors import SpecError, Where
+from ..extras import require
 from ..reporting.tracking import mlflow_keys
 from ..scrub import scrub, scrub_text
 from .base import Version
@@ -55,6 +56,7 @@ class MlflowRegistry:
     experiments it creates go to ``artifacts_dir`` (``<rootdir>/mlartifacts`` like the tracked runs')."""
 
     def __init__(self, tracking_uri: str, artifacts_dir: Path, lock_timeout: float = LOCK_TIMEOUT) -> None:
+        require("mlflow", "the MLflow registry (--promptflow-registry mlflow)")
         self.tracking_uri = tracking_uri
         self.artifacts_dir = Path(artifacts_dir).absolute()
         self.lock_timeout = lock_timeout

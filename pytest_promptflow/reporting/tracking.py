@@ -8,7 +8,6 @@ telemetry stays off for them (see ``_mlflow_quietly``).
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import posixpath
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from ..extras import MODULES, install_command, missing_module
 from ..scrub import scrub_text
 
 PLUGIN = "promptflow-tracking"
@@ -55,8 +55,8 @@ def tracking_from_config(config: pytest.Config) -> Tracking | None:
     if not (uri or config.getoption("promptflow_mlflow") or config.getini("promptflow_mlflow")):
         return None
     if not mlflow_installed():
-        raise pytest.UsageError("pytest-promptflow: MLflow tracking needs MLflow: "
-                                "pip install 'pytest-promptflow[mlflow]'")
+        raise pytest.UsageError(f"pytest-promptflow: MLflow tracking needs the 'mlflow' extra; "
+                                f"fix: {install_command('mlflow')}")
     return project_store(config)
 
 
@@ -71,7 +71,7 @@ def project_store(config: pytest.Config) -> Tracking:
 
 
 def mlflow_installed() -> bool:
-    return importlib.util.find_spec("mlflow") is not None
+    return missing_module(MODULES["mlflow"]) is None
 
 
 def settings(uri: str, experiment: str, rootdir: Path) -> Tracking:
