@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 
 from .history import DOCUMENT, cell_records, own_cells
 from .records import merge
+from .schema import problem
 
 FAILED_OUTCOMES = ("failed", "error")
 
@@ -24,8 +25,9 @@ def read_shard(text: str) -> tuple[Path, dict[str, Any] | None, str]:
     except (OSError, ValueError) as error:
         return path, None, f"pytest-promptflow merge: {path} could not be read ({error}): a shard with no cells " \
                            "writes none, a crashed one neither; left out"
-    if not isinstance(document, dict) or not isinstance(document.get("flows"), list):
-        return path, None, f"pytest-promptflow merge: {path} is no promptflow report (no flows): left out"
+    wrong = problem(document)
+    if wrong:
+        return path, None, f"pytest-promptflow merge: {path}: {wrong}; left out"
     return path, own_cells(document), ""
 
 
