@@ -57,7 +57,15 @@ def add_options(parser: argparse.ArgumentParser, dests: Sequence[str]) -> None:
 
 
 class _Hooks(pluggy.PluginManager):
-    """pytest's way with a conftest: its plain ``pytest_promptflow_*`` functions are hook implementations."""
+    """pytest's way with hooks: plain ``pytest_promptflow_*`` functions are specifications (in hookspecs.py)
+    and implementations (in a conftest)."""
+
+    def parse_hookspec_opts(self, module_or_class: Any, name: str) -> pluggy.HookspecOpts | None:
+        opts = super().parse_hookspec_opts(module_or_class, name)
+        if opts is None and name.startswith("pytest_promptflow_"):
+            return pluggy.HookspecOpts(firstresult=False, historic=False, warn_on_impl=None,
+                                       warn_on_impl_args=None)
+        return opts
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
         opts = super().parse_hookimpl_opts(plugin, name)
