@@ -37,6 +37,10 @@ def _mlflow_loaded() -> None:
 
 @pytest.fixture
 def released(project: Project) -> Project:
+    return released_project(project)
+
+
+def released_project(project: Project) -> Project:
     """clf (variant_0 right on every row, variant_1 on half) scored by ev; both pass 0.4."""
     project.dag_flow("clf")
     project.eval_flow("ev")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import Project, outcomes, run
-from test_release import release, released, versions  # noqa: F401  (released: the fixture)
+from test_release import release, released_project, versions
 from test_shards import SUITE
 
 from pytest_promptflow import cli
@@ -33,6 +33,11 @@ def release_command(folder: Path, *args: str) -> subprocess.CompletedProcess[str
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(WORKTREE), str(Path(__file__).parent)])}
     return subprocess.run([sys.executable, "-m", "pytest_promptflow.cli", "release", *args], cwd=folder, env=env,
                           capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.fixture
+def released(project: Project) -> Project:
+    return released_project(project)
 
 
 def _record(folder: Path, flow: str = "clf") -> dict[str, Any]:
