@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 from conftest import Project, outcomes, run
@@ -173,3 +173,40 @@ def test_the_shipped_schema_is_a_json_schema_that_real_reports_fit(shards: pytes
         assert not jsonschema.Draft202012Validator(schema()).is_valid(document)
         assert problem(document) == "flows[0].cells[0] has no 'outcome'"
     assert SCHEMA_FILE.name in (WORKTREE / "pyproject.toml").read_text(encoding="utf-8")  # shipped as package data
+
+
+@pytest.fixture
+def local_endpoints(project: Project) -> Iterator[Path]:
+    """The project's local endpoints folder; every endpoint is stopped after the test, whatever happened."""
+    from pytest_promptflow.deploy.local import LocalTarget
+
+    target = LocalTarget(project.path / ".promptflow-deploy")
+    yield target.state_dir
+    for endpoint in target.endpoints():
+        for name in list(target.deployments(endpoint)):
+            target.remove(endpoint, name)
+
+
+def test_the_command_deploys_to_the_local_target_and_runs_the_endpoint_test(project: Project,
+                                                                            local_endpoints: Path) -> None:
+    """The deployment stage and its endpoint test (a child pytest) run from the saved report, as after a session."""
+    from test_deploy_release import TEST, post
+
+    from pytest_promptflow.deploy.local import LocalTarget
+
+    project.dag_flow("clf")
+    project.eval_flow("ev")
+    project.data("small")
+    project.pytester.makepyfile(test_clf=TEST)
+    assert outcomes(run(project.pytester, "--promptflow-report", "saved")) == {"passed": 1}
+    done = release_command(project.path, "saved", "--target", "local", "--endpoint-rows", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    for expected in ("promptflow deploy: clf: endpoint test: 2 of 2 rows answered by blue",
+                     "promptflow deploy: endpoint test: 1 item again on the endpoints' answers",
+                     "promptflow deploy: clf: endpoint test passed",
+                     "promptflow deploy: clf: traffic none -> blue 100%"):
+        assert expected in lines, done.stdout
+    router = LocalTarget(local_endpoints).router_url("clf")
+    assert post(router + "/score", {"text": "a good day"}) == ({"category": "positive"}, "blue")
+    assert _record(project.path / "saved")["deployment"]["status"] == "serving"
