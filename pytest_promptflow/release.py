@@ -25,9 +25,9 @@ from urllib.request import url2pathname
 import pytest
 
 from .errors import SpecError
+from .reporting.shards import incomplete
 from .reporting.views import FlowView, ReleaseRecord
 from .scrub import scrub, write_json
-from .shard import Shard, parse_shard
 
 DESELECTED = "promptflow_deselected"
 Say = Callable[[str], None]  # one line of what the release is doing, shown as it happens
@@ -348,36 +348,11 @@ def refusal(document: Mapping[str, Any]) -> str:
         return (f"it is shard {environment['shard']} of a suite: merge every shard's report "
                 "(pytest-promptflow merge) and release the merged report.json")
     if environment.get("shards") is not None:
-        return _shards_refusal(environment["shards"])
+        return incomplete(environment["shards"])
     status = environment.get("exit_status")
     if status != 0:
         return (f"the session did not pass (exit status {status})" if status is not None
                 else "the report records no exit status (an interrupted session?): run the suite again")
-    return ""
-
-
-def _shards_refusal(shards: Sequence[Mapping[str, Any]]) -> str:
-    """Why a merged document may not be released: a shard that did not pass, shards of different splits, or
-    a shard I/N whose report was not merged."""
-    for shard in shards:
-        if shard.get("exit_status") != 0:
-            return (f"shard {shard.get('shard') or '(unsharded)'} ({shard['path']}) did not pass "
-                    f"(exit status {shard.get('exit_status')}): release only when every shard passed")
-    try:
-        merged = {parse_shard(str(shard["shard"])) for shard in shards if shard.get("shard")}
-    except ValueError as error:
-        return str(error)
-    if not merged:
-        return ""  # unsharded reports, merged
-    totals = {shard.total for shard in merged}
-    if len(totals) > 1 or len(merged) < len(shards):
-        return (f"the merged reports are of different splits ({', '.join(str(s.get('shard')) for s in shards)}): "
-                "merge the shards of one run")
-    total = totals.pop()
-    missing = [str(Shard(number, total)) for number in range(1, total + 1) if Shard(number, total) not in merged]
-    if missing:
-        return (f"shard {', '.join(missing)} is missing (merged: {', '.join(sorted(map(str, merged)))}): "
-                "merge every shard's report, a shard that wrote none ran no cell or crashed")
     return ""
 
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..shard import Shard, parse_shard
 from .history import DOCUMENT, cell_records, own_cells
 from .records import merge
 from .schema import problem
@@ -89,3 +90,28 @@ def _agreed_primary_metrics(documents: Sequence[Mapping[str, Any]]) -> dict[str,
         if metric is not None:
             agreed[flow] = metric
     return agreed
+
+
+def incomplete(shards: Sequence[Mapping[str, Any]]) -> str:
+    """Why a merged document (its ``environment.shards``) may not be released, "" when it may: a shard that did
+    not pass, shards of different splits, or a shard I/N whose report was not merged."""
+    for shard in shards:
+        if shard.get("exit_status") != 0:
+            return (f"shard {shard.get('shard') or '(unsharded)'} ({shard['path']}) did not pass "
+                    f"(exit status {shard.get('exit_status')}): release only when every shard passed")
+    try:
+        merged = {parse_shard(str(shard["shard"])) for shard in shards if shard.get("shard")}
+    except ValueError as error:
+        return str(error)
+    if not merged:
+        return ""  # unsharded reports, merged
+    totals = {shard.total for shard in merged}
+    if len(totals) > 1 or len(merged) < len(shards):
+        return (f"the merged reports are of different splits ({', '.join(str(s.get('shard')) for s in shards)}): "
+                "merge the shards of one run")
+    total = totals.pop()
+    missing = [str(Shard(number, total)) for number in range(1, total + 1) if Shard(number, total) not in merged]
+    if missing:
+        return (f"shard {', '.join(missing)} is missing (merged: {', '.join(sorted(map(str, merged)))}): "
+                "merge every shard's report, a shard that wrote none ran no cell or crashed")
+    return ""
