@@ -210,3 +210,19 @@ def test_the_command_deploys_to_the_local_target_and_runs_the_endpoint_test(proj
     router = LocalTarget(local_endpoints).router_url("clf")
     assert post(router + "/score", {"text": "a good day"}) == ({"category": "positive"}, "blue")
     assert _record(project.path / "saved")["deployment"]["status"] == "serving"
+
+
+@pytest.mark.parametrize("environment, said", [
+    ({"exit_status": 1}, "the session did not pass (exit status 1)"),
+    ({"exit_status": None}, "the report records no exit status (an interrupted session?): run the suite again"),
+    ({"shards": [{"path": "a", "shard": "1/3", "exit_status": 0}, {"path": "b", "shard": "3/3", "exit_status": 0}]},
+     "shard 2/3 is missing (merged: 1/3, 3/3): merge every shard's report, a shard that wrote none ran no cell or "
+     "crashed"),
+    ({"shards": [{"path": "a", "shard": "1/2", "exit_status": 0}, {"path": "b", "shard": "2/3", "exit_status": 0}]},
+     "the merged reports are of different splits (1/2, 2/3): merge the shards of one run"),
+])
+def test_a_document_that_did_not_pass_whole_is_refused_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], environment: dict[str, Any], said: str) -> None:
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({**_document(), "environment": environment}), encoding="utf-8")
+    assert _release(tmp_path, "report.json", capsys) == (1, [f"promptflow release: nothing released: {said}"])
