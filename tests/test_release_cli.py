@@ -226,3 +226,22 @@ def test_a_document_that_did_not_pass_whole_is_refused_in_one_line(
     path = tmp_path / "report.json"
     path.write_text(json.dumps({**_document(), "environment": environment}), encoding="utf-8")
     assert _release(tmp_path, "report.json", capsys) == (1, [f"promptflow release: nothing released: {said}"])
+
+
+def test_the_command_calls_the_root_conftests_release_hooks(released: Project) -> None:
+    released.pytester.makeconftest('''
+def pytest_promptflow_release_choice(config, flow):
+    assert config.rootpath.is_dir() and flow.best == "classify=variant_0"
+    return "classify=variant_1"
+
+
+def pytest_promptflow_release_record(config, record):
+    return {"ticket": "CHG-42"}
+''')
+    assert outcomes(run(released.pytester, "--promptflow-report", "saved")) == {"passed": 2}
+    done = release_command(released.path, "saved", "--target", "none")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "promptflow release: clf: released classify=variant_1 as clf v1 (new); data: small v1 new" in \
+        done.stdout.splitlines(), done.stdout
+    record = _record(released.path / "saved")
+    assert record["ticket"] == "CHG-42" and record["reason"] == "chosen by a pytest_promptflow_release_choice hook"
