@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup chromium evals test ci-evals release
+.PHONY: setup chromium evals test ci-evals release merge release-report
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,7 +39,10 @@ test: setup chromium
 # its test), else answered from the local store or the model (the default cache mode).
 REPORTS ?= reports
 LLM ?= $(if $(shell git ls-files .promptflow-llm 2>/dev/null | head -n 1),replay,cache)
-CI_FLAGS = --junit-xml=$(REPORTS)/junit.xml --promptflow-report $(REPORTS)/promptflow --promptflow-llm=$(LLM)
+# SHARD=I/N runs a deterministic 1/N of the cells (the pipelines' matrix sets it in the environment)
+SHARD ?=
+CI_FLAGS = --junit-xml=$(REPORTS)/junit.xml --promptflow-report $(REPORTS)/promptflow --promptflow-llm=$(LLM) \
+	$(if $(SHARD),--promptflow-shard $(SHARD))
 
 ci-evals: setup
 	$(PY) -m pytest evals/ -v $(CI_FLAGS)
@@ -55,3 +58,13 @@ RELEASE_FLAGS = --promptflow-release --promptflow-env $(ENV) --promptflow-target
 
 release: setup
 	$(PY) -m pytest evals/ -v $(CI_FLAGS) $(RELEASE_FLAGS)
+
+# The pipelines' shards: each shard's reports/ downloaded into SHARDS/<name>/, merged into one report (exit 1
+# when a shard failed or is missing); then the release of that saved report, refused unless every shard passed.
+SHARDS ?= shards
+merge: setup
+	$(VENV)/bin/pytest-promptflow merge $(SHARDS)/*/promptflow --out $(REPORTS)/promptflow
+
+release-report: setup
+	$(VENV)/bin/pytest-promptflow release $(REPORTS)/promptflow/report.json --env $(ENV) --target $(TARGET) \
+		--registry $(REGISTRY) --endpoint-rows $(ENDPOINT_ROWS)

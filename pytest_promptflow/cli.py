@@ -1,30 +1,38 @@
 """The ``pytest-promptflow`` command: approve, reject and list the releases the gate wrote; list and stop
 the local target's endpoints; plan the rows the gates at a confidence level need; compare two runs; merge
-the reports of shards; create the environment that runs agent-framework workflows."""
+the reports of shards; release a saved report.json; create the environment that runs agent-framework
+workflows."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
+
+import pytest
 
 from pytest_promptflow import approvals
 from pytest_promptflow.deploy.base import DeployError
 from pytest_promptflow.errors import SpecError
+from pytest_promptflow.project_config import add_options, ini_value, project_root
 from pytest_promptflow.reporting.files import DOCUMENT
 from pytest_promptflow.reporting.plan import MIN_EFFECT, POWER, plan_lines
 
 if TYPE_CHECKING:
     from pytest_promptflow.deploy.local import LocalTarget
 
-_ROOT_FILES = ("pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
 #: ``promptflow_deploy_dir``'s default, relative to the project root.
 DEPLOY_DIR = ".promptflow-deploy"
+#: the plugin's options ``pytest-promptflow release`` takes too, without their ``--promptflow-`` prefix
+RELEASE_OPTIONS = ("promptflow_target", "promptflow_registry", "promptflow_env", "promptflow_endpoint_rows",
+                   "promptflow_require_approval", "promptflow_mlflow_uri", "promptflow_llm", "promptflow_llm_store",
+                   "promptflow_allow_outside_root")
 #: ``pytest-promptflow merge``'s default output folder.
 MERGED_DIR = "promptflow-merged"
 
@@ -47,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "merge":
             return _merge(args)
+        if args.command == "release":
+            return _release(args)
         folder = args.dir or find_release_dir(Path.cwd())
         if args.command == "approve":
             print(approvals.approve(folder, args.release, args.by or default_user(), args.note))
@@ -54,8 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(approvals.reject(folder, args.release, args.by or default_user(), args.reason))
         else:
             _list(folder)
-    except (SpecError, DeployError) as error:
-        print(f"pytest-promptflow: error: {error}", file=sys.stderr)
+    except (SpecError, DeployError, pytest.UsageError) as error:
+        print(f"pytest-promptflow: error: {str(error).removeprefix('pytest-promptflow: ')}", file=sys.stderr)
         return 2
     return 0
 
@@ -103,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
                                               "one report.json, CSV and HTML")
     merge.add_argument("dirs", nargs="+", metavar="DIR", help="a shard's report folder (or its report.json)")
     merge.add_argument("--out", type=Path, default=Path(MERGED_DIR), help=f"where to write (default: ./{MERGED_DIR})")
+    release = commands.add_parser("release", help="release a saved report.json (a session's or merged shards'): "
+                                                  "choose, approve, register and deploy, as --promptflow-release does")
+    release.add_argument("report", type=Path, metavar="REPORT", help="a report.json, or the report folder holding it")
+    release.add_argument("--rootdir", type=Path, help="the project (default: the folder with pytest.ini, "
+                                                      "pyproject.toml, tox.ini or setup.cfg around the current one)")
+    release.add_argument("--out", type=Path, help="where release-<flow>.json and deploy/ go (default: the report's "
+                                                  "folder)")
+    add_options(release, RELEASE_OPTIONS)
     env = commands.add_parser("env", help="create the second environment that runs agent-framework workflows "
                                           "(maf: flows) beside promptflow")
     env.add_argument("kind", choices=["maf"], help="maf: agent-framework-core and agent-framework-openai")
@@ -145,6 +163,26 @@ def _merge(args: argparse.Namespace) -> int:
     cells = sum(len(flow["cells"]) for flow in document["flows"])
     print(f"pytest-promptflow merge: {cells} cells of {len(shards)} shard reports in {args.out / DOCUMENT}")
     return 1 if problems else 0
+
+
+def _release(args: argparse.Namespace) -> int:
+    """``--promptflow-release``'s release of a saved report.json; 1 when it was refused or a deployment failed."""
+    from pytest_promptflow.plugin import release_settings
+    from pytest_promptflow.project_config import ProjectConfig
+    from pytest_promptflow.release import release_document
+    from pytest_promptflow.reporting.history import own_cells
+    from pytest_promptflow.reporting.schema import read_document
+
+    path = args.report / DOCUMENT if args.report.is_dir() else args.report
+    document = own_cells(read_document(path))  # a report folder keeps earlier runs' cells: released only its own
+    config = ProjectConfig((args.rootdir or project_root(Path.cwd())).absolute(),
+                           {dest: getattr(args, dest) for dest in RELEASE_OPTIONS})
+    settings = release_settings(cast(pytest.Config, config),  # it answers all a release asks of pytest's config
+                                (args.out or path.parent).absolute())
+    outcome = release_document(config, settings, document, say=functools.partial(print, flush=True))
+    for line in outcome.lines:
+        print(line)
+    return 1 if outcome.failed else 0
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -283,46 +321,10 @@ def find_release_dir(start: Path) -> Path:
     return approvals.release_dir(root, _ini_value(root, "promptflow_release_dir"))
 
 
-def project_root(start: Path) -> Path:
-    """The nearest folder above ``start`` with a pytest or project config file (pytest's rootdir, roughly)."""
-    for folder in (start, *start.parents):
-        if any((folder / name).is_file() for name in _ROOT_FILES):
-            return folder
-    return start
-
-
 def _ini_value(folder: Path, key: str) -> str | None:
-    """Ini option ``key`` from the file pytest reads its options from in ``folder`` (``pytest.ini``,
-    ``pyproject.toml``, ``tox.ini`` or ``setup.cfg``), if set there."""
-    if (folder / "pytest.ini").is_file():
-        return _ini_file_value(folder / "pytest.ini", "pytest", key)
-    if (folder / "pyproject.toml").is_file():
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10: no TOML reader in the standard library
-            return None
-        try:
-            with open(folder / "pyproject.toml", "rb") as file:
-                options = tomllib.load(file).get("tool", {}).get("pytest", {}).get("ini_options", {})
-        except (OSError, ValueError):  # pytest itself reports a broken pyproject.toml
-            return None
-        value = options.get(key)
-        return str(value) if value else None
-    for name, section in (("tox.ini", "pytest"), ("setup.cfg", "tool:pytest")):
-        if (folder / name).is_file():
-            return _ini_file_value(folder / name, section, key)
-    return None
-
-
-def _ini_file_value(path: Path, section: str, key: str) -> str | None:
-    import configparser
-
-    ini = configparser.ConfigParser(interpolation=None)
-    try:
-        ini.read(path, encoding="utf-8")
-    except configparser.Error:  # pytest itself reports a broken ini file
-        return None
-    return ini.get(section, key, fallback=None)
+    """Ini option ``key`` of the project in ``folder`` as text, if set there."""
+    value = ini_value(folder, key)
+    return str(value) if value else None
 
 
 if __name__ == "__main__":

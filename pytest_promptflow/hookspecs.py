@@ -1,7 +1,10 @@
 """Hooks for a conftest or a plugin to replace or extend what a release does.
 
-Each is called on the xdist controller (or the only process), once per flow or per release.
-Implement them in a ``conftest.py`` as plain functions with these names.
+Each is called on the xdist controller (or the only process), once per flow or per release, also by
+``pytest-promptflow release report.json``, which loads the project's root ``conftest.py`` for them; there
+``config`` is ``project_config.ProjectConfig`` (``rootpath``, ``getini``, ``getoption``, as pytest's).
+Implement them in a ``conftest.py`` as plain functions with these names. They receive typed, read-only
+objects (``reporting/views.py``); ``flow["cells"]``-style access still works.
 """
 
 from __future__ import annotations
@@ -15,21 +18,22 @@ if TYPE_CHECKING:
     from .deploy.base import Target
     from .deploy.rollout import Rollout
     from .registry.base import Registry
+    from .reporting.views import FlowView, ReleaseRecord
 
 
 class ReleaseHooks:
     @pytest.hookspec(firstresult=True)
-    def pytest_promptflow_release_choice(self, config: pytest.Config, flow: Mapping[str, Any]) -> str | None:
-        """The configuration of ``flow`` to release (a ``cell["config"]`` label, e.g.
+    def pytest_promptflow_release_choice(self, config: pytest.Config, flow: FlowView) -> str | None:
+        """The configuration of ``flow`` to release (a ``cell.config`` label, e.g.
         ``"classify=variant_1-temperature=0.7"``), or None for the default choice: the pinned one
-        (ini ``promptflow_release_pins``), else the best one (``flow["best"]``).
+        (ini ``promptflow_release_pins``), else the best one (``flow.best``).
 
-        ``flow`` is the report document's entry: ``flow["cells"]`` with their metrics, verdicts and
-        outcomes. Example, releasing the cheapest passing configuration::
+        ``flow`` is the report's flow: ``flow.cells`` with their metrics, verdicts and outcomes.
+        Example, releasing the cheapest passing configuration::
 
             def pytest_promptflow_release_choice(config, flow):
-                passing = [c for c in flow["cells"] if c["outcome"] == "passed"]
-                return min(passing, key=lambda c: c["metrics"]["cost.total"])["config"] if passing else None
+                passing = [c for c in flow.cells if c.outcome == "passed"]
+                return min(passing, key=lambda c: c.metrics["cost.total"]).config if passing else None
         """
 
     @pytest.hookspec(firstresult=True)
@@ -41,11 +45,14 @@ class ReleaseHooks:
                 return MyArtifactoryRegistry(url=os.environ["ARTIFACTORY_URL"])
         """
 
-    def pytest_promptflow_release_record(self, config: pytest.Config, record: dict[str, Any]) -> None:
-        """Amend a flow's release record before it is written (to the report folder and the registry)::
+    def pytest_promptflow_release_record(self, config: pytest.Config,
+                                         record: ReleaseRecord) -> Mapping[str, Any] | None:
+        """Fields to add to a flow's release record before it is written (to the report folder and the
+        registry); fields the release wrote stay as they are::
 
             def pytest_promptflow_release_record(config, record):
-                record["ticket"] = os.environ.get("CHANGE_TICKET", "")
+                if record.decision == "released":
+                    return {"ticket": os.environ.get("CHANGE_TICKET", "")}
         """
 
     @pytest.hookspec(firstresult=True)

@@ -21,7 +21,7 @@ class ExperimentFile(pytest.File):
 
     def collect(self) -> Iterator[pytest.Item]:
         from .experiment import load_experiment
-        from .plugin import session_of
+        from .session import session_of
 
         session = session_of(self.config)
         try:
@@ -70,9 +70,9 @@ class ExperimentItem(pytest.Item):
         self.add_marker(pytest.mark.promptflow)
 
     def runtest(self) -> None:
-        from .plugin import session_of
         from .reporting.failure import threshold_failure
         from .results import metric_properties, metrics_of
+        from .session import session_of
 
         session = session_of(self.config)
         run = self.run = session.run(self.planned)

@@ -26,10 +26,9 @@ from .project_root import ALLOW_INI, ALLOW_OPTION
 from .reporting.collector import Reports, ReportsPlugin
 from .reporting.progress import progress_factory
 from .reporting.tracking import project_store, register_tracking
-from .session import PromptflowSession
+from .session import SESSION, PromptflowSession, session_of
 from .shard import Shard, parse_shard, shard_line, split_items
 
-SESSION = pytest.StashKey[PromptflowSession]()
 REPORTS = pytest.StashKey[Reports]()
 EXPERIMENT_FILES = pytest.StashKey[set[Path]]()
 #: nodeid -> the worst rows and log line of its failing metric assertion, shown in a section of its failure
@@ -330,6 +329,12 @@ def _endpoint_answers(config: pytest.Config) -> Any:
 
 
 def _release_settings(config: pytest.Config) -> Any:
+    return release_settings(config, config.stash[REPORTS].folder)
+
+
+def release_settings(config: pytest.Config, report_folder: Path | None) -> Any:
+    """A release's settings from its options and ini keys: a session's, or `pytest-promptflow release`'s
+    (``project_config.ProjectConfig``, the same options and keys read without a session)."""
     from .release import ReleaseSettings
 
     registry = config.getoption("promptflow_registry") or config.getini("promptflow_registry")
@@ -342,14 +347,14 @@ def _release_settings(config: pytest.Config) -> Any:
         approval=config.getini("promptflow_release_approval") if approval is None else approval,
         pins=_flow_lines(config.getini("promptflow_release_pins")),
         release_dir=release_dir if release_dir.is_absolute() else config.rootpath / release_dir,
-        report_folder=config.stash[REPORTS].folder,
+        report_folder=report_folder,
         store=project_store(config),
         rootdir=config.rootpath,
-        deploy=_deploy_settings(config, release_dir),
+        deploy=_deploy_settings(config, release_dir, report_folder),
     )
 
 
-def _deploy_settings(config: pytest.Config, release_dir: Path) -> Any:
+def _deploy_settings(config: pytest.Config, release_dir: Path, report_folder: Path | None) -> Any:
     from .deploy.settings import check as check_deployment_config
     from .deploy.stage import TARGETS, DeploySettings
 
@@ -365,6 +370,7 @@ def _deploy_settings(config: pytest.Config, release_dir: Path) -> Any:
         rows = _option_or_ini(config, "promptflow_endpoint_rows", _natural)
         latency = _positive_float(config.getini("promptflow_endpoint_latency"))
         check_deployment_config(path(config_file) if config_file else None, target)
+        llm = llm_settings(config)
     except (ValueError, argparse.ArgumentTypeError, SpecError) as error:
         raise pytest.UsageError(f"pytest-promptflow: {error}") from None
     return DeploySettings(
@@ -374,7 +380,8 @@ def _deploy_settings(config: pytest.Config, release_dir: Path) -> Any:
         rows=rows,
         latency=latency,
         state_dir=path(config.getini("promptflow_deploy_dir")),
-        output_dir=(config.stash[REPORTS].folder or release_dir) / "deploy",
+        output_dir=(report_folder or release_dir) / "deploy",
+        llm=(llm.mode, llm.store),
     )
 
 
@@ -402,10 +409,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
         config.stash[SESSION].close()
         stop()
-
-
-def session_of(config: pytest.Config) -> PromptflowSession:
-    return config.stash[SESSION]
 
 
 class XdistHooks:

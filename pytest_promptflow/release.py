@@ -1,12 +1,14 @@
-"""The release gate: after a green session, each flow's chosen configuration is approved (when
+"""The release gate over a report document: each flow's chosen configuration is approved (when
 required), its datasets and its packaged flow registered (only what changed), then, with a
 deployment target, deployed beside what serves and tested before it gets traffic (``deploy/stage.py``),
 and a release record written to the report folder and the registry. A deployment that fails its
 endpoint test gets no traffic and fails the session.
 
-It runs once, on the xdist controller (or the only process), after every item, and only when the
-session's exit status is OK. A flow with an item deselected (``-k``, ``--lf``) or skipped is not
-released, and the terminal says why. Without a pass nothing is written to the registry at all.
+One function, ``release_document``, releases a document: ``--promptflow-release`` calls it once, on the
+xdist controller (or the only process), after a session whose exit status is OK; ``pytest-promptflow
+release report.json`` (cli.py) calls it on a saved one. A document of a failed session, a lone shard or a
+merge missing a shard or with one failed is refused. A flow with an item deselected (``-k``, ``--lf``) or
+skipped is not released, and the terminal says why. Without a pass nothing is written to the registry at all.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from urllib.request import url2pathname
 import pytest
 
 from .errors import SpecError
+from .reporting.shards import incomplete
+from .reporting.views import FlowView, ReleaseRecord
 from .scrub import scrub, write_json
 
 DESELECTED = "promptflow_deselected"
@@ -106,7 +110,9 @@ class Release:
 
                 DeployStage(self.config, self.settings.deploy, self.document, self.say).run(records, self.packages)
         for record in records:
-            self.config.hook.pytest_promptflow_release_record(config=self.config, record=record)
+            for amendment in self.config.hook.pytest_promptflow_release_record(config=self.config,
+                                                                               record=ReleaseRecord.of(record)):
+                record.update({key: value for key, value in (amendment or {}).items() if key not in record})
             if record["decision"] == "released":
                 self.registry().record_release(record)
             self._write(record)
@@ -118,7 +124,7 @@ class Release:
                                   "build_id": environment.get("build_id", ""), "registry": self.settings.registry}
         if blocked:
             return {**record, "decision": "not released", "reason": blocked}
-        configuration = self.config.hook.pytest_promptflow_release_choice(config=self.config, flow=flow)
+        configuration = self.config.hook.pytest_promptflow_release_choice(config=self.config, flow=FlowView.of(flow))
         reason = "chosen by a pytest_promptflow_release_choice hook"
         if configuration is None:
             configuration, reason = choose(flow, self.settings.pins)
@@ -302,6 +308,54 @@ def deployment_lines(flow: str, deployment: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class ReleaseOutcome:
+    records: tuple[dict[str, Any], ...]
+    lines: tuple[str, ...]  # what the terminal (or the command) says: a line per flow, or why nothing was
+    failed: bool  # refused, or a new deployment did not deploy or failed its endpoint test
+
+
+def release_document(config: Any, settings: ReleaseSettings, document: Mapping[str, Any], say: Say = _silent,
+                     deselected: frozenset[str] = frozenset()) -> ReleaseOutcome:
+    """The one release of a document, a session's (``ReleasePlugin``) or a saved one (``pytest-promptflow
+    release``). ``config`` is the session's pytest.Config, or the project's (``project_config.ProjectConfig``);
+    ``deselected``: flows with an item the session left out."""
+    refused = refusal(document)
+    if refused:
+        return ReleaseOutcome((), (f"promptflow release: nothing released: {refused}",), True)
+    if not document["flows"]:
+        return ReleaseOutcome((), ("promptflow release: nothing released: no promptflow item ran",), False)
+    blocked = {flow: "some of its items were deselected (-k, -m, --lf...): release runs on the whole suite"
+               for flow in deselected}
+    for flow in document["flows"]:
+        skipped = [i["nodeid"] for c in flow["cells"] for i in c["items"] if i["outcome"] != "passed"]
+        if skipped:
+            blocked.setdefault(flow["flow"], f"{len(skipped)} of its items did not pass, e.g. {skipped[0]}")
+    records = Release(config, settings, document, say).run(blocked)
+    lines = summary_lines(records) + not_run_lines(set(deselected), document)
+    failed = [r["flow"] for r in records if r.get("deployment", {}).get("failures")]
+    if failed:  # the suite passed, but what it released does not serve
+        lines.append(f"promptflow release: FAILED: the new deployment of {', '.join(failed)} did not deploy "
+                     "or failed its endpoint test, and got no traffic")
+    return ReleaseOutcome(tuple(records), tuple(lines), bool(failed))
+
+
+def refusal(document: Mapping[str, Any]) -> str:
+    """Why ``document`` may not be released ("" when it may): its session failed, it is one shard of several,
+    or it is a merge with a shard failed or missing."""
+    environment = document["environment"]
+    if environment.get("shard"):
+        return (f"it is shard {environment['shard']} of a suite: merge every shard's report "
+                "(pytest-promptflow merge) and release the merged report.json")
+    if environment.get("shards") is not None:
+        return incomplete(environment["shards"])
+    status = environment.get("exit_status")
+    if status != 0:
+        return (f"the session did not pass (exit status {status})" if status is not None
+                else "the report records no exit status (an interrupted session?): run the suite again")
+    return ""
+
+
 class ReleasePlugin:
     """Registered with ``--promptflow-release``: watches what was deselected, then releases once."""
 
@@ -330,23 +384,11 @@ class ReleasePlugin:
         if exitstatus != pytest.ExitCode.OK:
             self.lines = [f"promptflow release: nothing released: the session did not pass (exit status {exitstatus})"]
             return
-        document = self.reports.finish()
-        if not document["flows"]:
-            self.lines = ["promptflow release: nothing released: no promptflow item ran"]
-            return
-        blocked = {flow: "some of its items were deselected (-k, -m, --lf...): release runs on the whole suite"
-                   for flow in self.deselected}
-        for flow in document["flows"]:
-            skipped = [i["nodeid"] for c in flow["cells"] for i in c["items"] if i["outcome"] != "passed"]
-            if skipped:
-                blocked.setdefault(flow["flow"], f"{len(skipped)} of its items did not pass, e.g. {skipped[0]}")
-        records = Release(self.config, self.settings, document, self._say()).run(blocked)
-        self.lines = summary_lines(records) + not_run_lines(self.deselected, document)
-        failed = [r["flow"] for r in records if r.get("deployment", {}).get("failures")]
-        if failed:  # the suite passed, but what it released does not serve: the session fails
+        outcome = release_document(self.config, self.settings, self.reports.finish(), self._say(),
+                                   frozenset(self.deselected))
+        self.lines = list(outcome.lines)
+        if outcome.failed:  # the suite passed, but what it released does not serve: the session fails
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-            self.lines.append(f"promptflow release: FAILED: the new deployment of {', '.join(failed)} did not deploy "
-                              "or failed its endpoint test, and got no traffic")
 
     def _say(self) -> Say:
         """Writes a line to the terminal at once (the release runs after the tests, before the summary)."""

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import pytest
+
 from .config import ConnectionSpec, DatasetSpec, EvaluatorSpec, ExperimentSpec
 from .engine import Backend, Engine, ObserverFactory, Run
 from .errors import SpecError, Where, replay_error
@@ -335,3 +337,11 @@ def _user_line(target: FlowTarget, user: str) -> Where | None:
 def _site(user: str) -> str:
     """``node ask`` for a node, ``init model_config`` for an init argument."""
     return user if user.startswith(("init ", "model.")) else f"node {user}"
+
+
+#: the session's state in ``config.stash``: plugin.py sets it, any module may read it (none imports plugin.py)
+SESSION = pytest.StashKey[PromptflowSession]()
+
+
+def session_of(config: pytest.Config) -> PromptflowSession:
+    return config.stash[SESSION]

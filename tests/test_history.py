@@ -138,7 +138,7 @@ def _cell(name: str, dataset: Path, value: float, run_id: str = "") -> dict[str,
 
 
 def _document(run_id: str, *cells: dict[str, Any]) -> dict[str, Any]:
-    return {"version": 1, "environment": {"run_id": run_id, "git_commit": "abcdef123456", "time": "t"},
+    return {"schema_version": 2, "environment": {"run_id": run_id, "git_commit": "abcdef123456", "time": "t"},
             "flows": [{"flow": "f", "primary_metric": "acc", "best": None, "best_reason": "", "cells": list(cells)}]}
 
 
@@ -223,9 +223,10 @@ def test_two_pytest_processes_writing_one_folder_keep_both_runs_cells(
 
 
 @pytest.mark.parametrize("previous, said", [
-    ('{"version": 1, "flo', "could not be read (Unterminated string"),
-    ('{"version": 99, "flows": []}', "is not a version 1 report"),
-    ('{"version": 1, "flows": [{"flow": "f", "cells": [{"cell": "x"}]}]}', "could not be merged (KeyError: 'items')"),
+    ('{"schema_version": 2, "flo', "could not be read (Unterminated string"),
+    ('{"version": 1, "flows": []}', "is not a schema_version 2 report"),
+    ('{"schema_version": 2, "flows": [{"flow": "f", "cells": [{"cell": "x"}]}]}',
+     "could not be merged (KeyError: 'items')"),
 ])
 def test_a_broken_previous_report_is_replaced_saying_so(tmp_path: Path, previous: str, said: str) -> None:
     from pytest_promptflow.reporting.history import write_history

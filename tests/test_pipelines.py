@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import pytest
 from ruamel.yaml import YAML
 
+from pytest_promptflow import cli
 from pytest_promptflow.deploy.settings import env_names
 from pytest_promptflow.experiment import is_experiment_file, load_experiment, overlay_envs
 from pytest_promptflow.registry.azureml import WORKSPACE_VARIABLES
@@ -97,6 +98,19 @@ def is_pytest(command: list[str]) -> bool:
     return program == "pytest" or (program.startswith("python") and command[1:3] == ["-m", "pytest"])
 
 
+def is_cli(command: list[str]) -> bool:
+    return Path(command[0]).name == "pytest-promptflow"
+
+
+def cli_problems(command: list[str]) -> list[str]:
+    """Why ``pytest-promptflow ARGS`` would be refused by its parser ([] when it parses)."""
+    try:
+        cli._parser().parse_args(command[1:])
+    except SystemExit:
+        return [f"{shlex.join(command)}: pytest-promptflow refuses these arguments"]
+    return []
+
+
 def pytest_args(command: list[str]) -> list[str]:
     return command[1:] if Path(command[0]).name == "pytest" else command[3:]
 
@@ -155,8 +169,9 @@ class Project:
             result = dry_run(args, self.root)
             if result.returncode:
                 return [f"{shlex.join(command)}: {result.stderr.strip()}"]
-            pytest_lines = [line for line in commands(result.stdout) if is_pytest(line)]
-            return [problem for line in pytest_lines for problem in self.pytest_problems(line)]
+            lines = list(commands(result.stdout))
+            return [*(problem for line in lines if is_pytest(line) for problem in self.pytest_problems(line)),
+                    *(problem for line in lines if is_cli(line) for problem in cli_problems(line))]
         if is_pytest(command):
             return self.pytest_problems(command)
         if program == "pytest-promptflow":
@@ -260,7 +275,7 @@ def test_ci_evals_replays_a_committed_store(tmp_path: Path, store: str | None, m
 def release_variables() -> list[dict[str, str]]:
     """The variables of every ``make release`` the pipelines run."""
     calls = [make_call(command) for command in pipeline_commands() if command[0] == "make"]
-    return [variables for targets, variables in calls if "release" in targets]
+    return [variables for targets, variables in calls if "release-report" in targets]
 
 
 def test_every_release_target_exists() -> None:
@@ -303,16 +318,59 @@ def test_azure_pull_requests_only_evaluate() -> None:
     assert set(doc["pr"]["branches"]["include"]) >= {"main", "development"}
     on_pull_requests = [stage for stage in doc["stages"] if azure_branch(stage) is None]
     assert [stage["stage"] for stage in on_pull_requests] == ["evaluate"]
-    [job] = on_pull_requests[0]["jobs"]
-    assert make_calls(job["steps"]) == [(["ci-evals"], {})]
-    published = {step["task"]: step for step in job["steps"] if "task" in step}
+    jobs = {job["job"]: job for job in on_pull_requests[0]["jobs"]}
+    assert list(jobs) == ["evaluate", "merge"]
+    evaluate, merge = jobs["evaluate"], jobs["merge"]
+    assert azure_shards(doc) == ["1/2", "2/2"]
+    assert make_calls(evaluate["steps"]) == [(["ci-evals"], {})]
+    published = {step["task"]: step for step in evaluate["steps"] if "task" in step}
     assert published["PublishTestResults@2"]["inputs"]["testResultsFiles"] == "reports/junit.xml"
-    assert published["PublishPipelineArtifact@1"]["inputs"]["targetPath"] == "reports/promptflow"
+    assert published["PublishPipelineArtifact@1"]["inputs"]["targetPath"] == "reports"
+    assert published["PublishPipelineArtifact@1"]["inputs"]["artifact"].startswith("promptflow-shard-")
     assert {published[task].get("condition") for task in ("PublishTestResults@2", "PublishPipelineArtifact@1")} == {
         "always()"}
+    assert merge["dependsOn"] == "evaluate" and merge["condition"] == "succeededOrFailed()"
+    tasks = {step["task"]: step["inputs"] for step in merge["steps"] if "task" in step}
+    assert tasks["DownloadPipelineArtifact@2"]["itemPattern"] == "promptflow-shard-*/**"
+    assert tasks["DownloadPipelineArtifact@2"]["targetPath"] == "shards"
+    assert make_calls(merge["steps"]) == [(["merge"], {})]
+    assert tasks["PublishPipelineArtifact@1"] == {"targetPath": "reports/promptflow", "artifact": "promptflow-report"}
     for stage in doc["stages"]:
         if stage not in on_pull_requests:
             assert "ne(variables['Build.Reason'], 'PullRequest')" in stage["condition"]
+
+
+def azure_shards(doc: dict[str, Any]) -> list[str]:
+    """The SHARD values of the evaluate job's matrix."""
+    job = doc["stages"][0]["jobs"][0]
+    return sorted(leg["SHARD"] for leg in job["strategy"]["matrix"].values())
+
+
+def github_shards(doc: dict[str, Any]) -> list[str]:
+    job = doc["jobs"]["evaluate"]
+    assert job["env"]["SHARD"] == "${{ matrix.shard }}"
+    return sorted(job["strategy"]["matrix"]["shard"])
+
+
+@pytest.mark.parametrize("path", [AZURE, GITHUB], ids=["azure-pipelines", "github-workflow"])
+def test_the_shards_run_every_cell_once_and_the_release_reads_their_merge(path: Path) -> None:
+    """Each leg of the matrix runs ``make ci-evals`` as shard I/N of one N, together every I; ``make merge`` writes
+    the report ``make release-report`` releases."""
+    from pytest_promptflow.shard import parse_shard
+
+    values = azure_shards(load(path)) if path == AZURE else github_shards(load(path))
+    shards = []
+    for value in values:
+        [line] = expanded_pytest(["ci-evals", f"SHARD={value}"])
+        shards.append(parse_shard(pytest_args(line)[pytest_args(line).index("--promptflow-shard") + 1]))
+    assert sorted(shards) == [(number, len(values)) for number in range(1, len(values) + 1)]
+    merge = [line for line in commands(dry_run(["merge"]).stdout) if is_cli(line)]
+    release = [line for line in commands(dry_run(["release-report", "ENV=dev"]).stdout) if is_cli(line)]
+    merged = cli._parser().parse_args(merge[0][1:])
+    released = cli._parser().parse_args(release[0][1:])
+    assert merged.command == "merge" and merged.dirs == ["shards/*/promptflow"]
+    assert released.command == "release" and released.report == merged.out / "report.json"
+    assert released.promptflow_env == "dev"
 
 
 @pytest.mark.parametrize(("env", "branch"), RELEASES.items())
@@ -327,12 +385,16 @@ def test_azure_release_waits_for_approval(env: str, branch: str) -> None:
     [validation] = approve["steps"]
     assert validation["task"] == "ManualValidation@0"
     assert re.fullmatch(r"\$\(\w+\)", validation["inputs"]["notifyUsers"])
-    artifact = next(step["inputs"]["artifact"] for step in doc["stages"][0]["jobs"][0]["steps"]
+    merge = next(job for job in doc["stages"][0]["jobs"] if job["job"] == "merge")
+    artifact = next(step["inputs"]["artifact"] for step in merge["steps"]
                     if step.get("task") == "PublishPipelineArtifact@1")
     assert artifact in validation["inputs"]["instructions"]
     [release] = [job for job in jobs.values() if make_calls(job.get("steps", []))]
     assert release["dependsOn"] == approve["job"]
-    assert make_calls(release["steps"]) == [(["release"], {"ENV": env, "TARGET": "azureml", "REGISTRY": "azureml"})]
+    assert make_calls(release["steps"]) == [(["release-report"], {"ENV": env, "TARGET": "azureml",
+                                                                  "REGISTRY": "azureml"})]
+    download = next(step["inputs"] for step in release["steps"] if step.get("task") == "DownloadPipelineArtifact@2")
+    assert download == {"buildType": "current", "artifactName": artifact, "targetPath": "reports/promptflow"}
     [azure_cli] = [step for step in release["steps"] if step.get("task") == "AzureCLI@2"]
     assert azure_cli["inputs"]["azureSubscription"].startswith("$(")
     assert azure_cli["env"] == {name: f"$({name})" for name in WORKSPACE_VARIABLES}
@@ -343,12 +405,21 @@ def test_github_pull_requests_only_evaluate() -> None:
     assert set(doc["on"]["pull_request"]["branches"]) >= {"main", "development"}
     assert doc["permissions"] == {"contents": "read"}
     assert all("permissions" not in job for job in doc["jobs"].values())
-    on_pull_requests = {name: job for name, job in doc["jobs"].items() if "if" not in job}
-    assert list(on_pull_requests) == ["evaluate"]
+    on_pull_requests = {name: job for name, job in doc["jobs"].items() if "github.ref" not in job.get("if", "")}
+    assert list(on_pull_requests) == ["evaluate", "merge"]
+    assert github_shards(doc) == ["1/2", "2/2"] and doc["jobs"]["evaluate"]["strategy"]["fail-fast"] is False
     steps = on_pull_requests["evaluate"]["steps"]
     assert make_calls(steps) == [(["ci-evals"], {})]
     [upload] = [step for step in steps if step.get("uses", "").startswith("actions/upload-artifact@")]
     assert upload["if"] == "always()" and upload["with"]["path"] == "reports/"
+    assert upload["with"]["name"].startswith("promptflow-shard-")
+    merge = on_pull_requests["merge"]
+    assert merge["needs"] == "evaluate" and merge["if"] == "always()"
+    [download] = [step for step in merge["steps"] if step.get("uses", "").startswith("actions/download-artifact@")]
+    assert download["with"] == {"pattern": "promptflow-shard-*", "path": "shards/"}
+    assert make_calls(merge["steps"]) == [(["merge"], {})]
+    [upload] = [step for step in merge["steps"] if step.get("uses", "").startswith("actions/upload-artifact@")]
+    assert upload["with"] == {"name": "promptflow-report", "path": "reports/"}
 
 
 @pytest.mark.parametrize(("env", "branch"), RELEASES.items())
@@ -357,7 +428,10 @@ def test_github_release_waits_for_its_environment(env: str, branch: str) -> None
     assert branch in doc["on"]["push"]["branches"]
     [job] = [job for job in doc["jobs"].values() if f"github.ref == 'refs/heads/{branch}'" in job.get("if", "")]
     assert "github.event_name == 'push'" in job["if"]
-    assert job["needs"] == "evaluate" and job["environment"] == env
-    assert make_calls(job["steps"]) == [(["release"], {"ENV": env, "TARGET": "azureml", "REGISTRY": "azureml"})]
+    assert job["needs"] == ["evaluate", "merge"] and job["environment"] == env
+    assert make_calls(job["steps"]) == [(["release-report"], {"ENV": env, "TARGET": "azureml",
+                                                              "REGISTRY": "azureml"})]
+    [download] = [step for step in job["steps"] if step.get("uses", "").startswith("actions/download-artifact@")]
+    assert download["with"] == {"name": "promptflow-report", "path": "reports/"}
     assert set(WORKSPACE_VARIABLES) <= set(job["env"])
     assert all(re.fullmatch(r"\$\{\{ (secrets|vars)\.\w+ \}\}", value) for value in job["env"].values())

@@ -37,6 +37,10 @@ def _mlflow_loaded() -> None:
 
 @pytest.fixture
 def released(project: Project) -> Project:
+    return released_project(project)
+
+
+def released_project(project: Project) -> Project:
     """clf (variant_0 right on every row, variant_1 on half) scored by ev; both pass 0.4."""
     project.dag_flow("clf")
     project.eval_flow("ev")
@@ -235,11 +239,12 @@ def test_a_rejected_release_is_not_carried_out_and_says_by_whom(released: Projec
 def test_hooks_choose_the_configuration_and_amend_the_record(released: Project) -> None:
     released.pytester.makeconftest('''
 def pytest_promptflow_release_choice(config, flow):
-    return "classify=variant_1"
+    assert {cell.config for cell in flow.cells} == {"classify=variant_0", "classify=variant_1"}
+    return "classify=variant_1" if flow["best"] == flow.best else None
 
 
 def pytest_promptflow_release_record(config, record):
-    record["ticket"] = "CHG-42"
+    return {"ticket": "CHG-42", "decision": "overwritten?"} if record.decision == "released" else None
 ''')
     result = release(released)
     result.stdout.fnmatch_lines(["*clf: released classify=variant_1 as clf v1 (new)*"])

@@ -82,20 +82,17 @@ def answer_failures(cells: Sequence[Mapping[str, Any]], answers: Mapping[str, li
 
 
 def rerun_items(config: pytest.Config, answers: EndpointAnswers, nodeids: Sequence[str],
-                folder: Path) -> tuple[int, dict[str, Any] | None, str]:
+                folder: Path, llm: tuple[str, Path]) -> tuple[int, dict[str, Any] | None, str]:
     """The suite's items again in a child pytest, answered by the endpoints: (exit code, its report
-    document, its last output line)."""
+    document, its last output line). ``llm`` (mode, store): the child answers evaluators' LLM calls as
+    the suite did."""
     folder.mkdir(parents=True, exist_ok=True)
     answers_file = folder / "answers.json"
     answers.write(answers_file)
     report = folder / "report"
-    from ..plugin import SESSION
-
-    llm = config.stash[SESSION].llm  # the child answers evaluators' LLM calls as this session does
     command = [sys.executable, "-m", "pytest", *nodeids, "-q", "-p", "no:cacheprovider", "-o", "addopts=",
                "--rootdir", str(config.rootpath), "--promptflow-endpoint-answers", str(answers_file),
-               "--promptflow-report", str(report), "--promptflow-llm", llm.mode,
-               "--promptflow-llm-store", str(llm.store)]
+               "--promptflow-report", str(report), "--promptflow-llm", llm[0], "--promptflow-llm-store", str(llm[1])]
     if config.inipath is not None:
         command += ["-c", str(config.inipath)]
     if config.getoption("promptflow_env"):

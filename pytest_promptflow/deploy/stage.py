@@ -43,6 +43,7 @@ class DeploySettings:
     latency: float  # p95 seconds the endpoint must answer within
     state_dir: Path  # the local target's endpoints
     output_dir: Path  # built artifacts and the endpoint test's files
+    llm: tuple[str, Path]  # the suite's LLM mode and store, which the endpoint test's evaluators use too
 
 
 def make_target(config: pytest.Config, settings: DeploySettings) -> Target | None:
@@ -198,7 +199,7 @@ class DeployStage:
         self.say(f"promptflow deploy: endpoint test: {len(items)} item{'s' * (len(items) != 1)} again on the "
                  "endpoints' answers")
         code, document, tail = rerun_items(self.config, EndpointAnswers(self.settings.rows, answers),
-                                           items, self.settings.output_dir / "endpoint-test")
+                                           items, self.settings.output_dir / "endpoint-test", self.settings.llm)
         for rollout in rollouts:
             if rollout.flow in answers:
                 rollout.failures += verdict_failures(document, rollout.flow, code, tail)

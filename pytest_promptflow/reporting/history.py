@@ -25,7 +25,8 @@ from typing import Any, Mapping
 from ..includes import is_litter
 from ..scrub import write_json
 from ..workflows.spec import is_workflow, split
-from .records import VERSION, file_hash, merge
+from .records import file_hash, merge
+from .schema import SCHEMA_VERSION
 
 RUNS = "runs"
 DOCUMENT = "report.json"
@@ -88,10 +89,10 @@ def read_previous(path: Path) -> tuple[dict[str, Any] | None, str]:
         previous = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         return None, f"promptflow: {path} could not be read ({error}): written anew, without earlier cells"
-    if not isinstance(previous, dict) or previous.get("version") != VERSION or not isinstance(
+    if not isinstance(previous, dict) or previous.get("schema_version") != SCHEMA_VERSION or not isinstance(
             previous.get("flows"), list):
-        return None, (f"promptflow: {path} is not a version {VERSION} report: written anew, without earlier "
-                      "cells")
+        return None, (f"promptflow: {path} is not a schema_version {SCHEMA_VERSION} report: written anew, without "
+                      "earlier cells")
     return previous, ""
 
 

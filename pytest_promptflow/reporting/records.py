@@ -14,7 +14,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-VERSION = 1
+from .schema import SCHEMA_VERSION
+
 OUTCOME_ORDER = ("passed", "skipped", "failed", "error")  # a cell takes the worst of its items
 
 
@@ -160,7 +161,7 @@ def merge(records: Iterable[Mapping[str, Any]], primary_metrics: Mapping[str, st
                       "variants": next((v for v in variants if v), {}),
                       "metric_aliases": flow_aliases(flow_cells),
                       "cells": flow_cells})
-    return {"version": VERSION, "environment": dict(environment), "flows": flows}
+    return {"schema_version": SCHEMA_VERSION, "environment": dict(environment), "flows": flows}
 
 
 def _absorb(cell: dict[str, Any], record: Mapping[str, Any]) -> None:

@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..shard import Shard, parse_shard
 from .history import DOCUMENT, cell_records, own_cells
 from .records import merge
+from .schema import problem
 
 FAILED_OUTCOMES = ("failed", "error")
 
@@ -24,8 +26,9 @@ def read_shard(text: str) -> tuple[Path, dict[str, Any] | None, str]:
     except (OSError, ValueError) as error:
         return path, None, f"pytest-promptflow merge: {path} could not be read ({error}): a shard with no cells " \
                            "writes none, a crashed one neither; left out"
-    if not isinstance(document, dict) or not isinstance(document.get("flows"), list):
-        return path, None, f"pytest-promptflow merge: {path} is no promptflow report (no flows): left out"
+    wrong = problem(document)
+    if wrong:
+        return path, None, f"pytest-promptflow merge: {path}: {wrong}; left out"
     return path, own_cells(document), ""
 
 
@@ -87,3 +90,28 @@ def _agreed_primary_metrics(documents: Sequence[Mapping[str, Any]]) -> dict[str,
         if metric is not None:
             agreed[flow] = metric
     return agreed
+
+
+def incomplete(shards: Sequence[Mapping[str, Any]]) -> str:
+    """Why a merged document (its ``environment.shards``) may not be released, "" when it may: a shard that did
+    not pass, shards of different splits, or a shard I/N whose report was not merged."""
+    for shard in shards:
+        if shard.get("exit_status") != 0:
+            return (f"shard {shard.get('shard') or '(unsharded)'} ({shard['path']}) did not pass "
+                    f"(exit status {shard.get('exit_status')}): release only when every shard passed")
+    try:
+        merged = {parse_shard(str(shard["shard"])) for shard in shards if shard.get("shard")}
+    except ValueError as error:
+        return str(error)
+    if not merged:
+        return ""  # unsharded reports, merged
+    totals = {shard.total for shard in merged}
+    if len(totals) > 1 or len(merged) < len(shards):
+        return (f"the merged reports are of different splits ({', '.join(str(s.get('shard')) for s in shards)}): "
+                "merge the shards of one run")
+    total = totals.pop()
+    missing = [str(Shard(number, total)) for number in range(1, total + 1) if Shard(number, total) not in merged]
+    if missing:
+        return (f"shard {', '.join(missing)} is missing (merged: {', '.join(sorted(map(str, merged)))}): "
+                "merge every shard's report, a shard that wrote none ran no cell or crashed")
+    return ""
