@@ -15,9 +15,13 @@ from typing import Iterator
 
 import psutil
 import pytest
+from test_deploy_build import LLM_DAG, SHOUT_PY
+from test_deploy_local import processes_mentioning
 from test_embedded import get, gone
 
 from pytest_promptflow import cli
+from pytest_promptflow.deploy.base import DeploymentSettings, DeploymentSpec
+from pytest_promptflow.deploy.local import LocalTarget
 from pytest_promptflow.llm.embedded import RUNTIME_VARIABLE, EmbeddedModel, runtime_dir, servers_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,6 +120,34 @@ def test_stop_all_leaves_no_server(runtime: Path, tmp_path: Path, capsys: pytest
         assert "stopped the embedded model" in capsys.readouterr().out
     finally:
         holder.kill()
+
+
+def test_a_local_deployment_shares_the_sessions_model_and_stop_all_ends_both(
+        runtime: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    flow = tmp_path / "flows" / "reply"
+    flow.mkdir(parents=True)
+    (flow / "flow.dag.yaml").write_text(LLM_DAG)
+    (flow / "reply.jinja2").write_text("# user:\nSay {{text}}\n")
+    (flow / "shout.py").write_text(SHOUT_PY)
+    holder = User(tmp_path / "a")
+    target = LocalTarget(tmp_path / "deploy", start_timeout=120)
+    try:
+        deployment = target.deploy(DeploymentSpec("desk", "blue", "reply", flow, {"name": "reply", "version": "1"},
+                                                  {}, DeploymentSettings(), project_dir=tmp_path,
+                                                  output_dir=tmp_path))
+        assert isinstance(target.invoke("desk", "blue", {"text": "hi"})["answer"], str)  # through the model
+        served = int(deployment.detail.split()[1])  # detail: "pid N on 127.0.0.1:PORT"
+        assert {p.name for p in (runtime / "leases").iterdir()} == {str(holder.process.pid), str(served)}
+        assert json.loads((runtime / "model.json").read_text())["pid"] == holder.seen["pid"]  # one server
+        assert cli.main(["stop", "--all", "--dir", str(target.state_dir)]) == 0
+        assert capsys.readouterr().out.splitlines() == [
+            "stopped endpoint desk", f"stopped the embedded model ({runtime})"]
+        assert gone(holder.seen["pid"], within=5) and list(servers_of(runtime)) == []
+        assert target.endpoints() == [] and processes_mentioning(target.state_dir) == []
+    finally:
+        holder.kill()
+        for endpoint in target.endpoints():
+            target.stop(endpoint)
 
 
 def test_stop_takes_an_endpoint_or_all(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
