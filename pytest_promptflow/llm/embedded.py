@@ -25,6 +25,9 @@ from typing import Any, Iterator
 from filelock import FileLock
 
 SERVER_MODULE = "pytest_promptflow.llm.local_server"
+#: ``python -m`` this module ``--owner-pid PID``: the shared model's address under PID's lease, for a process
+#: that cannot import this package (a workflow server runs in another environment)
+LEASE_MODULE = "pytest_promptflow.llm.embedded"
 RECORD_FILE = "model.json"
 LOCK_FILE = "model.lock"
 LOG_FILE = "model.log"
@@ -366,3 +369,18 @@ def _start_time(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19]
     except (OSError, IndexError):
         return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Prints ``{"address": ...}`` of the shared model, leased to ``--owner-pid``, and exits."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--owner-pid", type=int, required=True)
+    address = EmbeddedModel(owner_pid=parser.parse_args(argv).owner_pid).address()
+    print(json.dumps({"address": address}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
