@@ -487,7 +487,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 @pytest.hookimpl(trylast=True)  # after -k and -m: a shard of what they leave
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``--promptflow-shard I/N``, the items of the other shards' cells are deselected."""
+    """Under ``--promptflow-shard I/N``, the items of the other shards' cells are deselected; an xdist worker then
+    writes what the controller needs to schedule by cell (see ``distribution``)."""
     shard = config.stash.get(SHARD, None)
     others: list[pytest.Item] = []
     if shard is not None:
