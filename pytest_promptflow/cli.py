@@ -91,8 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     state.add_argument("--dir", type=Path, help="the local target's endpoints (default: promptflow_deploy_dir of "
                                                 f"the project around the current folder, or ./{DEPLOY_DIR})")
     commands.add_parser("deployments", parents=[state], help="list the local endpoints, their traffic and deployments")
-    stop = commands.add_parser("stop", parents=[state], help="stop one local deployment, or a whole endpoint")
-    stop.add_argument("endpoint", help="the endpoint, as `pytest-promptflow deployments` lists it")
+    stop = commands.add_parser("stop", parents=[state], help="stop one local deployment, or a whole endpoint, or "
+                               "(--all) every endpoint and the shared embedded model")
+    stop.add_argument("endpoint", nargs="?", help="the endpoint, as `pytest-promptflow deployments` lists it")
+    stop.add_argument("--all", action="store_true", help="stop every local endpoint and the machine's embedded model")
     stop.add_argument("deployment", nargs="?", help="the deployment to stop (default: all, and the router)")
     plan = commands.add_parser("plan", help="from the last report (no model calls): per check at a confidence level, "
                                             "its n, bound, detectable effect and the rows it needs")
@@ -260,6 +262,11 @@ def _local_endpoints(args: argparse.Namespace) -> None:
         if not endpoints:
             print(f"no endpoints in {target.state_dir}")
         return
+    if args.all or args.endpoint is None:
+        if args.endpoint is not None or args.deployment is not None or not args.all:
+            raise DeployError("stop takes an endpoint (and maybe a deployment), or --all alone")
+        _stop_all(target, endpoints)
+        return
     if args.endpoint not in endpoints:
         raise DeployError(f"no endpoint {args.endpoint!r} in {target.state_dir}; "
                           f"it has: {', '.join(endpoints) or 'none'}")
@@ -273,6 +280,18 @@ def _local_endpoints(args: argparse.Namespace) -> None:
                           f"it has: {', '.join(known) or 'none'}")
     target.remove(args.endpoint, args.deployment)
     print(f"stopped deployment {args.deployment} of endpoint {args.endpoint}")
+
+
+def _stop_all(target: LocalTarget, endpoints: list[str]) -> None:
+    """Every local endpoint, then the shared embedded model, whoever still uses it."""
+    from pytest_promptflow.llm.embedded import EmbeddedModel
+
+    for endpoint in endpoints:
+        target.stop(endpoint)
+        print(f"stopped endpoint {endpoint}")
+    model = EmbeddedModel()
+    print(f"stopped the embedded model ({model.shared_dir})" if model.started else "no embedded model was running")
+    model.stop()
 
 
 def _show(target: LocalTarget, endpoint: str) -> None:

@@ -35,6 +35,7 @@ EXPERIMENT_FILES = pytest.StashKey[set[Path]]()
 FAILURE_DETAILS = pytest.StashKey[dict[str, list[str]]]()
 SHARD = pytest.StashKey[Shard]()
 SHARD_LINE = pytest.StashKey[str]()
+HEADER = pytest.StashKey[list[str]]()
 LLM_TALLY = "promptflow_llm_tally"
 MARKER_HELP = (
     "promptflow(flow, data, variants=None, overrides=None, strategy='matrix', mappings=None, init=None, "
@@ -412,10 +413,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 class XdistHooks:
-    """Hands the controller's model-server directory and pid to every worker; checks the env on what they collected."""
+    """Hands the shared folder to every worker; schedules by cell, prints the header and checks the env from what
+    the workers collected."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+        self.cells: dict[str, str] = {}  # node id -> its cell, as the workers collected them
+        self.header_shown = False
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        """``load`` (``-n`` without ``--dist``) keeps a cell's items on one worker; other modes are xdist's."""
+        if config.getoption("dist") != "load":
+            return None
+        from .distribution import CellScheduling
+
+        return CellScheduling(config, log, self.cells)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -430,6 +443,22 @@ class XdistHooks:
 
         files = {self.config.rootpath / nodeid.partition("::")[0] for nodeid in ids}
         check_env(self.config, {f for f in files if f.suffix in (".yaml", ".yml") and is_experiment_file(f)})
+        self._read_collection(node.workerinput["workerid"])
+
+    def _read_collection(self, worker: str) -> None:
+        """The worker's cells for the scheduler; from the first, the header and the shard's deselected count."""
+        from .distribution import read_collection
+
+        collected = read_collection(session_of(self.config).shared_dir, worker)
+        self.cells.update(collected["cells"])
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if self.header_shown or reporter is None:
+            return
+        self.header_shown = True
+        for line in collected["header"]:
+            reporter.write_line(line)
+        if collected["deselected"]:  # the summary's "N deselected": the workers' pytest_deselected stay there
+            reporter.stats.setdefault("deselected", []).extend([None] * collected["deselected"])
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -465,15 +494,22 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 @pytest.hookimpl(trylast=True)  # after -k and -m: a shard of what they leave
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``--promptflow-shard I/N``, the items of the other shards' cells are deselected."""
+    """Under ``--promptflow-shard I/N``, the items of the other shards' cells are deselected; an xdist worker then
+    writes what the controller needs to schedule by cell (see ``distribution``)."""
     shard = config.stash.get(SHARD, None)
-    if shard is None:
-        return
-    kept, others = split_items(items, shard)
-    config.stash[SHARD_LINE] = shard_line(shard, kept, items)
-    if others:
-        config.hook.pytest_deselected(items=others)
-        items[:] = kept
+    others: list[pytest.Item] = []
+    if shard is not None:
+        kept, others = split_items(items, shard)
+        config.stash[SHARD_LINE] = shard_line(shard, kept, items)
+        if others:
+            config.hook.pytest_deselected(items=others)
+            items[:] = kept
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:  # the controller schedules by cell and prints the header from what this writes
+        from .distribution import write_collection
+
+        write_collection(session_of(config).shared_dir, workerinput["workerid"], items,
+                         _header_lines(config, items), len(others))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -621,7 +657,14 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: 
 
 
 def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
-    from .reporting.header import collection_lines
+    return _header_lines(config, items)
 
-    shard = [config.stash[SHARD_LINE]] if SHARD_LINE in config.stash else []
-    return shard + collection_lines(session_of(config), items)
+
+def _header_lines(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    """The lines under "collected N items", computed once (an xdist worker computes them for the controller)."""
+    if HEADER not in config.stash:
+        from .reporting.header import collection_lines
+
+        shard = [config.stash[SHARD_LINE]] if SHARD_LINE in config.stash else []
+        config.stash[HEADER] = shard + collection_lines(session_of(config), items)
+    return config.stash[HEADER]

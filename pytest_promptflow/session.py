@@ -124,7 +124,7 @@ class PromptflowSession:
         if self._embedded is None:
             from .llm.embedded import EmbeddedModel
 
-            self._embedded = EmbeddedModel(self.shared_dir, self.owner_pid)
+            self._embedded = EmbeddedModel(owner_pid=self.owner_pid)  # the machine's, under the session's lease
         return self._embedded
 
     @property
@@ -268,7 +268,8 @@ class PromptflowSession:
             self._sdk_fallback.restore(os.environ)
 
     def close(self) -> None:
-        """The owner (controller or single process) stops the model server, whoever started it."""
+        """The owner (controller or single process) gives up the session's lease on the shared model server,
+        whoever started it; the last user's release stops it."""
         from .workflows.workers import activate as activate_workflows
 
         self.workflows.stop()
@@ -279,9 +280,9 @@ class PromptflowSession:
 
             activate(None)
         self.restore_environment()
-        if not self.owner or not self.shared_dir.exists():
+        if not self.owner:
             return
-        self.embedded.stop()
+        self.embedded.release()
         shutil.rmtree(self.shared_dir, ignore_errors=True)
 
 

@@ -1,6 +1,6 @@
 """A packaged agent-framework workflow served by the local target: its server runs in the second
 environment, behind the same router and HTTP API as promptflow's deployments, and its LLM calls reach the
-deployment's own embedded model."""
+machine's shared embedded model."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from test_deploy_local import post, processes_mentioning
 from pytest_promptflow.deploy.base import DeployError, DeploymentSettings, DeploymentSpec
 from pytest_promptflow.deploy.local import LocalTarget
 from pytest_promptflow.errors import SpecError
+from pytest_promptflow.llm.embedded import RUNTIME_VARIABLE
 from pytest_promptflow.packaging import WORKFLOW_MANIFEST, package_workflow
 from pytest_promptflow.workflows.python import find_python
 from pytest_promptflow.workflows.spec import parse
@@ -79,8 +80,10 @@ def echo_module(folder: Path) -> Path:
     return folder / "workflow.py"
 
 
-def test_the_sample_workflow_serves_rows_through_the_router_on_its_own_model(
-        target: LocalTarget, tmp_path: Path) -> None:
+def test_the_sample_workflow_serves_rows_through_the_router_on_the_shared_model(
+        target: LocalTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = tmp_path / "runtime"  # the shared model's folder, the test's own
+    monkeypatch.setenv(RUNTIME_VARIABLE, str(runtime))
     sample = parse("maf:flows/sentiment_maf/workflow.py:create_workflow", ROOT)
     folder = packaged(tmp_path / "package", sample.path, sample.factory)
     assert json.loads((folder / WORKFLOW_MANIFEST).read_text()) == {
@@ -92,10 +95,11 @@ def test_the_sample_workflow_serves_rows_through_the_router_on_its_own_model(
     assert [(status, by) for status, _, by in answers] == [(200, "blue")] * 3
     assert all(answer["category"] in ("positive", "negative", "neutral", "unknown") for _, answer, _ in answers)
     server = psutil.Process(int(deployed.detail.split()[1]))
-    models = [p for p in server.children() if "pytest_promptflow.llm.local_server" in p.cmdline()]
-    assert len(models) == 1  # the deployment's own embedded model, which dies with it
+    assert [lease.name for lease in (runtime / "leases").iterdir()] == [str(server.pid)]
+    model = psutil.Process(json.loads((runtime / "model.json").read_text())["pid"])
+    assert "pytest_promptflow.llm.local_server" in model.cmdline()  # the machine's model, leased to the server
     target.remove("sentiment", "blue")
-    models[0].wait(15)
+    model.wait(15)  # its only user is gone
 
 
 def test_a_workflow_beside_a_flow_takes_its_share_and_answers_its_errors_as_promptflow_does(

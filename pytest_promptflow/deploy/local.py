@@ -33,7 +33,7 @@ from pytest_promptflow.deploy.serve import write_json
 from pytest_promptflow.errors import SpecError
 from pytest_promptflow.extras import require
 from pytest_promptflow.llm.connections import EMBEDDED_API_KEY
-from pytest_promptflow.llm.embedded import SERVER_MODULE, pid_alive
+from pytest_promptflow.llm.embedded import LEASE_MODULE, pid_alive
 from pytest_promptflow.llm.sdk_environment import FAMILIES, unconfigured
 from pytest_promptflow.packaging import is_workflow
 
@@ -399,8 +399,8 @@ def _environment(extra: Mapping[str, Any]) -> dict[str, str]:
 
 def _workflow_environment(extra: Mapping[str, Any]) -> dict[str, str]:
     """A workflow server's environment: this one plus ``extra``, without this package's path (its python is
-    another environment's). Without an OpenAI model configured, the embedded one, started by the server
-    at its first request (workflows/serve.py), as a promptflow deployment starts its own."""
+    another environment's). Without an OpenAI model configured, the machine's shared embedded one, asked for by
+    the server at its first request (workflows/serve.py) under a lease of its pid, as a promptflow deployment's."""
     env = {**os.environ, **{key: str(value) for key, value in extra.items()}}
     openai = next(family for family in FAMILIES if family.connection == "env:OPENAI")
     for name, value in openai.fallback.items():  # a running session's stand-ins reach no model from here
@@ -409,7 +409,7 @@ def _workflow_environment(extra: Mapping[str, Any]) -> dict[str, str]:
     if openai in unconfigured(env):
         package_root = str(Path(__file__).resolve().parents[2])
         env["OPENAI_API_KEY"] = EMBEDDED_API_KEY
-        env["PYTEST_PROMPTFLOW_MODEL"] = json.dumps({"command": [sys.executable, "-m", SERVER_MODULE, "--port", "0"],
+        env["PYTEST_PROMPTFLOW_MODEL"] = json.dumps({"command": [sys.executable, "-m", LEASE_MODULE],
                                                      "env": {"PYTHONPATH": package_root}})
     return env
 

@@ -3,8 +3,9 @@
 ``python -m pytest_promptflow.deploy.serve --flow-dir DIR --port-file FILE`` binds a free port, writes
 ``{"pid", "port"}`` to FILE once it listens, and answers ``POST /score`` and ``GET /health`` until it is
 killed. Connections are resolved once at start, as the suite resolves them (``./.env``, the environment,
-else an embedded model that dies with this process), and handed to promptflow as objects, so its
-connection store is never used. promptflow's home is a folder beside FILE; telemetry is off (``isolation``).
+else the machine's shared embedded model, under a lease that lapses with this process), and handed to
+promptflow as objects, so its connection store is never used. promptflow's home is a folder beside FILE;
+telemetry is off (``isolation``).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def create_app(folder: Path, state: Path) -> Any:
     init = None
     if target.kind == "flex" and (folder / INIT_FILE).is_file():
         init = json.loads((folder / INIT_FILE).read_text(encoding="utf-8"))
-    embedded = _embedded(state / "model")
+    embedded = _embedded()
     connections = [_connection(name, kind, embedded) for name, kind in target.connections(init).items()]
     _prompty_connections({connection.name: connection for connection in connections})
     os.environ["PROMPTFLOW_PROJECT_PATH"] = str(folder)  # promptflow's serving reads its flow folder from here
@@ -102,15 +103,16 @@ def _prompty_connections(connections: dict[str, Any]) -> None:
     _prompty_utils.get_connection_by_name = lookup
 
 
-def _embedded(shared: Path) -> Callable[[], str]:
-    """The address of this process's embedded model, started on first call; it exits when this process does."""
+def _embedded() -> Callable[[], str]:
+    """The address of the machine's shared embedded model, found or started on first call under this process's
+    lease (it lapses when this process ends)."""
     started: list[Any] = []
 
     def address() -> str:
         if not started:
             from pytest_promptflow.llm.embedded import EmbeddedModel
 
-            started.append(EmbeddedModel(shared, owner_pid=os.getpid()))
+            started.append(EmbeddedModel(owner_pid=os.getpid()))
         return str(started[0].address())
 
     return address

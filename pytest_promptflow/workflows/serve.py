@@ -7,9 +7,10 @@ FILE once it listens, and answers ``POST /score`` (inputs in, outputs out, a fre
 promptflow, which cannot share its environment).
 
 Its LLM calls go where the environment's ``OPENAI_BASE_URL`` says. When the deployer found no model for it,
-``PYTEST_PROMPTFLOW_MODEL`` says how to start the embedded one: ``OPENAI_BASE_URL`` then points at this
-server's ``/model/v1``, which starts the model at the first call a workflow makes (a workflow that makes
-none never starts it) and forwards to it; it dies with this process, as a promptflow deployment's does.
+``PYTEST_PROMPTFLOW_MODEL`` says how to reach the embedded one: ``OPENAI_BASE_URL`` then points at this
+server's ``/model/v1``, which asks for the machine's shared model at the first call a workflow makes (a
+workflow that makes none never does) under a lease of this process, and forwards to it; the lease lapses
+with this process, as a promptflow deployment's does.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class Workflow:
 
 
 class EmbeddedModel:
-    """The embedded model, started on first use if the deployer said how; it exits when this process does."""
+    """The embedded model, asked for on first use if the deployer said how (the machine's shared one, under a
+    lease of this process that lapses with it)."""
 
     def __init__(self, spec: str | None) -> None:
         self.spec = json.loads(spec) if spec else None
