@@ -7,7 +7,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 
 def aggregation_metrics(executor: Any, input_names: Sequence[str], inputs: Sequence[Mapping[str, Any]],
@@ -71,10 +71,13 @@ class Logged:
 
 def logged_metrics(executor: Any, input_names: Sequence[str], inputs: Sequence[Mapping[str, Any]],
                    aggregation_inputs: Sequence[Any], seed: str, pure_python: bool, site: str,
-                   not_resampled: str = "") -> Logged:
+                   not_resampled: str = "",
+                   needs_replicates: Callable[[Mapping[str, float]], Collection[str]] | None = None) -> Logged:
     """``aggregation_metrics``, re-run on RESAMPLES seeded resamples of the lines when the aggregation is pure
     Python, makes no LLM call and is quick enough (the resamples fit in BUDGET seconds); ``not_resampled`` says
-    why the caller's lines must not be resampled (a row's repeats are not independent lines)."""
+    why the caller's lines must not be resampled (a row's repeats are not independent lines).
+    ``needs_replicates``: of the logged metrics, those whose interval reads replicates (default: all); when
+    none does, the aggregation is not re-run at all."""
     from .llm import ledger
 
     start = time.perf_counter()
@@ -90,7 +93,11 @@ def logged_metrics(executor: Any, input_names: Sequence[str], inputs: Sequence[M
         else "one line has no spread to resample" if len(aggregation_inputs) < 2 else "")
     if why:
         return Logged(metrics, no_interval=why)
-    return Logged(metrics, _replicates(executor, input_names, inputs, aggregation_inputs, seed, list(metrics)))
+    wanted = set(metrics if needs_replicates is None else needs_replicates(metrics))
+    names = [name for name in metrics if name in wanted]
+    if not names:
+        return Logged(metrics)
+    return Logged(metrics, _replicates(executor, input_names, inputs, aggregation_inputs, seed, names))
 
 
 def _replicates(executor: Any, input_names: Sequence[str], inputs: Sequence[Mapping[str, Any]],
