@@ -9,8 +9,9 @@ with ``--promptflow-llm-store`` a temporary folder and the report in another: th
 store (the plugin's embedded model answers; ``--promptflow-llm=cache``, the default), the warm ones replay it
 (``--promptflow-llm=replay``: a call missing from the store fails its item instead of reaching a model). Also timed:
 pytest's own start (``pytest --collect-only`` of an empty folder, the plugin loaded but unused), the floor a warm
-rerun should come close to. Printed: wall seconds and CPU seconds (user + system of the pytest process, steadier
-than wall time on a shared machine) per run; the warm figure is the median; the ratio cold / warm; the goal is 10x.
+rerun should come close to. Printed: wall seconds and CPU seconds (user + system of pytest and the processes it
+waited for, steadier than wall time on a shared machine) per run; the warm figure is the median; the ratio cold /
+warm; the goal is 10x.
 Nothing is written outside the temporary folders (no file in your home, none in the project).
 """
 
