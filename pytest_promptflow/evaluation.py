@@ -285,13 +285,14 @@ def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mappin
     lines_in, note = _aggregation_lines(run, mapping, rows, done, name, _aggregation_reads_outputs(target, mapping))
     with_failed = len(lines_in) > len(done)  # their lines lack the inputs the run's outputs feed (none reads them)
     given = [n for n in flow_inputs if not (with_failed and _from_run(mapping.get(n, "")))]
-    aggregated = logged_metrics(executor, given, [inputs for inputs, _ in lines_in], [line for _, line in lines_in],
-                                f"{run.cell.id}:{name}", is_python_aggregation(target.definition),
-                                f"evaluator {name}, aggregation over dataset {run.cell.dataset.name}")
-    logged = aggregated.metrics
-    # the flow's own log_metric calls first (the first is the primary metric), then means of per-row outputs
     counted = count_failed(run, scores)
     every_column = score_columns(counted)
+    aggregated = logged_metrics(executor, given, [inputs for inputs, _ in lines_in], [line for _, line in lines_in],
+                                f"{run.cell.id}:{name}", is_python_aggregation(target.definition),
+                                f"evaluator {name}, aggregation over dataset {run.cell.dataset.name}",
+                                needs_replicates=lambda logged: set(logged) - set(mean_columns(logged, every_column)))
+    logged = aggregated.metrics
+    # the flow's own log_metric calls first (the first is the primary metric), then means of per-row outputs
     columns = {k: v for k, v in every_column.items() if k not in logged}
     aliases = mean_columns(logged, every_column)
     values = {**columns, **{metric: every_column[column] for metric, column in aliases.items()}}
