@@ -250,8 +250,9 @@ def free_port() -> int:
 
 
 class RayCluster:
-    """A local Ray cluster of ``nodes`` nodes on 127.0.0.1 sharing 2 CPUs, in a temp folder of its own;
-    stopped by the pids of its processes (never ``ray stop``, which stops every cluster of the user)."""
+    """A local Ray cluster of ``nodes`` nodes on 127.0.0.1 sharing 2 CPUs, each ``ray start`` in a process
+    group of its own; stopped by those groups' processes (never ``ray stop``: it stops every cluster of the
+    user). Its nodes import this checkout; their HOME is a temporary folder (promptflow writes there)."""
 
     def __init__(self, nodes: int) -> None:
         self.nodes = nodes
@@ -259,35 +260,43 @@ class RayCluster:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.ray = str(Path(sys.executable).with_name("ray"))
+        self.groups: set[int] = set()
+        (self.temp / "home").mkdir()
+        self.env = {**pytest_env(), "HOME": str(self.temp / "home"), "RAY_USAGE_STATS_ENABLED": "0"}
 
     def __enter__(self) -> RayCluster:
-        cpus = str(2 // self.nodes)
-        common = ["--num-cpus", cpus, "--disable-usage-stats", "--include-dashboard=false"]
-        self._start(["start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
-                     "--temp-dir", str(self.temp), *common])
-        for _ in range(self.nodes - 1):
-            self._start(["start", "--address", self.address, "--node-ip-address", "127.0.0.1", *common])
+        try:
+            self._start(["--head", "--port", str(self.port), "--include-dashboard=false",
+                         "--dashboard-port", str(free_port())])
+            for _ in range(self.nodes - 1):
+                self._start(["--address", self.address])
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def _start(self, args: list[str]) -> None:
-        result = subprocess.run([self.ray, *args], capture_output=True, text=True, check=False, timeout=180)
-        if result.returncode != 0:
-            self.__exit__()
-            raise RuntimeError(f"ray {' '.join(args)}: exit {result.returncode}: {result.stderr[-500:]}")
+        common = ["--num-cpus", str(2 // self.nodes), "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
+                  "--temp-dir", str(self.temp / "ray")]
+        process = subprocess.Popen([self.ray, "start", *args, *common], env=self.env, start_new_session=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.groups.add(process.pid)
+        output, _ = process.communicate(timeout=180)
+        if process.returncode != 0:
+            raise RuntimeError(f"ray start {' '.join(args)}: exit {process.returncode}: {output[-500:]}")
 
     def processes(self) -> list[Any]:
-        """The cluster's processes: those naming its temp folder, and their descendants (Ray's workers)."""
+        """The cluster's processes: those of its ``ray start`` groups and their children (Ray's workers)."""
         import psutil
 
-        found = []
-        for process in psutil.process_iter(["cmdline"]):
-            if str(self.temp) in " ".join(process.info["cmdline"] or ()):
-                found.append(process)
-                try:
-                    found += process.children(recursive=True)
-                except psutil.Error:
-                    continue
-        return found
+        found: set[Any] = set()
+        for process in psutil.process_iter():
+            try:
+                if os.getpgid(process.pid) in self.groups:
+                    found.update([process, *process.children(recursive=True)])
+            except (ProcessLookupError, psutil.Error):
+                continue
+        return list(found)
 
     def __exit__(self, *exc: object) -> None:
         import psutil
@@ -295,15 +304,10 @@ class RayCluster:
         processes = self.processes()
         for process in processes:
             try:
-                process.terminate()
-            except psutil.Error:
-                continue
-        _, alive = psutil.wait_procs(processes, timeout=15)
-        for process in alive:
-            try:
                 process.kill()
             except psutil.Error:
                 continue
+        psutil.wait_procs(processes, timeout=15)
         shutil.rmtree(self.temp, ignore_errors=True)
 
 
