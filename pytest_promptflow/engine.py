@@ -31,9 +31,9 @@ from .promptflow_log import reroute
 TICK = 0.25
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
-    """One dataset row through the flow."""
+    """One dataset row through the flow (slots: a cell of 100,000 rows holds 100,000 of them)."""
 
     index: int
     data: Mapping[str, Any]

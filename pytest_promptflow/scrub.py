@@ -18,7 +18,7 @@ import sys
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TextIO
+from typing import Any, Callable, Iterable, Mapping, TextIO
 
 REDACTED = "***"
 MIN_SECRET_CHARS = 8
@@ -111,36 +111,71 @@ def scrub_text(text: str, secrets: tuple[str, ...] | None = None) -> str:
 
 
 def scrub(data: Any, secrets: tuple[str, ...] | None = None) -> Any:
-    """A JSON-able value with every string in it (keys too) scrubbed; other values as they are."""
+    """A JSON-able value with every string in it (keys too) scrubbed; other values as they are. A dict or list
+    with nothing to scrub is returned itself, not copied: a report of 100,000 rows is not held twice."""
     secrets = known_secrets() if secrets is None else secrets
     if isinstance(data, str):
         return scrub_text(data, secrets)
     if isinstance(data, Mapping):
-        return {scrub(key, secrets) if isinstance(key, str) else key: scrub(value, secrets)
-                for key, value in data.items()}
+        pairs = [(scrub(key, secrets) if isinstance(key, str) else key, scrub(value, secrets))
+                 for key, value in data.items()]
+        if type(data) is dict and all(new[0] is old[0] and new[1] is old[1]
+                                      for new, old in zip(pairs, data.items(), strict=True)):
+            return data
+        return dict(pairs)
     if isinstance(data, (list, tuple)):
-        return [scrub(value, secrets) for value in data]
+        values = [scrub(value, secrets) for value in data]
+        if type(data) is list and all(new is old for new, old in zip(values, data, strict=True)):
+            return data
+        return values
     return data
 
 
 def write_text(path: Path, text: str) -> Path:
     """``text`` scrubbed into ``path``, whole: a temporary file beside it is renamed into place, so a
     reader (or a crash) never meets half a file and an old file stays until the new one is complete."""
+    return _write_whole(path, lambda file: file.write(scrub_text(text)))
+
+
+def write_pieces(path: Path, pieces: Iterable[str]) -> Path:
+    """``pieces`` (whole lines, or runs of them) scrubbed one by one into ``path``, written whole: a big file
+    (a CSV of 100,000 rows) is never one string in memory."""
+    secrets = known_secrets()
+    return _write_whole(path, lambda file: file.writelines(scrub_text(piece, secrets) for piece in pieces))
+
+
+def write_json(path: Path, data: Any, **dumps: Any) -> Path:
+    """``data`` scrubbed, as JSON (``dumps`` are json.dumps's options), written whole into ``path``. Without
+    ``default`` only scrubbed strings reach the text, so it is written in pieces: a report of 100,000 rows
+    is never one string in memory."""
+    if "default" in dumps:  # str(an object) may hold a secret that only the whole text shows
+        return write_text(path, json.dumps(scrub(data), **dumps) + "\n")
+    return _write_whole(path, lambda file: _dump(scrub(data), file, json.JSONEncoder(**dumps)))
+
+
+def _dump(data: Any, file: TextIO, encoder: json.JSONEncoder, chunks: int = 4096) -> None:
+    """``data`` encoded into ``file``, ``chunks`` of the encoder's pieces per write (one write per piece is slow)."""
+    pieces: list[str] = []
+    for piece in encoder.iterencode(data):
+        pieces.append(piece)
+        if len(pieces) >= chunks:
+            file.write("".join(pieces))
+            pieces.clear()
+    file.write("".join(pieces) + "\n")
+
+
+def _write_whole(path: Path, write: Callable[[TextIO], Any]) -> Path:
+    """``write`` into a temporary file beside ``path`` that is then renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # the umask's mode
     try:
         with temporary.open("x", encoding="utf-8", newline="") as file:
-            file.write(scrub_text(text))
+            write(file)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     return path
-
-
-def write_json(path: Path, data: Any, **dumps: Any) -> Path:
-    """``data`` scrubbed, as JSON (``dumps`` are json.dumps's options), written whole into ``path``."""
-    return write_text(path, json.dumps(scrub(data), **dumps) + "\n")
 
 
 class ScrubbedStream:

@@ -152,7 +152,8 @@ def test_a_megabyte_value_and_many_rows_keep_the_page_small_and_rows_csv_whole(p
     text = (reports / "report.html").read_text(encoding="utf-8")
     assert big[:HTML_VALUE_CHARS] + "\u2026 [cut" in text and big[:HTML_VALUE_CHARS + 1] not in text
     assert "3,000,005 characters in all; the full value is in rows.csv" in text
-    assert f"shows the first {HTML_ROWS_PER_CELL:,} of {len(rows):,} rows; every row is in rows.csv" in text
+    assert (f"shows the first {HTML_ROWS_PER_CELL:,} of {len(rows):,} rows; {len(rows) - HTML_ROWS_PER_CELL:,} rows are "
+            "not shown; every row is in rows.csv") in text
     csv.field_size_limit(10_000_000)
     with (reports / "rows.csv").open(encoding="utf-8", newline="") as file:
         table = list(csv.DictReader(file))

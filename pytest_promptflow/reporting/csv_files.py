@@ -15,9 +15,9 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import AbstractSet, Any, Iterable, Mapping, Sequence
+from typing import AbstractSet, Any, Iterable, Iterator, Mapping, Sequence
 
-from ..scrub import write_text
+from ..scrub import write_pieces
 from ..thresholds import threshold_text
 
 ROWS, METRICS, EXPERIMENTS = "rows.csv", "metrics.csv", "experiments.csv"
@@ -48,15 +48,25 @@ def write_csv(document: Mapping[str, Any], folder: Path) -> list[Path]:
 
 def write_table(path: Path, table: Table) -> Path:
     """One table as a CSV file, every field made ``safe``, written whole (and scrubbed)."""
-    header, lines = table
+    return write_pieces(path, _csv_text(*table))
+
+
+def _csv_text(header: list[str], lines: Iterable[list[Any]], piece_chars: int = 64_000) -> Iterator[str]:
+    """The table's CSV text in pieces of whole lines, each about ``piece_chars`` long."""
     out = io.StringIO(newline="")
     writer = csv.writer(out, quoting=csv.QUOTE_MINIMAL)
     writer.writerow([safe(column) for column in header])
-    writer.writerows([safe(value) for value in line] for line in lines)
-    return write_text(path, out.getvalue())
+    for line in lines:
+        writer.writerow([safe(value) for value in line])
+        if out.tell() >= piece_chars:
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue()
 
 
-Table = tuple[list[str], list[list[Any]]]
+#: a table's header and its lines (made as they are written: rows.csv's are never all in memory at once)
+Table = tuple[list[str], Iterable[list[Any]]]
 
 
 def rows_table(cells: Sequence[Mapping[str, Any]]) -> Table:
@@ -69,13 +79,11 @@ def rows_table(cells: Sequence[Mapping[str, Any]]) -> Table:
     scores = _keys(row["scores"] for cell in cells for row in cell["rows"])
     header = [*CELL_COLUMNS, "index", "id", *repeat, *(f"data.{k}" for k in data), *(f"inputs.{k}" for k in inputs),
               *(f"outputs.{k}" for k in outputs), *ROW_COLUMNS, *scores]
-    lines = []
-    for cell in cells:
-        for row in cell["rows"]:
-            lines.append([*cell_values(cell), row["index"], row.get("id", ""), *(row.get("repeat", 0) for _ in repeat),
-                          *(row["data"].get(k) for k in data),
-                          *(row["inputs"].get(k) for k in inputs), *((row["outputs"] or {}).get(k) for k in outputs),
-                          *(row[k] for k in ROW_COLUMNS), *(row["scores"].get(k) for k in scores)])
+    lines = ([*cell_values(cell), row["index"], row.get("id", ""), *(row.get("repeat", 0) for _ in repeat),
+              *(row["data"].get(k) for k in data),
+              *(row["inputs"].get(k) for k in inputs), *((row["outputs"] or {}).get(k) for k in outputs),
+              *(row[k] for k in ROW_COLUMNS), *(row["scores"].get(k) for k in scores)]
+             for cell in cells for row in cell["rows"])
     return header, lines
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 from html import escape
 from pathlib import Path
@@ -193,7 +194,8 @@ def _cell_view(flow: Mapping[str, Any], cell: Mapping[str, Any], columns: Sequen
                        "interval": interval_text(_interval(cell, name)),
                        "failed": [_threshold(v) for v in mine if not v["passed"]],
                        "passed": [_threshold(v) for v in mine if v["passed"]]})
-    kept = cell["rows"][:HTML_ROWS_PER_CELL]
+    failing = [i for i, row in enumerate(cell["rows"]) if _row_failing(row)]
+    kept = shown_rows(cell["rows"], failing)
     rows = [_row_view(row) for row in kept]
     config = cell["config"]
     return {
@@ -210,7 +212,7 @@ def _cell_view(flow: Mapping[str, Any], cell: Mapping[str, Any], columns: Sequen
         "failed_thresholds": list(dict.fromkeys(f"{v['metric']} {_threshold(v)}" for v in verdicts if not v["passed"])),
         "nodeids": [item["nodeid"] for item in cell["items"]],
         "values": values, "rows": rows, "rows_total": len(cell["rows"]),
-        "failing_rows": sum(_row_failing(row) for row in cell["rows"]), "rows_note": rows_note(len(cell["rows"])),
+        "failing_rows": len(failing), "rows_note": rows_note(len(cell["rows"]), len(failing)),
         "metrics": cell["metrics"], "intervals": cell.get("intervals", {}),
         "island_rows": [{"index": row["index"], "data": _shown_values(row["data"]),
                          "outputs": _shown_values(row["outputs"]), "error": _shown_values(row["error"]),
@@ -220,12 +222,31 @@ def _cell_view(flow: Mapping[str, Any], cell: Mapping[str, Any], columns: Sequen
     }
 
 
-def rows_note(total: int) -> str:
+def shown_rows(rows: Sequence[Mapping[str, Any]], failing: Sequence[int]) -> list[Mapping[str, Any]]:
+    """The rows the page shows of a cell, at most HTML_ROWS_PER_CELL, in the cell's order: its failing rows
+    (``failing``: their positions) first, then its first other rows; so a page stays the same size at 100,000
+    rows and still shows what went wrong."""
+    if len(rows) <= HTML_ROWS_PER_CELL:
+        return list(rows)
+    chosen = set(failing[:HTML_ROWS_PER_CELL])
+    chosen.update(itertools.islice((i for i in range(len(rows)) if i not in chosen),
+                                   HTML_ROWS_PER_CELL - len(chosen)))
+    return [rows[i] for i in sorted(chosen)]
+
+
+def rows_note(total: int, failing: int = 0) -> str:
     """What the page says of a cell whose rows it does not all show ("" when it shows them all)."""
     if total <= HTML_ROWS_PER_CELL:
         return ""
-    return (f"The page shows the first {HTML_ROWS_PER_CELL:,} of {total:,} rows; every row is in rows.csv "
-            "(the metrics are over all of them).")
+    hidden = f"{total - HTML_ROWS_PER_CELL:,} rows are not shown; every row is in rows.csv (the metrics are over " \
+             "all of them)."
+    if not failing:
+        return f"The page shows the first {HTML_ROWS_PER_CELL:,} of {total:,} rows; {hidden}"
+    if failing >= HTML_ROWS_PER_CELL:
+        return (f"The page shows the first {HTML_ROWS_PER_CELL:,} of the {failing:,} failing rows of {total:,}; "
+                f"{hidden}")
+    return (f"The page shows {HTML_ROWS_PER_CELL:,} of {total:,} rows: all {failing:,} failing ones, then the first "
+            f"others; {hidden}")
 
 
 def shown(text: str, limit: int = HTML_VALUE_CHARS, whole_in: str = "rows.csv") -> str:

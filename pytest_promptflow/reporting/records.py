@@ -77,9 +77,9 @@ def _row(index: int, row: Any, evaluations: Sequence[Any]) -> dict[str, Any]:
         "index": row.index,
         "id": row.identity,
         "repeat": row.repeat,
-        "data": plain(dict(row.data)),
-        "inputs": plain(dict(row.inputs)),
-        "outputs": plain(dict(row.outputs)) if row.outputs is not None else None,
+        "data": plain(row.data),  # the row's own dicts, not copies, when they are plain
+        "inputs": plain(row.inputs),
+        "outputs": plain(row.outputs) if row.outputs is not None else None,
         "error": f"{row.error_type}: {row.error_message}" if row.failed else None,
         "latency": row.latency,
         "cached": row.cached,
@@ -101,7 +101,8 @@ def _calls(index: int, row: Any, evaluations: Sequence[Any]) -> list[dict[str, A
 
 def plain(value: Any) -> Any:
     """``value`` as JSON: containers kept, numbers and strings as their built-in types (a float
-    subclass such as MetricValue would not cross to the xdist controller), anything else as text."""
+    subclass such as MetricValue would not cross to the xdist controller), anything else as text.
+    A dict or list that is plain already is returned itself: a row's data is not held twice."""
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -111,9 +112,15 @@ def plain(value: Any) -> Any:
     if isinstance(value, float):
         return float(value) if math.isfinite(value) else str(value)
     if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
+        pairs = [(str(k), plain(v)) for k, v in value.items()]
+        if type(value) is dict and all(new[0] is old[0] and new[1] is old[1]
+                                       for new, old in zip(pairs, value.items(), strict=True)):
+            return value
+        return dict(pairs)
     if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
+        values = [plain(v) for v in value]
+        return value if type(value) is list and all(new is old for new, old in zip(values, value, strict=True)) \
+            else values
     return str(value)
 
 
@@ -178,15 +185,17 @@ def _absorb(cell: dict[str, Any], record: Mapping[str, Any]) -> None:
     if cell.get("parity") is None:  # the first item's that checked it
         cell["parity"] = record.get("parity")
     if not cell["rows"]:
-        cell["rows"] = [dict(row, scores=dict(row["scores"])) for row in record["rows"]]
-    else:
-        for mine, theirs in zip(cell["rows"], record["rows"], strict=False):  # a failed item has no rows
-            for name, value in theirs["scores"].items():
-                mine["scores"].setdefault(name, value)
-            known = {call["evaluator"] for call in mine.get("calls", [])}  # the flow's (None) and judges'
-            added = [call for call in theirs.get("calls", []) if call["evaluator"] not in known]
+        cell["rows"] = list(record["rows"])  # the record's rows themselves: a copy of one only when it changes
+        return
+    for index, (mine, theirs) in enumerate(zip(cell["rows"], record["rows"], strict=False)):  # a failed item has none
+        scores = {name: value for name, value in theirs["scores"].items() if name not in mine["scores"]}
+        known = {call["evaluator"] for call in mine.get("calls", [])}  # the flow's (None) and judges'
+        added = [call for call in theirs.get("calls", []) if call["evaluator"] not in known]
+        if scores or added:
+            row = dict(mine, scores={**mine["scores"], **scores})
             if added:
-                mine["calls"] = [*mine.get("calls", []), *added]
+                row["calls"] = [*mine.get("calls", []), *added]
+            cell["rows"][index] = row
 
 
 def _finish(cell: dict[str, Any]) -> dict[str, Any]:
