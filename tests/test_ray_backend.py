@@ -171,7 +171,9 @@ def test_rows_run_on_both_nodes_as_threads_would_with_the_flow_loaded_once_per_w
     threads_run(suite, "--promptflow-report=threads").assert_outcomes(passed=2)
     (suite.path / "loads.log").unlink()
     (suite.path / "rows.log").unlink()
-    ray_run(suite, cluster, "--promptflow-report=ray").assert_outcomes(passed=2)
+    on_ray = ray_run(suite, cluster, "--promptflow-report=ray")
+    on_ray.assert_outcomes(passed=2)
+    on_ray.stdout.fnmatch_lines([f"promptflow: 2 cells, rows on the Ray cluster at {cluster}, 1 at a time per worker"])
     assert cells(suite, "ray") == cells(suite, "threads")
     ran = [line.split() for line in lines(suite.path / "rows.log")]
     assert len(ran) == 2 * len(TEXTS) and len({node for node, _ in ran}) == 2  # two cells' rows, on both nodes

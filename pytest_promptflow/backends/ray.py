@@ -116,6 +116,11 @@ class RayBackend:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
+    @property
+    def description(self) -> str:
+        """Where rows run, for the collection header."""
+        return f"rows on the Ray cluster at {self.address}, {self.threads} at a time per worker"
+
     def run_rows(self, work: CellWork, observer: RowObserver | None) -> list[Row]:
         if work.target.kind == "maf":  # a workflow runs in the session's workflow worker, not on the cluster
             runner = work.target.executor(dict(work.cell.variants), dict(work.cell.overrides), work.connections,

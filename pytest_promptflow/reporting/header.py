@@ -21,8 +21,8 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
         load_promptflow()
     from ..llm.settings import MODES
 
-    lines = [f"promptflow: {len(planned)} cells, {session.engine.concurrency} rows at a time per cell"
-             f"{repeat_text(planned)}",
+    rows = getattr(session.engine.backend, "description", "") or f"{session.engine.concurrency} rows at a time per cell"
+    lines = [f"promptflow: {len(planned)} cells, {rows}{repeat_text(planned)}",
              f"promptflow: LLM calls: {session.llm.mode} mode ({MODES[session.llm.mode]}), "
              f"store {session.llm.store}"]
     embedded = REPLAYED if session.llm.mode == "replay" else EMBEDDED
