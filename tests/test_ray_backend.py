@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import psutil
 import pytest
-from conftest import jsonl
+from conftest import SMALL, Project, jsonl
 
 WORKTREE = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).with_name("ray")
@@ -57,6 +57,21 @@ class Classifier:
 @pytest.mark.promptflow(flow=Classifier, data=["data/first.jsonl", "data/second.jsonl"])
 def test_rows(flow_run):
     assert flow_run.metrics["error_rate"] == 0.0
+'''
+
+#: promptflow flows on the workers too: a DAG with variants, and an evaluation DAG whose aggregation node logs
+PROMPTFLOW_SUITE = '''\
+import pytest
+
+
+@pytest.mark.promptflow(flow="flows/clf", data="data/small.jsonl", variants={"classify": "*"})
+def test_dag(flow_run):
+    assert flow_run.metrics["error_rate"] == 0.0
+
+
+@pytest.mark.promptflow(flow="flows/ev", data="data/scored.jsonl")
+def test_aggregation(flow_run):
+    assert flow_run.metrics["accuracy"] == 0.75
 '''
 
 #: a callable whose OpenAI() client reads the SDK environment: the embedded model, through the call layer
@@ -162,18 +177,22 @@ def lines(path: Path) -> list[str]:
 def suite(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makefile(".jsonl", **{"data/first": jsonl({"text": text} for text in TEXTS),
                                    "data/second": jsonl({"text": text.upper()} for text in TEXTS)})
-    pytester.makepyfile(test_suite=SUITE)
+    pytester.makepyfile(test_suite=SUITE, test_promptflow=PROMPTFLOW_SUITE)
+    project = Project(pytester)
+    project.dag_flow(), project.eval_flow(), project.data()
+    project.data("scored", [{"groundtruth": row["label"], "prediction": "positive"} for row in SMALL[:3]] +
+                 [{"groundtruth": "negative", "prediction": "negative"}])
     return pytester
 
 
 def test_rows_run_on_both_nodes_as_threads_would_with_the_flow_loaded_once_per_worker(
         suite: pytest.Pytester, cluster: str) -> None:
-    threads_run(suite, "--promptflow-report=threads").assert_outcomes(passed=2)
+    threads_run(suite, "--promptflow-report=threads").assert_outcomes(passed=5)
     (suite.path / "loads.log").unlink()
     (suite.path / "rows.log").unlink()
     on_ray = ray_run(suite, cluster, "--promptflow-report=ray")
-    on_ray.assert_outcomes(passed=2)
-    on_ray.stdout.fnmatch_lines([f"promptflow: 2 cells, rows on the Ray cluster at {cluster}, 1 at a time per worker"])
+    on_ray.assert_outcomes(passed=5)
+    on_ray.stdout.fnmatch_lines([f"promptflow: 5 cells, rows on the Ray cluster at {cluster}, 1 at a time per worker"])
     assert cells(suite, "ray") == cells(suite, "threads")
     ran = [line.split() for line in lines(suite.path / "rows.log")]
     assert len(ran) == 2 * len(TEXTS) and len({node for node, _ in ran}) == 2  # two cells' rows, on both nodes
