@@ -131,7 +131,18 @@ class RayBackend:
         actors = self._start()
         recipe = ray.put(self._recipe(work))
         size = batch_size(len(work.rows), len(actors))
-        batches = deque(self._batch(work.rows[i:i + size]) for i in range(0, len(work.rows), size))
+        batches = [self._batch(work.rows[i:i + size]) for i in range(0, len(work.rows), size)]
+        try:
+            return self._dispatch(actors, recipe, batches, observer)
+        finally:
+            for batch in batches:  # a run cut short (interrupted) keeps no row waiting at the proxy
+                batch.waits.close()
+
+    def _dispatch(self, actors: Sequence[Any], recipe: Any, batches: Sequence[_Batch],
+                  observer: RowObserver | None) -> list[Row]:
+        """The batches over the actors, ``IN_FLIGHT`` at a time each; the rows in order."""
+        import ray
+
         done: list[list[Row]] = [[] for _ in batches]
         numbered = deque(enumerate(batches))
         free = deque(actor for actor in actors for _ in range(IN_FLIGHT))
