@@ -19,6 +19,8 @@ from typing import Any, Iterator
 import psutil
 import pytest
 from conftest import SMALL, Project, jsonl
+from fault_endpoint import FaultEndpoint
+from test_llm_faults import FAST, PROMPTY
 
 WORKTREE = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).with_name("ray")
@@ -234,6 +236,30 @@ def test_llm_calls_go_through_the_sessions_store_counted_and_a_replay_miss_is_re
     pytester.makefile(".jsonl", **{"data/words": jsonl({"text": word} for word in ["yes", "never"])})
     missed = ray_run(pytester, cluster, "--promptflow-llm=replay", "--promptflow-llm-store", "store")
     missed.stdout.fnmatch_lines(["*flow answer, row 1 of dataset words: no recorded answer for chat/completions*"])
+
+
+def test_a_connection_limit_holds_across_the_cluster(pytester: pytest.Pytester, cluster: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers, two rows at once in each: the calls overlap, unless ``concurrency=1`` holds them to one."""
+    pytester.makefile(".jsonl", **{"data/rows": jsonl({"text": f"limited row {i}"} for i in range(8))})
+    pytester.makefile(".prompty", **{"flows/echo": PROMPTY})
+    pytester.makepyfile(test_echo='''
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/echo.prompty", data="data/rows.jsonl")
+        def test_echo(flow_run):
+            assert flow_run.metrics["error_rate"] == 0.0 and flow_run.metrics["llm.calls"] == 8
+    ''')
+    with FaultEndpoint(hold_until_in_flight=2, hold_seconds=5.0) as endpoint:
+        monkeypatch.setenv("AOAI_API_KEY", "test-key-not-secret")
+        monkeypatch.setenv("AOAI_API_BASE", endpoint.url)
+        ray_run(pytester, cluster, "--promptflow-llm=live", "--promptflow-concurrency=2").assert_outcomes(passed=1)
+        assert endpoint.max_in_flight >= 2
+        endpoint.reset()
+        endpoint.hold_until_in_flight, endpoint.hold_seconds = None, 0.05  # every answer takes a while
+        pytester.makeini(FAST + "promptflow_llm_limits = aoai concurrency=1\n")
+        ray_run(pytester, cluster, "--promptflow-llm=live", "--promptflow-concurrency=2").assert_outcomes(passed=1)
+        assert endpoint.count() == 8 and endpoint.max_in_flight == 1
 
 
 def test_a_missing_or_unreachable_address_is_one_usage_line(pytester: pytest.Pytester) -> None:
