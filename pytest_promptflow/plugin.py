@@ -144,6 +144,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("promptflow_concurrency", "rows run at once per cell", default="4")
     group.addoption("--promptflow-backend", choices=sorted(BACKENDS), default="threads",
                     help="where a cell's rows run: threads in this process (default)")
+    group.addoption("--promptflow-ray-address", metavar="ADDR", default=None,
+                    help="with --promptflow-backend ray: the Ray cluster's head node, HOST:PORT")
     group.addoption("--promptflow-repeat", metavar="K", type=_repeat, default=None,
                     help="run each row K times: pass@k, pass^k and flaky rows, intervals over rows (default: ini "
                     "promptflow_repeat, 1; an experiment's repeat: or the marker's repeat= wins)")

@@ -22,8 +22,8 @@ def collection_lines(session: Any, items: list[Any]) -> list[str]:
     from ..llm.settings import MODES
 
     cells = {(p.cell.flow, p.id) for p in planned}  # several tests of one cell are one cell
-    lines = [f"promptflow: {len(cells)} cells, {session.engine.concurrency} rows at a time per cell"
-             f"{repeat_text(planned)}",
+    rows = getattr(session.engine.backend, "description", "") or f"{session.engine.concurrency} rows at a time per cell"
+    lines = [f"promptflow: {len(cells)} cells, {rows}{repeat_text(planned)}",
              f"promptflow: LLM calls: {session.llm.mode} mode ({MODES[session.llm.mode]}), "
              f"store {session.llm.store}"]
     embedded = REPLAYED if session.llm.mode == "replay" else EMBEDDED
