@@ -270,3 +270,45 @@ def test_a_missing_or_malformed_azureml_option_is_one_usage_line(
     result.stderr.fnmatch_lines([f"ERROR: {says}"])
     assert len([line for line in result.stderr.lines if line.strip()]) == 1, result.stderr.str()
     assert not fake_azure.submitted
+
+
+def test_a_flex_class_goes_up_with_its_init_and_gives_the_rows_of_a_threads_run(
+        project: Project, fake_azure: type[FakePFClient]) -> None:
+    project.flex_class(inputs=True)
+    project.data("with_boom", WITH_BOOM)
+    project.pytester.makepyfile(test_flex="""
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/flexcls", data="data/with_boom.jsonl", init={"word": "good"})
+        def test_flex(flow_run):
+            assert flow_run.metrics["error_rate"] == 0.0
+        """)
+    threads = run(project.pytester, "--promptflow-report", "threads")
+    cloud = run(project.pytester, "--promptflow-report", "cloud", "--promptflow-backend", "azureml",
+                "--promptflow-azureml-workspace", WORKSPACE)
+    assert outcomes(threads) == outcomes(cloud) == {"passed": 1}, cloud.stdout.str()
+    [(entity, lines)] = fake_azure.submitted
+    assert Path(entity.flow) == (project.path / "flows" / "flexcls").resolve() and entity.variant is None
+    assert entity.init == {"word": "good"} and lines == WITH_BOOM
+    [here], [there] = _cells(project, "threads").values(), _cells(project, "cloud").values()
+    assert [row["outputs"] for row in there["rows"]] == [row["outputs"] for row in here["rows"]]
+
+
+@pytest.mark.parametrize(("marker", "says"), [
+    ('variants={"classify": "*"}, overrides={"nodes.classify.inputs.temperature": [0.7]}',
+     "*flow clf: override nodes.classify.inputs.temperature cannot be set on an Azure ML run (promptflow's cloud "
+     "run takes a node's connection and deployment_name only); make the value a node variant, or run it with "
+     "--promptflow-backend threads"),
+    ('variants={"classify": "variant_1", "decorate": "lower"}',
+     "*flow clf: the cell sets classify=variant_1, decorate=lower, but an Azure ML run takes one node's variant; "
+     "vary one node per cell (strategy one_at_a_time), or run it with --promptflow-backend threads"),
+])
+def test_a_cell_a_cloud_run_cannot_express_fails_with_one_line(
+        project: Project, fake_azure: type[FakePFClient], marker: str, says: str) -> None:
+    _suite(project, TESTS.replace('variants={"classify": "*"}', marker))
+    result = run(project.pytester, "--promptflow-backend", "azureml", "--promptflow-azureml-workspace", WORKSPACE,
+                 "-k", "variant_1")
+    expected = {"errors": 1, "deselected": 1} if "*" in marker else {"errors": 1}
+    assert outcomes(result) == expected, result.stdout.str()
+    result.stdout.fnmatch_lines([says])
+    assert "Traceback" not in result.stdout.str() and not fake_azure.submitted
