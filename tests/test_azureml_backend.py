@@ -312,3 +312,31 @@ def test_a_cell_a_cloud_run_cannot_express_fails_with_one_line(
     assert outcomes(result) == expected, result.stdout.str()
     result.stdout.fnmatch_lines([says])
     assert "Traceback" not in result.stdout.str() and not fake_azure.submitted
+
+
+SPEND_EXPERIMENT = """\
+name: clf
+flow: ../flows/clf
+datasets:
+- name: small
+  source: ../data/small.jsonl
+thresholds:
+  error_rate: "<= 0.0"
+  latency.p95: "<= 60"
+"""
+
+
+@pytest.mark.parametrize(("extra", "outcome"), [("", "passed"), ('  llm.calls: "<= 100"\n', "failed")])
+def test_thresholds_on_unknown_spend_and_latency_say_the_rows_ran_in_azure_ml(
+        project: Project, fake_azure: type[FakePFClient], extra: str, outcome: str) -> None:
+    project.dag_flow()
+    project.data("small")
+    project.experiment(SPEND_EXPERIMENT + extra)
+    result = run(project.pytester, "--promptflow-backend", "azureml", "--promptflow-azureml-workspace", WORKSPACE,
+                 "-W", "always::pytest.PytestWarning")
+    assert outcomes(result) == {outcome: 3}, result.stdout.str()  # one_at_a_time: defaults, then one node off
+    result.stdout.fnmatch_lines(["*latency.p95 <= 60 not checked: latency is not measured for rows that ran in "
+                                 "Azure ML run clf_*"])
+    if extra:
+        result.stdout.fnmatch_lines(["*threshold on unknown metric 'llm.calls'; its rows ran in Azure ML run clf_*: "
+                                     "their LLM calls, tokens and cost are not counted here (unknown, not zero)*"])
