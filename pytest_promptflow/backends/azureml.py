@@ -160,7 +160,7 @@ def _alias_removed_restclient() -> None:
 
 @dataclass(frozen=True)
 class Submission:
-    """One cell as a cloud run: what goes up (``run_arguments``) and which of its rows is which line."""
+    """One cell as a cloud run: what goes up (``arguments`` of promptflow's ``Run``) and which row is which line."""
 
     work: CellWork
     lines: tuple[RowWork, ...]  # the rows that go up, line i being lines[i]; a row lacking a column stays here
@@ -203,11 +203,17 @@ class Submission:
         return [self._row(row, outputs, where, line_of.get(id(row))) for row in self.work.rows]
 
     def entity(self, data: Path) -> Any:
-        """promptflow's ``Run`` entity, as ``pf.run`` would build it, with the compute among its ``resources``."""
+        """promptflow's ``Run`` entity, as ``pf.run`` would build it, with the compute among its ``resources``; one
+        that promptflow refuses (an init its entry does not take) is the cell's one line."""
         from promptflow.entities import Run
 
         arguments = {key: value for key, value in self.arguments.items() if value is not None}
-        return Run(data=str(data), **arguments)
+        target = self.work.target
+        try:
+            return Run(data=str(data), **arguments)
+        except Exception as error:  # promptflow's own validation of the run's fields
+            raise SpecError(target.path, f"flow {target.name}: promptflow refuses the Azure ML run: {one_line(error)}",
+                            "fix what it names, or " + THREADS_FIX) from None
 
     @staticmethod
     def _run(client: Any, entity: Any) -> dict[int, dict[str, Any] | None]:
