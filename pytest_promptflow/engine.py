@@ -56,6 +56,9 @@ class Row:
     repeat: int = 0
     #: its LLM calls, in the order they ended: the prompt sent, the answer got, tokens, cost, from the store or not
     calls: tuple[LLMCall, ...] = field(default=(), repr=False)
+    #: where it ran when not here (``Azure ML run NAME``): its LLM calls, tokens, cost and latency are not
+    #: known here, so they are left out of the metrics, not counted as zero; '' when it ran here
+    elsewhere: str = ""
 
     @property
     def failed(self) -> bool:
@@ -92,12 +95,12 @@ class Run:
         """The flow's own logged metrics, then the built-in metrics every run has (a logged metric with a
         built-in's name is kept as ``flow.<name>``). Latency rests on live rows only (``latency.rows`` of
         them): with every row answered from the store there is no latency to report."""
-        live = sorted(r.latency for r in self.rows if not r.cached)
+        live = [] if self.elsewhere else sorted(r.latency for r in self.rows if not r.cached)
         builtin = {
             "error_rate": sum(r.failed for r in self.rows) / len(self.rows),
             "rows": float(self.dataset_rows),
             "latency.rows": float(len(live)),
-            **ledger.spend(self.rows),
+            **({} if self.elsewhere else ledger.spend(self.rows)),
         }
         if live:
             builtin["latency.mean"] = statistics.fmean(live)
@@ -111,8 +114,23 @@ class Run:
         return {"error_rate": tuple(float(row.failed) for row in self.rows)}
 
     @property
+    def elsewhere(self) -> str:
+        """Where its rows ran when not here (a backend's remote run): '' when here."""
+        return next((row.elsewhere for row in self.rows if row.elsewhere), "")
+
+    @property
+    def calls_note(self) -> str:
+        """Why the LLM call metrics are missing, when its rows ran elsewhere."""
+        if not self.elsewhere:
+            return ""
+        return (f"its rows ran in {self.elsewhere}: their LLM calls, tokens and cost are not counted here (unknown, "
+                "not zero) and their answers are not in the LLM store")
+
+    @property
     def latency_note(self) -> str:
         """Why latency metrics are missing, when they are."""
+        if self.elsewhere:
+            return f"latency is not measured for rows that ran in {self.elsewhere}"
         if any(not row.cached for row in self.rows):
             return ""
         return (f"latency is measured on live rows only and all {len(self.rows)} rows were answered from the "

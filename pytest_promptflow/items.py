@@ -11,6 +11,9 @@ from .errors import SpecError, Where, unforeseen
 from .matrix import safe_id_part
 from .thresholds import check, require_metric
 
+#: the metrics of a run's LLM spend (``ledger.spend``), unknown for rows that ran elsewhere (``Run.calls_note``)
+SPEND_METRICS = ("llm.", "tokens.", "cost.")
+
 
 class ThresholdFailure(Exception):
     """Raised by an item whose metrics miss a threshold; its text is the failure table."""
@@ -88,7 +91,8 @@ class ExperimentItem(pytest.Item):
         for threshold in thresholds:
             refused = [f"{e.where}: {e.refused}" for e in self.planned.spec.evaluators
                        if e.refused and threshold.metric.startswith(f"{e.name}.")]
-            require_metric(threshold, metrics, refused[0] if refused else "")
+            unknown = run.calls_note if threshold.metric.startswith(SPEND_METRICS) else ""  # ran elsewhere
+            require_metric(threshold, metrics, refused[0] if refused else unknown)
         verdicts = check(thresholds, metrics, self._comparer(session, run, evaluations))
         self.verdicts = [v.record() for v in verdicts]
         failures = [threshold_failure(self.planned.id, run, verdicts, metrics), self._parity(session, run, evaluations)]

@@ -143,9 +143,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="rows run at once per cell (default: ini promptflow_concurrency, 4)")
     parser.addini("promptflow_concurrency", "rows run at once per cell", default="4")
     group.addoption("--promptflow-backend", choices=sorted(BACKENDS), default="threads",
-                    help="where a cell's rows run: threads in this process (default)")
+                    help="where a cell's rows run: threads in this process (default), ray (a Ray cluster) or azureml "
+                    "(Azure ML runs)")
     group.addoption("--promptflow-ray-address", metavar="ADDR", default=None,
                     help="with --promptflow-backend ray: the Ray cluster's head node, HOST:PORT")
+    group.addoption("--promptflow-azureml-workspace", metavar="SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE", default=None,
+                    help="the Azure ML workspace --promptflow-backend azureml runs cells on (default: "
+                    "SUBSCRIPTION_ID, RESOURCE_GROUP_NAME, WORKSPACE_NAME, as the azureml registry reads them)")
+    group.addoption("--promptflow-azureml-compute", metavar="NAME|serverless[:INSTANCE_TYPE]", default="serverless",
+                    help="where an azureml run runs: a compute instance or cluster by name, or serverless (default; "
+                    "Azure chooses the instance type unless one is given)")
     group.addoption("--promptflow-repeat", metavar="K", type=_repeat, default=None,
                     help="run each row K times: pass@k, pass^k and flaky rows, intervals over rows (default: ini "
                     "promptflow_repeat, 1; an experiment's repeat: or the marker's repeat= wins)")

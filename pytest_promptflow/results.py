@@ -56,7 +56,7 @@ def metrics_of(run: Run, evaluations: Sequence[Evaluation]) -> Metrics:
     counted = f"{runs} rows" if run.repeats == 1 else f"{runs} runs ({run.dataset_rows} rows x {run.repeats} repeats)"
     notes = [f"{len(failed)} of {counted} failed (each scores the worst value in the evaluators' metrics), "
              f"first: {failed[0].error_type}: {failed[0].error_message}" if failed else "",
-             *(ev.note for ev in evaluations), run.latency_note,
+             *(ev.note for ev in evaluations), run.latency_note, run.calls_note,
              f"{run.duplicate_identities} rows share their identity with another row" if run.duplicate_identities
              else ""]
     note = "; ".join(n for n in notes if n)

@@ -10,7 +10,7 @@ from ..engine import Backend
 
 #: backend name -> "module:factory" (relative to this package) making it from the session's options; the
 #: factory takes ``getoption`` (pytest's ``config.getoption``) and returns an ``engine.Backend``
-BACKENDS: dict[str, str] = {"threads": "", "ray": "ray:make"}
+BACKENDS: dict[str, str] = {"threads": "", "ray": "ray:make", "azureml": "azureml:make"}
 
 
 def make_backend(name: str, getoption: Callable[[str], Any]) -> Backend | None:

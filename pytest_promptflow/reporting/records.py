@@ -58,6 +58,7 @@ def item_record(nodeid: str, outcome: str, planned: Any, run: Any = None, evalua
         record["intervals"] = interval_fields(metrics)
         record["rows"] = [_row(i, row, evaluations) for i, row in enumerate(run.rows)]
         record["flaky"] = plain(flaky(run, evaluations))
+        record["ran_in"] = run.elsewhere  # a backend's remote run: its LLM spend and latency are not known here
     return record
 
 
@@ -81,14 +82,19 @@ def _row(index: int, row: Any, evaluations: Sequence[Any]) -> dict[str, Any]:
         "inputs": plain(row.inputs),
         "outputs": plain(row.outputs) if row.outputs is not None else None,
         "error": f"{row.error_type}: {row.error_message}" if row.failed else None,
-        "latency": row.latency,
-        "cached": row.cached,
-        "llm_calls": row.llm_calls,
-        "tokens": row.prompt_tokens + row.completion_tokens,
-        "cost": row.cost,
+        **_spent(row),
         "scores": scores,
         "calls": _calls(index, row, evaluations),
     }
+
+
+def _spent(row: Any) -> dict[str, Any]:
+    """The row's latency and LLM spend; None for each when it ran elsewhere (``Row.elsewhere``): not known here."""
+    known = not row.elsewhere
+    return {"latency": row.latency if known else None, "cached": row.cached,
+            "llm_calls": row.llm_calls if known else None,
+            "tokens": row.prompt_tokens + row.completion_tokens if known else None,
+            "cost": row.cost if known else None}
 
 
 def _calls(index: int, row: Any, evaluations: Sequence[Any]) -> list[dict[str, Any]]:

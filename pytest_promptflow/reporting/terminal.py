@@ -60,10 +60,20 @@ def comparison_tables(document: Mapping[str, Any], verbosity: int = 0) -> list[s
             lines += [chosen] if chosen else []
         described = variants_line(flow.get("variants") or {})
         lines += [described] if described else []
+        lines += _ran_elsewhere(flow)
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         lines += ["  " + "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip()
                   for row in table]
     return lines
+
+
+def _ran_elsewhere(flow: Mapping[str, Any]) -> list[str]:
+    """The line saying which cells ran elsewhere (``--promptflow-backend azureml``), whose LLM calls are unknown."""
+    where = [cell["ran_in"] for cell in flow["cells"] if cell.get("ran_in")]
+    if not where:
+        return []
+    return [f"  {len(where)} cell{'s' * (len(where) != 1)} ran in {', '.join(where)}: LLM calls, tokens, cost and "
+            "latency are not counted here (unknown, not zero) and no answer went to the LLM store"]
 
 
 def _why_no_metric(flow: Mapping[str, Any]) -> str:
