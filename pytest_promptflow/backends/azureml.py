@@ -34,7 +34,7 @@ import pytest
 
 from ..engine import CellWork, Row, RowObserver, RowWork, run_row
 from ..errors import SpecError
-from ..extras import MODULES, ExtraMissing, require
+from ..extras import MODULES, ExtraMissing, install_command, require
 from ..flows import PROMPTFLOW_KINDS, FlowTarget, RowOutcome
 
 SERVERLESS = "serverless"
@@ -134,13 +134,12 @@ class AzureMLBackend:
 
 def load_pf_client() -> Any:
     """promptflow-azure's ``PFClient`` class; without promptflow-azure, one line naming the extra."""
-    from ..registry.azureml import EXTRA_HINT
-
     try:
         _alias_removed_restclient()
         from promptflow.azure import PFClient
     except ImportError as error:
-        raise SpecError(None, f"azureml backend: promptflow-azure cannot be imported ({error})", EXTRA_HINT) from None
+        raise SpecError(None, f"azureml backend: promptflow-azure cannot be imported ({error})",
+                        f"fix: {install_command('azureml')}") from None
     return PFClient
 
 
