@@ -260,6 +260,16 @@ def test_mlflow_tracking_without_its_extra_is_one_usage_line(light_python: Path,
                                    "fix: pip install 'pytest-promptflow[mlflow]'")
 
 
+@pytest.mark.parametrize(("backend", "module"), [("ray", "ray"), ("azureml", "azure.ai.ml")])
+def test_a_backend_without_its_extra_is_one_usage_line(
+        backend: str, module: str, light_python: Path, tmp_path: Path) -> None:
+    _write(tmp_path, CALLABLES)
+    done = _pytest(light_python, tmp_path, "--promptflow-backend", backend)
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR
+    assert done.stderr.strip() == (f"ERROR: pytest-promptflow: --promptflow-backend {backend} needs the '{backend}' "
+                                   f"extra ({module} is not installed); fix: pip install 'pytest-promptflow[{backend}]'")
+
+
 #: the local target deploying a flow folder, and the docker target being made, in the light venv
 DEPLOY = """
 from pathlib import Path
