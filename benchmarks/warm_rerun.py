@@ -3,6 +3,7 @@
     python benchmarks/warm_rerun.py                          # evals/: one cold run, then 3 warm ones (~2.5 min)
     python benchmarks/warm_rerun.py --store .promptflow-llm  # warm runs only, on a copy of a filled store
     python benchmarks/warm_rerun.py --suite evals/test_qa.py --runs 5
+    python benchmarks/warm_rerun.py --workers 2              # the same under pytest-xdist, -n 2 (cells once)
 
 Each run is ``pytest <suite> -q -p no:cacheprovider`` in a subprocess of this tree (``PYTHONPATH`` is its root),
 with ``--promptflow-llm-store`` a temporary folder and the report in another: the cold run starts from an empty
@@ -47,9 +48,10 @@ def timed(command: list[str], log: Path, cwd: Path = ROOT) -> tuple[float, float
     return wall, cpu, code, lines[-1] if lines else ""
 
 
-def suite_command(suite: str, store: Path, report: Path, mode: str) -> list[str]:
+def suite_command(suite: str, store: Path, report: Path, mode: str, workers: int) -> list[str]:
     return [sys.executable, "-m", "pytest", suite, "-q", "-p", "no:cacheprovider", f"--promptflow-llm={mode}",
-            f"--promptflow-llm-store={store}", f"--promptflow-report={report}"]
+            f"--promptflow-llm-store={store}", f"--promptflow-report={report}",
+            *(["-n", str(workers)] if workers else [])]
 
 
 def show(label: str, wall: float, cpu: float, code: int, last: str) -> None:
@@ -61,6 +63,7 @@ def main() -> int:
     parser.add_argument("--suite", default="evals/", help="what pytest runs, relative to the project (evals/)")
     parser.add_argument("--runs", type=int, default=3, help="warm runs; their median is the warm figure (3)")
     parser.add_argument("--store", type=Path, help="a filled LLM store: copy it and skip the cold run")
+    parser.add_argument("--workers", type=int, default=0, help="run every suite run with -n WORKERS (0: serial)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="warm-rerun-") as temp:
         work = Path(temp)
@@ -73,13 +76,13 @@ def main() -> int:
         if args.store is not None:
             shutil.copytree(args.store, store)
         else:
-            cold = timed(suite_command(args.suite, store, work / "cold", "cache"), work / "cold.log")
+            cold = timed(suite_command(args.suite, store, work / "cold", "cache", args.workers), work / "cold.log")
             show("cold", *cold)
             if cold[2] not in (0, 1):
                 print(f"the cold run did not finish; its output: {work / 'cold.log'}")
                 return 1
-        warm = [timed(suite_command(args.suite, store, work / f"warm{i}", "replay"), work / f"warm{i}.log")
-                for i in range(args.runs)]
+        warm = [timed(suite_command(args.suite, store, work / f"warm{i}", "replay", args.workers),
+                      work / f"warm{i}.log") for i in range(args.runs)]
         for i, run in enumerate(warm, 1):
             show(f"warm {i}", *run)
         wall, cpu = statistics.median(run[0] for run in warm), statistics.median(run[1] for run in warm)
