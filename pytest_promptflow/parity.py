@@ -122,11 +122,13 @@ class Parity:
                                 for check in self.checks if check.name == "equivalence"]}
 
 
-def parity(original: Version, twin: Version, margin: float, max_unpaired: float = 0.10) -> Parity:
+def parity(original: Version, twin: Version, margin: float, max_unpaired: float = 0.10, unseen: str = "") -> Parity:
     """All the checks: request parity, output agreement, each metric's equivalence within ``margin``, errors,
-    latency and cost. Rows pair by identity (and repeat); none is dropped: a failed row is compared as failed."""
+    latency and cost. Rows pair by identity (and repeat); none is dropped: a failed row is compared as failed.
+    ``unseen`` says why one side's LLM requests were not seen here (a deployment's answers, a remote run): then
+    request parity is not checked, and says why."""
     pairs = _paired_rows(original, twin)
-    checks = [request_parity(pairs), output_agreement(pairs),
+    checks = [request_parity(pairs, unseen), output_agreement(pairs),
               *equivalence(original, twin, margin, max_unpaired), errors(original, twin, pairs), spend(original, twin)]
     return Parity(original.label, twin.label, tuple(checks))
 
@@ -139,9 +141,14 @@ def _paired_rows(original: Version, twin: Version) -> Pairs:
     return [(row, theirs[(row.identity, row.repeat)]) for row in original.rows if (row.identity, row.repeat) in theirs]
 
 
-def request_parity(pairs: Pairs) -> Check:
+def request_parity(pairs: Pairs, unseen: str = "") -> Check:
     """Per row, the original's LLM calls and the twin's in order: the same messages and parameters. Rows that
-    failed on either side are left to the error check (a failure cuts its calls short)."""
+    failed on either side are left to the error check (a failure cuts its calls short). Not checked when a side's
+    requests were not seen (``unseen`` says why)."""
+    if unseen:
+        return Check("request", f"request parity: not checked ({unseen}: its LLM requests are not seen here)", True,
+                     True, {"rows": len(pairs), "differing": None, "skipped": len(pairs), "first": None,
+                            "unseen": unseen})
     compared = [(mine, theirs) for mine, theirs in pairs if mine.error is None and theirs.error is None]
     differing = [(mine, found) for mine, theirs in compared if (found := first_difference(mine.calls, theirs.calls))]
     calls = sum(len(mine.calls) + len(theirs.calls) for mine, theirs in compared)

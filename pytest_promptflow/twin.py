@@ -53,14 +53,26 @@ def check_parity(session: Any, planned: Any, run: Any, evaluations: Sequence[Any
                  margin: float, max_unpaired: float) -> Parity:
     """The parity of ``planned``'s run and its twin (``planned.spec.twin``), each scored by ``evaluate``."""
     spec = planned.spec.twin
+    unseen = requests_unseen(session, planned, run)
     if spec.report is not None:  # this flow is the twin
         this = version_of_run(f"twin {planned.target.name}", run, evaluations)
-        return parity(stored_original(spec, planned, run, this, evaluate), this, margin, max_unpaired)
+        return parity(stored_original(spec, planned, run, this, evaluate), this, margin, max_unpaired, unseen)
     this = version_of_run(f"flow {planned.target.name}", run, evaluations)
     twin_planned = twin_cell(session, planned, spec)
     twin_run = session.run(twin_planned)
     twin = version_of_run(f"twin {twin_planned.target.name}", twin_run, evaluate(planned, twin_run))
-    return parity(this, twin, margin, max_unpaired)
+    return parity(this, twin, margin, max_unpaired, unseen)
+
+
+def requests_unseen(session: Any, planned: Any, run: Any) -> str:
+    """Why ``run``'s LLM requests were not seen by this session ('' when they were): its rows are a deployment's
+    answers (the endpoint test), or they ran in a remote run (a backend's)."""
+    answers = getattr(session, "answers", None)
+    if answers is not None and answers.target(planned.target, planned.cell.dataset.name) is not None:
+        return f"{planned.target.name}'s rows are its deployment's answers"
+    if run.elsewhere:
+        return f"{planned.target.name}'s rows ran in {run.elsewhere}"
+    return ""
 
 
 def twin_cell(session: Any, planned: Any, spec: TwinSpec) -> Any:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -23,6 +24,7 @@ from llm_variants import SYSTEM, write_flows
 
 from pytest_promptflow.pairing import ScoredRow, Side
 from pytest_promptflow.parity import Version, VersionRow, first_difference, parity, word_diff
+from pytest_promptflow.twin import requests_unseen
 
 ROWS = [{"id": "r1", "text": "a good day"}, {"id": "r2", "text": "a bad day"}, {"id": "r3", "text": "awful service"}]
 
@@ -225,6 +227,38 @@ def test_a_twin_failing_rows_fails_parity_and_keeps_every_row(llm_project: Proje
     assert parity["errors"]["twin_only"] == [{"row": "r3", "error": "ValueError: the twin cannot say awful"}]
     assert parity["request"]["rows"] == 2 and parity["request"]["skipped"] == 1  # the failed row: the error check's
     assert parity["outputs"]["rows"] == 3 and parity["equivalence"][0]["n"] == 3  # no row dropped
+
+
+def test_against_a_deployments_answers_request_parity_is_not_checked_and_the_rest_is(llm_project: Project) -> None:
+    """The endpoint test judges a deployment's answers: its LLM requests are not seen here, so they are not
+    compared with the twin's (which would fail every row: 0 calls against 1); scores and errors still are."""
+    write_test(llm_project, callable_twin(llm_project))
+    first = run(llm_project.pytester, "--promptflow-report", "out")
+    assert outcomes(first) == {"passed": 1}, first.stdout.str()
+    rows = [row for flow in json.loads((llm_project.path / "out" / "report.json").read_text())["flows"]
+            if flow["flow"] == "clf" for cell in flow["cells"] for row in cell["rows"]]
+    answers = [{"inputs": row["inputs"], "outputs": row["outputs"], "error": None, "latency": 0.2} for row in rows]
+    llm_project.write("answers.json", json.dumps({"rows": 0, "flows": {"clf": {"rows": answers}}}))
+
+    result = run(llm_project.pytester, "--promptflow-report", "endpoint", "--promptflow-endpoint-answers",
+                 str(llm_project.path / "answers.json"))
+    assert outcomes(result) == {"passed": 1}, result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "promptflow: cell clf-rows: parity of flow clf with twin classify holds",
+        "  request parity: not checked (clf's rows are its deployment's answers: its LLM requests are not seen here)",
+        "  outputs agree on 3 of 3 rows (100%)",
+        "  errors: the original failed 0 of 3 rows, the twin 0 of 3"], consecutive=False)
+    request = report(llm_project, "endpoint")["parity"]["request"]
+    assert request["passed"] and request["differing"] is None and request["unseen"].startswith("clf's rows")
+
+
+def test_rows_of_a_remote_run_leave_request_parity_unchecked_and_say_where_they_ran() -> None:
+    planned = SimpleNamespace(target=SimpleNamespace(name="clf"), cell=SimpleNamespace(dataset=SimpleNamespace(
+        name="rows")))
+    session = SimpleNamespace(answers=None)
+    assert requests_unseen(session, planned, SimpleNamespace(elsewhere="azureml run r1")) == \
+        "clf's rows ran in azureml run r1"
+    assert requests_unseen(session, planned, SimpleNamespace(elsewhere="")) == ""
 
 
 def test_experiment_yaml_declares_a_twin(llm_project: Project) -> None:
