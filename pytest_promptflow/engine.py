@@ -21,7 +21,7 @@ from .aggregation import Logged
 from .config import DatasetSpec, data_columns, parse_mapping
 from .datasets import check_columns
 from .errors import SpecError
-from .flows import FlowTarget, RowOutcome, Runner
+from .flows import Executors, FlowTarget, RowOutcome, Runner
 from .llm import ledger
 from .llm.transcript import LLMCall
 from .matrix import Cell
@@ -269,6 +269,7 @@ class Engine:
         self.concurrency = max(1, concurrency)
         self.observe = observe
         self.backend = backend
+        self.executors = Executors()  # promptflow's, shared by the cells and evaluations of one configuration
         self._runs: dict[tuple[Any, ...], Run] = {}
         self._lock = threading.Lock()
 
@@ -284,7 +285,7 @@ class Engine:
 
     def _execute(self, target: FlowTarget, cell: Cell, rows: Sequence[Mapping[str, Any]],
                  connections: Mapping[str, Any], init: Mapping[str, Any] | None, repeats: int) -> Run:
-        runner = target.executor(dict(cell.variants), dict(cell.overrides), connections, init)
+        runner = target.executor(dict(cell.variants), dict(cell.overrides), connections, init, self.executors)
         reroute()  # promptflow's loggers made while it loaded the flow write to the log file too
         check_mappings(cell.dataset, rows, runner.input_names)
         start = time.perf_counter()

@@ -247,7 +247,7 @@ def _evaluate_callable(engine: Engine, run: Run, evaluator: Callable[..., Any], 
 def _evaluate_flow(engine: Engine, run: Run, target: FlowTarget, mapping: Mapping[str, str],
                    rows: Sequence[Mapping[str, Any]], name: str, connections: Mapping[str, Any],
                    where: Where | None, init: Mapping[str, Any] | None = None) -> Evaluation:
-    executor = target.promptflow_executor({}, {}, connections, init)
+    executor = engine.executors.get(target, {}, {}, connections, init)
     flow_inputs = list(executor_inputs(executor))
     unknown = [k for k in mapping if flow_inputs and k not in flow_inputs]
     if unknown:

@@ -175,15 +175,18 @@ class FlowTarget:
         overrides: Mapping[str, Any],
         connections: Mapping[str, Any],
         init: Mapping[str, Any] | None = None,
+        executors: Executors | None = None,
     ) -> Runner:
-        """What runs one row with the chosen variants, overrides and connections."""
+        """What runs one row with the chosen variants, overrides and connections; ``executors``: the session's,
+        which makes each promptflow executor once."""
         if self.kind == "callable":
             return _callable_runner(self.func, with_connection_objects(init, connections))
         if self.kind == "maf":  # init and overrides are the factory's keyword arguments
             from .workflows.workers import current
 
             return current().runner(self.workflow, self.name, {**(init or {}), **overrides})
-        executor = self.promptflow_executor(variants, overrides, connections, init)
+        executor = (executors.get(self, variants, overrides, connections, init) if executors is not None
+                    else self.promptflow_executor(variants, overrides, connections, init))
         names = tuple(self.definition.get("inputs") or {}) if self.kind == "prompty" else executor_inputs(executor)
         aggregate = (functools.partial(logged_metrics, executor, names,
                                        pure_python=is_python_aggregation(self.definition))
@@ -236,6 +239,28 @@ class FlowTarget:
                                            init_kwargs=resolve_model_configs(init, connections))
         return FlowExecutor.create(_load_prompty(self.path, connections), conns,
                                    working_dir=folder, raise_ex=False)
+
+
+class Executors:
+    """A session's promptflow executors, one per flow and configuration: a configuration run on several
+    datasets, or an evaluation flow scoring many cells, loads once (20 to 60 ms, and an SDK client for each
+    LLM node). promptflow tracks each line apart, so any cell's rows may share one."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, target: FlowTarget, variants: Mapping[str, str], overrides: Mapping[str, Any],
+            connections: Mapping[str, Any], init: Mapping[str, Any] | None = None) -> Any:
+        """``target.promptflow_executor(...)``, made on first use. Connections are part of the configuration:
+        resolved afresh per cell, they change when the embedded model had to start again."""
+        key = json.dumps([target.identity, variants, overrides, init,
+                          {name: conn._to_execution_connection_dict() for name, conn in connections.items()}],
+                         sort_keys=True, default=repr)
+        with self._lock:
+            if key not in self._made:
+                self._made[key] = target.promptflow_executor(variants, overrides, connections, init)
+            return self._made[key]
 
 
 def executor_inputs(executor: Any) -> tuple[str, ...]:

@@ -6,6 +6,8 @@ Every flow here is pure Python (see conftest.py), so no model server is started.
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -170,6 +172,79 @@ def test_template_experiment_without_our_keys_runs_and_passes(project: Project, 
     properties = junit_properties(pytester.path / "report.xml")
     assert float(properties["clf_template[clf-classify=variant_0-decorate=plain-small]"]["promptflow.accuracy"]) == 1.0
     assert float(properties["clf_template[clf-classify=variant_1-decorate=plain-small]"]["promptflow.accuracy"]) == 0.5
+
+
+def test_each_flow_configuration_loads_once_across_datasets_and_scored_cells(
+        project: Project, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """4 cells (2 variants x 2 datasets) and 4 evaluations of them: 2 executors of the flow and 1 of the
+    evaluation flow, not 8; the verdicts are what they were."""
+    from promptflow.executor import FlowExecutor
+
+    made: list[str] = []
+    create = FlowExecutor.create
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        made.append(Path(kwargs["working_dir"]).name)
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(FlowExecutor, "create", counted)
+    project.dag_flow()
+    project.eval_flow()
+    project.data("small")
+    project.data("tiny", HARD)
+    project.experiment(EXPERIMENT.replace("""\
+- name: small
+  source: ../data/small.jsonl
+  mappings:
+    text: "${data.text}"
+""", """\
+- name: small
+  source: ../data/small.jsonl
+  mappings:
+    text: "${data.text}"
+- name: tiny
+  source: ../data/tiny.jsonl
+  mappings:
+    text: "${data.text}"
+""").replace("""\
+  - name: small
+    mappings:
+""", """\
+  - name: small
+    mappings:
+      groundtruth: "${data.label}"
+      prediction: "${run.outputs.category}"
+  - name: tiny
+    reference: tiny
+    mappings:
+""").replace('  accuracy: ">= 0.75"\n', '  accuracy: ">= 0.5"\n'))
+    result = run(pytester, "--junitxml=report.xml")
+    result.assert_outcomes(passed=4)
+    assert sorted(made) == ["clf", "clf", "ev"]
+    properties = junit_properties(pytester.path / "report.xml")
+    accuracy = {cell.removeprefix("clf[clf-classify=").rstrip("]"): float(values["promptflow.accuracy"])
+                for cell, values in properties.items()}
+    assert accuracy == {"variant_0-small": 1.0, "variant_1-small": 0.5, "variant_0-tiny": 0.5, "variant_1-tiny": 0.5}
+
+
+def test_a_flow_configuration_loads_again_with_another_variant_or_connection(project: Project) -> None:
+    """Connections are resolved afresh per cell: one that moved (the embedded model started again elsewhere)
+    gets an executor of its own."""
+    from promptflow.connections import AzureOpenAIConnection
+
+    from pytest_promptflow.flows import Executors, load_target
+
+    target = load_target(project.dag_flow(), project.path, None)
+    executors = Executors()
+
+    def executor(variant: str, port: int) -> Any:
+        connection = AzureOpenAIConnection(api_key="k", api_base=f"http://127.0.0.1:{port}/")
+        return executors.get(target, {"classify": variant}, {}, {"aoai": connection})
+
+    first = executor("variant_0", 1)
+    assert executor("variant_0", 1) is first
+    assert executor("variant_0", 2) is not first
+    assert executor("variant_1", 1) is not first
 
 
 def test_overlay_replaces_datasets_and_empty_evaluators_clear(project: Project, pytester: pytest.Pytester) -> None:

@@ -74,7 +74,8 @@ class AnsweredFlow:
         return {}  # the endpoint holds its own
 
     def executor(self, variants: Mapping[str, str], overrides: Mapping[str, Any], connections: Mapping[str, Any],
-                 init: Mapping[str, Any] | None = None) -> Runner:
+                 init: Mapping[str, Any] | None = None, executors: Any = None) -> Runner:
+        """The endpoint's answers, one per row (no promptflow executor: ``executors`` is not needed)."""
         return Runner(self._answer, self._input_names)
 
     def _answer(self, inputs: Mapping[str, Any]) -> RowOutcome:
