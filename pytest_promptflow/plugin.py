@@ -529,6 +529,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         check_env(session.config, files)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Before the first item (after the header): the workflow workers the selected items need start now. An
+    xdist worker does not know yet which items it will run; their workers start with their first row."""
+    if session.config.option.collectonly or hasattr(session.config, "workerinput") or session.testsfailed:
+        return
+    from .reporting.header import planned_cell
+
+    session_of(session.config).start_workflow_workers(
+        planned for planned in map(planned_cell, session.items) if planned is not None)
+
+
 def check_env(config: pytest.Config, experiment_files: Iterable[Path]) -> None:
     """A ``--promptflow-env`` that no overlay and no deployment entry knows is a typo, not a silent base run:
     a usage error naming the envs that exist. One env still serves every use case when any overlay beside

@@ -14,7 +14,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pytest
 
@@ -119,6 +119,24 @@ class PromptflowSession:
         return [PlannedCell(spec, target, cell, init, repeats) for cell in narrow(cells, self.selection)]
 
     # -- running --
+    def start_workflow_workers(self, planned: Iterable[PlannedCell]) -> None:
+        """Starts the workers that the planned cells' workflows (flows or twins) run in before the first item,
+        so a worker's start (its Python and agent_framework, about a second) overlaps the items before its
+        first row instead of delaying it. The SDK fallback is set first: a worker inherits it."""
+        if self.answers is not None:  # the endpoint test: the deployments answer, no workflow runs here
+            return
+        targets = []
+        for cell in planned:
+            targets.append(cell.target)
+            twin = cell.spec.twin
+            if twin is not None and twin.flow is not None:
+                targets.append(self.target(twin.flow, twin.base_dir, twin.where))
+        workflows = {target.identity: target for target in targets if target.kind == "maf"}
+        if workflows:
+            _ = self.calls  # sets the SDK fallback variables the workers inherit
+        for target in workflows.values():
+            self.workflows.start(target.workflow, target.name)
+
     @property
     def embedded(self) -> Any:
         if self._embedded is None:

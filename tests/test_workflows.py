@@ -173,6 +173,37 @@ def test_an_experiment_yaml_names_a_workflow_whose_rows_run_at_once_and_come_bac
     assert "echoing yo" in (pytester.path / "reports" / "promptflow.log").read_text()  # its prints: in the log
 
 
+#: a plain test collected before the workflow's items: it writes how many workflow workers of this project run
+FIRST_TEST = f"""\
+from pathlib import Path
+
+import psutil
+
+
+def test_first():
+    workers = [process for process in psutil.process_iter(["cmdline", "cwd"])
+               if {str(WORKER)!r} in (process.info["cmdline"] or ()) and process.info["cwd"] == str(Path.cwd())]
+    Path("workers_seen").write_text(str(len(workers)))
+"""
+
+
+def test_the_worker_starts_before_the_first_item_when_a_selected_item_runs_a_workflow(
+        pytester: pytest.Pytester) -> None:
+    experiment = ("name: echo\nflow: maf:../../flows/echo/workflow.py\ndatasets:\n- name: words\n"
+                  "  source: words.jsonl\nthresholds:\n  error_rate: '<= 0'\n")
+    write(pytester, {"flows/echo/workflow.py": ECHO_PY, "evals/echo/experiment.yaml": experiment,
+                     "evals/a_first/test_first.py": FIRST_TEST}, {"evals/echo/words.jsonl": [{"text": "yo"}]})
+    result = run(pytester, "evals", "-v")
+    assert outcomes(result) == {"passed": 2}, result.stdout.str()
+    result.stdout.fnmatch_lines(["*test_first.py::test_first PASSED*", "*echo-words* PASSED*"])
+    assert (pytester.path / "workers_seen").read_text() == "1"  # started while the first item ran
+    assert not workers_in(pytester.path)
+
+    result = run(pytester, "evals", "-k", "first")  # the workflow's item deselected: no worker
+    assert outcomes(result) == {"passed": 1, "deselected": 1}, result.stdout.str()
+    assert (pytester.path / "workers_seen").read_text() == "0"
+
+
 def test_a_worker_that_dies_fails_its_row_in_one_line_and_the_next_row_restarts_it(
         pytester: pytest.Pytester) -> None:
     experiment = ("name: echo\nflow: maf:../../flows/echo/workflow.py:create_workflow\ndatasets:\n- name: words\n"

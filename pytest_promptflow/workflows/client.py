@@ -186,6 +186,10 @@ class WorkerClient:
                 process.loaded[handle] = reply
         return handle, process.loaded[handle]
 
+    def start(self) -> None:
+        """Starts the worker now (its first request would), so its start overlaps other work."""
+        self._running()
+
     def _running(self) -> _Process:
         with self._lock:
             if self._process is None or not self._process.alive:

@@ -1,8 +1,9 @@
 """The session's workflow workers (one per Python) and the LLM proxy their calls come back through.
 
-Nothing starts until a workflow runs. The session activates its ``Workflows`` and stops it at close; a
-caller outside a session (a script running a ``maf`` target's rows) gets a process-wide one, stopped
-at exit. The worker's environment is this process's when the first workflow runs: the SDK fallback
+A worker starts before the first item when a selected item runs a workflow (``start``), else with a
+workflow's first row; a session without one starts none. The session activates its ``Workflows`` and
+stops it at close; a caller outside a session (a script running a ``maf`` target's rows) gets a
+process-wide one, stopped at exit. The worker's environment is this process's when it starts: the SDK fallback
 variables the session set (so ``OpenAIChatCompletionClient()`` reaches the embedded model through the
 call layer), plus ``PYTEST_PROMPTFLOW_PROXY``.
 """
@@ -31,7 +32,7 @@ PROXY_VARIABLE = "PYTEST_PROMPTFLOW_PROXY"
 
 
 class Workflows:
-    """Workers by Python, started on a workflow's first row, with the proxy they send LLM calls to."""
+    """Workers by Python, started ahead of or on a workflow's first row, with the proxy they send LLM calls to."""
 
     def __init__(self, rootdir: Path, configured_python: str = "") -> None:
         self.rootdir = rootdir
@@ -58,6 +59,15 @@ class Workflows:
         shape = loaded.get("input") or {}
         names = tuple(str(name) for name in shape.get("fields") or ())  # a dataclass's or model's, by name
         return Runner(lambda inputs: self._run(client, spec, dict(args), inputs), names, takes_row=not names)
+
+    def start(self, spec: WorkflowSpec, flow: str) -> None:
+        """Starts the worker the workflow will run in, ahead of its first row; a workflow with no Python for
+        it is left to its rows, which say so in one line."""
+        try:
+            python = find_python(self.rootdir, self.configured_python, flow, Where(spec.path))
+        except SpecError:
+            return
+        self.client(python).start()
 
     def _run(self, client: WorkerClient, spec: WorkflowSpec, args: Mapping[str, Any],
              inputs: Mapping[str, Any]) -> RowOutcome:
