@@ -218,8 +218,8 @@ def test_a_worker_that_dies_fails_its_row_in_one_line_and_the_next_row_restarts_
     assert "WorkerExited" in json.dumps(error) and "exited with code 3" in json.dumps(error), error
 
 
-def test_no_second_environment_fails_only_that_flows_items_in_one_line(pytester: pytest.Pytester) -> None:
-    write(pytester, {"flows/echo/workflow.py": ECHO_PY, "evals/test_both.py": '''\
+#: a workflow's item and a callable's, side by side
+BOTH_TEST = '''\
 import pytest
 
 
@@ -235,12 +235,29 @@ def test_workflow(flow_run):
 @pytest.mark.promptflow(flow=shout, data="data/words.jsonl")
 def test_callable(flow_run):
     assert flow_run.metrics["error_rate"] == 0
-'''}, {"data/words.jsonl": [{"text": "hi"}]}, ini="[pytest]\n")
+'''
+
+
+def test_no_second_environment_fails_only_that_flows_items_in_one_line(pytester: pytest.Pytester) -> None:
+    write(pytester, {"flows/echo/workflow.py": ECHO_PY, "evals/test_both.py": BOTH_TEST},
+          {"data/words.jsonl": [{"text": "hi"}]}, ini="[pytest]\n")
     result = run(pytester, "evals", "-p", "no:randomly")
     assert outcomes(result) in ({"passed": 1, "errors": 1}, {"passed": 1, "failed": 1}), result.stdout.str()
     result.stdout.fnmatch_lines(["*flow echo: agent-framework is not installed beside this session and no second "
                                  "environment was found; fix: run `pytest-promptflow env maf` or set "
                                  "promptflow_workflow_python*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_a_workflow_python_that_cannot_start_fails_only_that_flows_items_in_one_line(
+        pytester: pytest.Pytester) -> None:
+    """Found but not runnable (not executable): the early start leaves it to the item, which says why."""
+    (pytester.path / "not-a-python").write_text("#!/bin/sh\n")
+    write(pytester, {"flows/echo/workflow.py": ECHO_PY, "evals/test_both.py": BOTH_TEST},
+          {"data/words.jsonl": [{"text": "hi"}]}, ini="[pytest]\npromptflow_workflow_python = not-a-python\n")
+    result = run(pytester, "evals", "-p", "no:randomly")
+    assert outcomes(result) in ({"passed": 1, "errors": 1}, {"passed": 1, "failed": 1}), result.stdout.str()
+    result.stdout.fnmatch_lines(["*flow echo: *Permission denied*; fix: check that its Python runs*"])
     assert "Traceback" not in result.stdout.str()
 
 

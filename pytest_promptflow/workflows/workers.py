@@ -62,12 +62,11 @@ class Workflows:
 
     def start(self, spec: WorkflowSpec, flow: str) -> None:
         """Starts the worker the workflow will run in, ahead of its first row; a workflow with no Python for
-        it is left to its rows, which say so in one line."""
+        it, or one that cannot start, is left to its rows, which say so in one line."""
         try:
-            python = find_python(self.rootdir, self.configured_python, flow, Where(spec.path))
-        except SpecError:
+            self.client(find_python(self.rootdir, self.configured_python, flow, Where(spec.path))).start()
+        except (SpecError, OSError):
             return
-        self.client(python).start()
 
     def _run(self, client: WorkerClient, spec: WorkflowSpec, args: Mapping[str, Any],
              inputs: Mapping[str, Any]) -> RowOutcome:
