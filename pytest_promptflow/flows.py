@@ -244,7 +244,8 @@ class FlowTarget:
 class Executors:
     """A session's promptflow executors, one per flow and configuration: a configuration run on several
     datasets, or an evaluation flow scoring many cells, loads once (20 to 60 ms, and an SDK client for each
-    LLM node). promptflow tracks each line apart, so any cell's rows may share one."""
+    LLM node). promptflow tracks each line apart, so any cell's rows may share one. Not a flex flow's: its
+    executor holds an instance of the user's class, whose state (what its rows saw) is its cell's."""
 
     def __init__(self) -> None:
         self._made: dict[str, Any] = {}
@@ -254,6 +255,8 @@ class Executors:
             connections: Mapping[str, Any], init: Mapping[str, Any] | None = None) -> Any:
         """``target.promptflow_executor(...)``, made on first use. Connections are part of the configuration:
         resolved afresh per cell, they change when the embedded model had to start again."""
+        if target.kind == "flex":
+            return target.promptflow_executor(variants, overrides, connections, init)
         key = json.dumps([target.identity, variants, overrides, init,
                           {name: conn._to_execution_connection_dict() for name, conn in connections.items()}],
                          sort_keys=True, default=repr)

@@ -570,6 +570,30 @@ def test_class_flow_cells_differ_by_init(project: Project, pytester: pytest.Pyte
     run(pytester).assert_outcomes(passed=2)
 
 
+def test_a_flex_class_instance_is_its_cells_own(project: Project, pytester: pytest.Pytester) -> None:
+    """A flex class may keep state across its rows; the same configuration on another dataset starts afresh."""
+    project.write("flows/counter/flow.flex.yaml", "entry: counting:Counter\ninputs:\n  text:\n    type: string\n")
+    project.write("flows/counter/counting.py", """\
+class Counter:
+    def __init__(self):
+        self.seen = 0
+
+    def __call__(self, text: str) -> dict:
+        self.seen += 1
+        return {"seen": self.seen}
+""")
+    project.data("small")
+    project.data("tiny", HARD)
+    pytester.makepyfile(test_counter="""
+        import pytest
+
+        @pytest.mark.promptflow(flow="flows/counter", data=["data/small.jsonl", "data/tiny.jsonl"])
+        def test_counts(flow_run):
+            assert sorted(o["seen"] for o in flow_run.outputs) == list(range(1, len(flow_run.outputs) + 1))
+    """)
+    run(pytester, "--promptflow-concurrency", "1").assert_outcomes(passed=2)
+
+
 def test_two_flex_flows_with_the_same_module_name(project: Project, pytester: pytest.Pytester) -> None:
     """promptflow samples name their entry module flow.py; each folder's own module must run."""
     project.flex_function("first", module="flow", word="good", inputs=True)
